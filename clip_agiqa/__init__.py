@@ -1,0 +1,8 @@
+"""clip-agiqa: CLIP-AGIQA, a quality model for AI-generated images, on Lightning and transformers."""
+
+from .backbone import load_backbone
+from .data import ImageFolder, MOSDataModule, MOSFolder, SyntheticAIGI
+from .module import CLIPAGIQA
+
+__all__ = ["CLIPAGIQA", "ImageFolder", "MOSDataModule", "MOSFolder", "SyntheticAIGI", "load_backbone"]
+__version__ = "0.1.0"

@@ -1,0 +1,187 @@
+"""Loading the frozen CLIP backbone and its tokenizer: a hub id, a local folder, or a random preset.
+
+Random presets (``random:tiny``, ``random:vit-b-16``) need no network: the weights come from a
+fixed seed, so the same preset always gives the same frozen weights (checkpoints do not store them),
+and the tokenizer is a small byte-level BPE built in memory.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
+RANDOM_PREFIX = "random:"
+RANDOM_SEED = 0
+
+# Architecture of each random preset (text and vision towers); vocab and special ids come from the tokenizer.
+RANDOM_PRESETS: dict[str, dict] = {
+    "tiny": {
+        "projection_dim": 32,
+        "text": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     max_position_embeddings=77),
+        "vision": dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                       image_size=32, patch_size=4,
+                       initializer_factor=2.0),  # image content dominates the random features,
+    },
+    "vit-b-16": {
+        "projection_dim": 512,
+        "text": dict(hidden_size=512, intermediate_size=2048, num_hidden_layers=12, num_attention_heads=8,
+                     max_position_embeddings=77),
+        "vision": dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+                       image_size=224, patch_size=16),
+    },
+}
+
+# Words the offline tokenizer knows whole; any other text still tokenizes, byte by byte.
+OFFLINE_WORDS = (
+    "a photo of an image the picture that is quality looks with and in on it".split()
+    + "terrible bad poor average fair good great excellent perfect high low".split()
+    + "authentic realistic fake aligned misaligned prompt generated".split()
+)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the image transforms need to know about a backbone."""
+
+    size: int
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+
+@dataclass
+class Backbone:
+    clip: CLIPModel
+    tokenizer: CLIPTokenizer
+    image_settings: ImageSettings
+
+
+def _bytes_to_unicode() -> list[str]:
+    """The printable stand-in of each byte used by CLIP's byte-level BPE (same table as GPT-2)."""
+    printable = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(
+        range(ord("®"), ord("ÿ") + 1)
+    )
+    chars, extra = [], 0
+    for byte in range(256):
+        if byte in printable:
+            chars.append(chr(byte))
+        else:
+            chars.append(chr(256 + extra))
+            extra += 1
+    return chars
+
+
+@lru_cache(maxsize=1)
+def _offline_vocab_and_merges() -> tuple[dict[str, int], tuple[tuple[str, str], ...]]:
+    """A tiny CLIP-style BPE: every byte (alone and word-final), plus whole-word merges of OFFLINE_WORDS."""
+    symbols = _bytes_to_unicode()
+    vocab: dict[str, int] = {}
+    for token in symbols + [s + "</w>" for s in symbols]:
+        vocab.setdefault(token, len(vocab))
+    merges: list[tuple[str, str]] = []
+    for word in OFFLINE_WORDS:
+        parts = list(word[:-1]) + [word[-1] + "</w>"]
+        merged = parts[0]
+        for part in parts[1:]:
+            if (merged, part) not in merges:
+                merges.append((merged, part))
+            merged = merged + part
+            vocab.setdefault(merged, len(vocab))
+    for special in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[special] = len(vocab)
+    return vocab, tuple(merges)
+
+
+def offline_tokenizer() -> CLIPTokenizer:
+    vocab, merges = _offline_vocab_and_merges()
+    return CLIPTokenizer(vocab=dict(vocab), merges=list(merges), model_max_length=77)
+
+
+def _random_clip(preset: str, attn_implementation: str | None) -> Backbone:
+    if preset not in RANDOM_PRESETS:
+        raise ValueError(
+            f"unknown random backbone preset {preset!r}; choose one of "
+            + ", ".join(RANDOM_PREFIX + p for p in RANDOM_PRESETS)
+        )
+    spec = RANDOM_PRESETS[preset]
+    tokenizer = offline_tokenizer()
+    text = dict(spec["text"], vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    config = CLIPConfig(text_config=text, vision_config=spec["vision"], projection_dim=spec["projection_dim"])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_SEED)
+        clip = CLIPModel._from_config(config, attn_implementation=attn_implementation)
+    size = spec["vision"]["image_size"]
+    return Backbone(clip, tokenizer, ImageSettings(size, CLIP_MEAN, CLIP_STD))
+
+
+def _pretrained_image_settings(name: str, clip: CLIPModel) -> ImageSettings:
+    """Mean/std from the checkpoint's image processor when it has one, CLIP's otherwise."""
+    size = clip.config.vision_config.image_size
+    try:
+        from transformers import CLIPImageProcessor
+
+        processor = CLIPImageProcessor.from_pretrained(name)
+        return ImageSettings(size, tuple(processor.image_mean), tuple(processor.image_std))
+    except (OSError, ValueError):
+        return ImageSettings(size, CLIP_MEAN, CLIP_STD)
+
+
+def check_tokenizer(tokenizer: CLIPTokenizer, words: list[str], name: str) -> None:
+    """Refuse a tokenizer that cannot really encode our words (what an offline hub load returns)."""
+    if len(tokenizer) < 300:
+        raise RuntimeError(
+            f"the tokenizer of backbone {name!r} has only {len(tokenizer)} tokens: it did not load "
+            "(no network or an incomplete folder?). Download the model first or use a local folder."
+        )
+    unknown = tokenizer.unk_token_id
+    for word in words:
+        ids = tokenizer(word, add_special_tokens=False)["input_ids"]
+        if not ids or (unknown is not None and unknown in ids and tokenizer.unk_token != tokenizer.eos_token):
+            raise RuntimeError(f"the tokenizer of backbone {name!r} cannot encode the word {word!r}")
+        if any(i in (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id) for i in ids):
+            raise RuntimeError(f"the tokenizer of backbone {name!r} maps the word {word!r} to a special token")
+
+
+def load_backbone(name: str = DEFAULT_BACKBONE, attn_implementation: str | None = "sdpa",
+                  check_words: tuple[str, ...] = ()) -> Backbone:
+    """Build the CLIP model, its tokenizer and image settings from a hub id, a folder or a random preset."""
+    if name.startswith(RANDOM_PREFIX):
+        backbone = _random_clip(name[len(RANDOM_PREFIX):], attn_implementation)
+    else:
+        clip = CLIPModel.from_pretrained(name, attn_implementation=attn_implementation)
+        tokenizer = CLIPTokenizer.from_pretrained(name)
+        backbone = Backbone(clip, tokenizer, _pretrained_image_settings(name, clip))
+    check_tokenizer(backbone.tokenizer, list(check_words), name)
+    return backbone
+
+
+def is_local_backbone(name: str) -> bool:
+    return name.startswith(RANDOM_PREFIX) or Path(name).is_dir()
+
+
+def weights_fingerprint(module: torch.nn.Module) -> str:
+    """A short hash of the weights as loaded, stored in checkpoints to catch a different backbone on load.
+
+    It hashes a fixed sample of each tensor's values (no reductions, so it is exact on any device).
+    """
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        values = tensor.detach().flatten()
+        sample = values[:: max(1, values.numel() // 256)].to("cpu", torch.float32)
+        digest.update(name.encode())
+        digest.update(sample.numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def feature_output(output) -> torch.Tensor:
+    """The projected embedding from get_*_features: a tensor (transformers 4.x) or an output object (5.x)."""
+    return output if isinstance(output, torch.Tensor) else output.pooler_output

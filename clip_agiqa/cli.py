@@ -1,0 +1,51 @@
+"""The ``clip-agiqa`` command: LightningCLI with fit / validate / test / predict."""
+
+from __future__ import annotations
+
+import os
+
+from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.cli import LightningCLI
+
+from .callbacks import ScoreWriter
+from .data.base import MOSDataModule
+from .module import CLIPAGIQA
+
+
+class AGIQACLI(LightningCLI):
+    def add_arguments_to_parser(self, parser) -> None:
+        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.set_defaults({
+            "checkpoint.monitor": "val/srcc",
+            "checkpoint.mode": "max",
+            "checkpoint.filename": "best",
+            "checkpoint.save_last": True,
+            "checkpoint.auto_insert_metric_name": False,
+            "checkpoint.enable_version_counter": False,
+        })
+        parser.add_lightning_class_args(ScoreWriter, "predictions")
+        parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
+
+    def before_instantiate_classes(self) -> None:
+        # A fixed checkpoint folder (not one per logger version) lets `--ckpt_path last` find the last run.
+        config = self.config[self.subcommand]
+        if config.checkpoint.dirpath is None:
+            root = config.trainer.default_root_dir or os.getcwd()
+            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+
+
+def main(args: list[str] | None = None) -> AGIQACLI:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    return AGIQACLI(
+        CLIPAGIQA,
+        MOSDataModule,
+        subclass_mode_model=True,
+        subclass_mode_data=True,
+        save_config_kwargs={"overwrite": True},
+        auto_configure_optimizers=False,
+        args=args,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""SyntheticAIGI: a generated demo dataset in the MOSFolder format, so the demo and tests need no network.
+
+Each picture is a random composition of shapes on a gradient; a distortion strength in [0, 1] (blur,
+noise, JPEG blocking, desaturation) is applied and sets its MOS: 5 * (1 - strength) plus rater noise.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+from .folder import MOSFolder
+
+COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (240, 210, 40),
+           "purple": (150, 50, 180), "orange": (245, 140, 30)}
+SHAPES = ("circle", "square", "triangle")
+COMPLETE_MARKER = ".complete"
+
+
+def _picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
+    names = list(COLOURS)
+    background, colour = rng.choice(names, size=2, replace=False)
+    shape = SHAPES[rng.integers(len(SHAPES))]
+    ramp = np.linspace(0.5, 1.0, size)[None, :, None]
+    pixels = (np.array(COLOURS[background])[None, None, :] * ramp).repeat(size, axis=0)
+    image = Image.fromarray(pixels.astype(np.uint8))
+    draw = ImageDraw.Draw(image)
+    for _ in range(int(rng.integers(1, 4))):
+        x, y = rng.integers(0, size * 3 // 4, size=2)
+        r = int(rng.integers(size // 8, size // 3))
+        box = [int(x), int(y), int(x) + r, int(y) + r]
+        if shape == "circle":
+            draw.ellipse(box, fill=COLOURS[colour], outline=(0, 0, 0))
+        elif shape == "square":
+            draw.rectangle(box, fill=COLOURS[colour], outline=(0, 0, 0))
+        else:
+            draw.polygon([(box[0], box[3]), (box[2], box[3]), ((box[0] + box[2]) // 2, box[1])],
+                         fill=COLOURS[colour], outline=(0, 0, 0))
+    # Fine texture, so that blur and noise have something to destroy.
+    texture = rng.normal(0, 12, size=(size, size, 1))
+    image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) + texture, 0, 255).astype(np.uint8))
+    return image, f"a {colour} {shape} on a {background} background"
+
+
+def _distort(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
+    image = image.filter(ImageFilter.GaussianBlur(radius=3.0 * strength))
+    pixels = np.asarray(image, dtype=np.float64)
+    grey = pixels.mean(axis=2, keepdims=True)
+    pixels = pixels * (1 - 0.6 * strength) + grey * 0.6 * strength
+    pixels = pixels + rng.normal(0, 50 * strength, size=pixels.shape)
+    image = Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8))
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=int(95 - 90 * strength))
+    return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
+
+
+def write_synthetic_dataset(root: Path, num_images: int = 200, picture_size: int = 64, seed: int = 0) -> Path:
+    """Write ``num_images`` PNGs and ``metadata.csv`` (file_name,mos,prompt) into root; returns the CSV path."""
+    root.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    rows = []
+    for index in range(num_images):
+        image, prompt = _picture(rng, picture_size)
+        strength = float(rng.uniform(0, 1))
+        mos = float(np.clip(5 * (1 - strength) + rng.normal(0, 0.2), 0, 5))
+        name = f"synthetic_{index:05d}.png"
+        _distort(image, strength, rng).save(root / name)
+        rows.append((name, f"{mos:.4f}", prompt))
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "mos", "prompt"])
+        writer.writerows(rows)
+    (root / COMPLETE_MARKER).write_text(f"{num_images} {picture_size} {seed}\n")
+    return root / "metadata.csv"
+
+
+class SyntheticAIGI(MOSFolder):
+    """A MOSFolder that generates itself (in ``prepare_data``) when ``root`` holds no complete copy.
+
+    Args:
+        num_images: how many pictures to generate.
+        picture_size: their width and height in pixels.
+        data_seed: the seed of the pictures and MOS (``seed`` is the split's).
+    """
+
+    def __init__(self, root: str, num_images: int = 200, picture_size: int = 64, data_seed: int = 0, **kwargs):
+        super().__init__(root, **kwargs)
+        self.num_images = num_images
+        self.picture_size = picture_size
+        self.data_seed = data_seed
+
+    def _is_complete(self) -> bool:
+        marker = self.root / COMPLETE_MARKER
+        return marker.is_file() and marker.read_text().split() == [
+            str(self.num_images), str(self.picture_size), str(self.data_seed)]
+
+    def prepare_data(self) -> None:
+        if not self._is_complete():
+            write_synthetic_dataset(self.root, self.num_images, self.picture_size, self.data_seed)
+
+    def load_records(self):
+        self.prepare_data()  # also when used without a Trainer
+        return super().load_records()

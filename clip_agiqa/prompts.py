@@ -1,0 +1,103 @@
+"""CoOp-style prompt learner: learned context vectors injected into CLIP's frozen text encoder.
+
+Prompt: ``[SOS] ctx_1 ... ctx_n <category>. [EOS]``. ``CLIPTextModel`` takes no ``inputs_embeds``, so the
+text path is rebuilt from its parts (token embeddings -> positions -> causal encoder -> final norm ->
+EOS state -> projection); ``encode_text_embeddings`` of plain token embeddings equals
+``get_text_features`` exactly.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from transformers import CLIPModel, CLIPTokenizer
+from transformers.masking_utils import create_causal_mask
+
+DEFAULT_CATEGORIES = ("terrible", "bad", "poor", "average", "good", "perfect")
+CTX_PLACEHOLDER = "X"
+
+
+def encode_text_embeddings(clip: CLIPModel, token_embeds: torch.Tensor, eos_index: torch.Tensor) -> torch.Tensor:
+    """Projected text features of prompts given as token embeddings (n_prompts, seq_len, width)."""
+    text_model = clip.text_model
+    hidden = text_model.embeddings(inputs_embeds=token_embeds)
+    mask = create_causal_mask(config=text_model.config, inputs_embeds=hidden, attention_mask=None, cache=None)
+    # With sdpa the mask comes back None: is_causal=True is what keeps attention causal.
+    hidden = text_model.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
+    hidden = text_model.final_layer_norm(hidden)
+    pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), eos_index]
+    return clip.text_projection(pooled)
+
+
+def tokenize_prompts(tokenizer: CLIPTokenizer, prompts: list[str], max_length: int,
+                     cut_after_eos: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """Token ids padded to a common length and each prompt's EOS position.
+
+    Attention is causal, so tokens after the last EOS never reach an EOS state: cutting there gives
+    identical features for a fraction of the sequence length.
+    """
+    ids = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
+                    return_tensors="pt")["input_ids"]
+    eos_index = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
+    if (ids[torch.arange(len(prompts)), eos_index] != tokenizer.eos_token_id).any():
+        raise ValueError(f"a prompt is longer than the text encoder's {max_length} tokens: {prompts}")
+    if cut_after_eos:
+        ids = ids[:, : int(eos_index.max()) + 1]
+    return ids, eos_index
+
+
+class PromptLearner(nn.Module):
+    """Owns the learned context and the frozen token pieces around it; produces one feature per category."""
+
+    def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, categories: list[str] = DEFAULT_CATEGORIES,
+                 n_ctx: int = 16, ctx_init: str | None = None, class_specific_ctx: bool = False,
+                 cut_after_eos: bool = True):
+        super().__init__()
+        if not categories:
+            raise ValueError("categories must name at least one quality level")
+        token_embedding = clip.text_model.embeddings.token_embedding
+        width = token_embedding.embedding_dim
+        max_length = clip.text_model.config.max_position_embeddings
+        n_categories = len(categories)
+
+        if ctx_init:
+            init_ids = tokenizer(ctx_init, add_special_tokens=False)["input_ids"]
+            n_ctx = len(init_ids)
+            with torch.no_grad():
+                ctx = token_embedding(torch.tensor(init_ids)).float().clone()
+            if class_specific_ctx:
+                ctx = ctx.unsqueeze(0).repeat(n_categories, 1, 1)
+            context_text = ctx_init
+        else:
+            if n_ctx < 1:
+                raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+            shape = (n_categories, n_ctx, width) if class_specific_ctx else (n_ctx, width)
+            ctx = torch.empty(shape).normal_(std=0.02)
+            context_text = " ".join([CTX_PLACEHOLDER] * n_ctx)
+        self.ctx = nn.Parameter(ctx)
+        self.n_ctx = n_ctx
+        self.categories = list(categories)
+        self.prompts = [f"{context_text} {category}." for category in categories]
+
+        ids, eos_index = tokenize_prompts(tokenizer, self.prompts, max_length, cut_after_eos)
+        if ctx_init:
+            context_ids = ids[:, 1: 1 + n_ctx]
+            if not (context_ids == torch.tensor(init_ids)).all():
+                raise ValueError(f"ctx_init {ctx_init!r} does not tokenize the same inside the prompts")
+        with torch.no_grad():
+            embeds = token_embedding(ids).float()
+        # Derived from the frozen backbone, so not saved in checkpoints.
+        self.register_buffer("token_prefix", embeds[:, :1].clone(), persistent=False)
+        self.register_buffer("token_suffix", embeds[:, 1 + n_ctx:].clone(), persistent=False)
+        self.register_buffer("eos_index", eos_index, persistent=False)
+
+    def prompt_embeddings(self) -> torch.Tensor:
+        ctx = self.ctx
+        if ctx.dim() == 2:
+            ctx = ctx.unsqueeze(0).expand(len(self.categories), -1, -1)
+        return torch.cat([self.token_prefix, ctx, self.token_suffix], dim=1)
+
+    def forward(self, clip: CLIPModel) -> torch.Tensor:
+        """Projected features of every category prompt, (n_categories, projection_dim)."""
+        dtype = clip.text_model.embeddings.token_embedding.weight.dtype
+        return encode_text_embeddings(clip, self.prompt_embeddings().to(dtype), self.eos_index)
