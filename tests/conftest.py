@@ -1,0 +1,64 @@
+"""Shared fixtures: everything offline, a random tiny CLIP, small generated datasets, the real CLI."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ["TRANSFORMERS_OFFLINE"] = "1"
+os.environ.setdefault("WANDB_MODE", "disabled")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import pytest  # noqa: E402
+
+from clip_agiqa.data import write_synthetic_dataset  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_ANNOTATIONS = REPO.parent / "shared" / "annotations"
+
+# Shrinks any run to a fast CPU smoke run; tests add their own model/data arguments.
+TINY_MODEL_ARGS = ["--model.backbone", "random:tiny", "--model.n_ctx", "4", "--model.hidden_dim", "16"]
+
+
+def trainer_args(root: Path, epochs: int = 1) -> list[str]:
+    return [
+        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", str(epochs),
+        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
+        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
+        "--seed_everything", "0",
+    ]
+
+
+def run_cli(args: list[str]):
+    """The CLI in-process (fast); returns the LightningCLI object."""
+    from clip_agiqa.cli import main
+
+    return main(args)
+
+
+def run_cli_subprocess(args: list[str], cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    """The console script exactly as a user types it."""
+    exe = Path(sys.executable).with_name("clip-agiqa")
+    result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    if result.returncode != 0:
+        raise AssertionError(f"clip-agiqa {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+    return result
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small generated MOSFolder (file_name,mos,prompt), shared read-only by the tests."""
+    root = tmp_path_factory.mktemp("synthetic")
+    write_synthetic_dataset(root, num_images=41, picture_size=40, seed=0)
+    return root
+
+
+@pytest.fixture
+def tiny_model():
+    from clip_agiqa import CLIPAGIQA
+
+    return CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
