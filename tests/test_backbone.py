@@ -1,0 +1,60 @@
+"""Backbone loading: offline presets, local folders, and refusing tokenizers that did not really load."""
+
+import pytest
+import torch
+from transformers import CLIPTokenizer
+
+from clip_agiqa.backbone import check_tokenizer, load_backbone, offline_tokenizer, weights_fingerprint
+from clip_agiqa.prompts import DEFAULT_CATEGORIES
+
+
+def test_random_preset_is_the_same_every_time():
+    first, second = load_backbone("random:tiny"), load_backbone("random:tiny")
+    assert weights_fingerprint(first.clip) == weights_fingerprint(second.clip)
+    for a, b in zip(first.clip.parameters(), second.clip.parameters()):
+        assert torch.equal(a, b)
+
+
+def test_random_preset_does_not_touch_the_global_rng():
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    load_backbone("random:tiny")
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_offline_tokenizer_encodes_category_words_to_known_tokens():
+    tokenizer = offline_tokenizer()
+    check_tokenizer(tokenizer, list(DEFAULT_CATEGORIES), "random:tiny")
+    ids = tokenizer("a photo of perfect quality.")["input_ids"]
+    assert ids[0] == tokenizer.bos_token_id and ids[-1] == tokenizer.eos_token_id
+    assert len(ids) == 8  # bos, five whole words, the full stop, eos
+    assert tokenizer.unk_token_id not in ids[1:-1]
+
+
+def test_unknown_preset_is_refused():
+    with pytest.raises(ValueError, match="random:tiny"):
+        load_backbone("random:huge")
+
+
+def test_empty_tokenizer_is_refused_with_a_clear_message():
+    # What CLIPTokenizer.from_pretrained(hub_id) returns offline: a vocabulary of special tokens only.
+    with pytest.raises(RuntimeError, match="did not load"):
+        check_tokenizer(CLIPTokenizer(), ["terrible"], "openai/clip-vit-base-patch16")
+
+
+def test_local_folder_backbone_round_trip(tmp_path):
+    original = load_backbone("random:tiny")
+    original.clip.save_pretrained(tmp_path)
+    original.tokenizer.save_pretrained(tmp_path)
+    loaded = load_backbone(str(tmp_path), check_words=tuple(DEFAULT_CATEGORIES))
+    assert weights_fingerprint(loaded.clip) == weights_fingerprint(original.clip)
+    assert loaded.image_settings.size == original.image_settings.size
+
+
+def test_local_folder_with_broken_tokenizer_is_refused(tmp_path):
+    original = load_backbone("random:tiny")
+    original.clip.save_pretrained(tmp_path)
+    CLIPTokenizer().save_pretrained(tmp_path)
+    with pytest.raises(RuntimeError, match="tokens"):
+        load_backbone(str(tmp_path), check_words=("terrible",))
