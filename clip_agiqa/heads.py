@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -9,6 +10,17 @@ import torch.nn.functional as F
 from torch import nn
 
 HEADS = ("concat", "similarity")
+
+
+def full_precision(forward):
+    """Run a head in fp32 even inside a mixed-precision autocast region (as the paper does)."""
+
+    @functools.wraps(forward)
+    def wrapped(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(device_type=image_features.device.type, enabled=False):
+            return forward(self, image_features.float(), prompt_features.float())
+
+    return wrapped
 
 
 class ConcatHead(nn.Module):
@@ -27,9 +39,10 @@ class ConcatHead(nn.Module):
             nn.Linear(hidden_dim, 1),
         )
 
+    @full_precision
     def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(image_features.float(), dim=-1)
-        prompts = F.normalize(prompt_features.float(), dim=-1).flatten()
+        image = F.normalize(image_features, dim=-1)
+        prompts = F.normalize(prompt_features, dim=-1).flatten()
         joined = torch.cat([image, prompts.expand(image.shape[0], -1)], dim=1)
         return self.mlp(joined).squeeze(-1)
 
@@ -46,9 +59,10 @@ class SimilarityHead(nn.Module):
         self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
         self.register_buffer("levels", torch.linspace(low, high, n_categories), persistent=False)
 
+    @full_precision
     def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
-        image = F.normalize(image_features.float(), dim=-1)
-        prompts = F.normalize(prompt_features.float(), dim=-1)
+        image = F.normalize(image_features, dim=-1)
+        prompts = F.normalize(prompt_features, dim=-1)
         probabilities = (self.log_scale.exp() * image @ prompts.T).softmax(dim=-1)
         return probabilities @ self.levels
 
