@@ -2,19 +2,44 @@
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
+from typing import Literal
 
 import lightning as L
 import torch
+from PIL import Image
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbone import CLIP_MEAN, CLIP_STD, ImageSettings
 from .records import Record, check_records
-from .splits import SPLITS, random_split, write_splits
+from .splits import SPLITS, assign, write_splits
 from .transforms import ImageTransform, load_rgb
 
 SPLITS_FILE = "splits.csv"
+
+
+def readable_image(path: Path) -> bool:
+    """Whether the image decodes fully (JPEGs in draft mode: truncation still shows, at a fraction of the cost)."""
+    try:
+        with Image.open(path) as image:
+            image.draft("RGB", (64, 64))
+            image.load()
+        return True
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
+        return False
+
+
+def scan_images(records: list[Record]) -> list[Record]:
+    """The records whose image decodes; one warning counts and names the others."""
+    bad = [r for r in records if not readable_image(r.path)]
+    if bad:
+        warnings.warn(f"skip_bad_images: left out {len(bad)} of {len(records)} unreadable image(s), e.g. "
+                      f"{', '.join(r.file_name for r in bad[:5])}", stacklevel=2)
+        bad_names = {r.file_name for r in bad}
+        records = [r for r in records if r.file_name not in bad_names]
+    return records
 
 
 class ImageDataset(Dataset):
@@ -27,10 +52,13 @@ class ImageDataset(Dataset):
     def __len__(self) -> int:
         return len(self.records)
 
+    def load_image(self, index: int):
+        return load_rgb(self.records[index].path)
+
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
         return {
-            "image": self.transform(load_rgb(record.path)),
+            "image": self.transform(self.load_image(index)),
             "mos": torch.tensor(record.mos, dtype=torch.float32),
             "index": index,
             "file_name": record.file_name,
@@ -50,6 +78,17 @@ class MOSDataModule(L.LightningDataModule):
         crop_scale: area range of the training random resized crop.
         predict_split: which samples ``predict`` scores: ``test``, ``val``, ``train`` or ``all``.
         image_size: input size when no model is attached (otherwise the backbone's settings are used).
+        split: the split protocol: ``random``, ``prompt`` (no prompt in two of train/val/test), ``kfold``,
+            ``predefined`` (``splits_file``) or ``paper`` (the published 80/20 split, val = test; for
+            reproduction only). See ``clip_agiqa.data.splits``.
+        folds, fold: the number of folds and the test fold (``split: kfold``).
+        splits_file: a CSV ``file_name,split`` (``split: predefined``), e.g. an earlier run's splits.csv.
+        skip_bad_images: decode every image once before training and leave out unreadable ones (one
+            warning counts them); otherwise an unreadable image stops the run with its file name.
+        cache_views: cache the frozen image features (``clip_agiqa.cache``): this many augmented views per
+            training image, one centre view for val/test/predict; 0 (default) encodes every image every time.
+        cache_dir: the cache folder (default: ``<root>/.feature_cache``, or the run folder's
+            ``feature_cache`` when root is read-only).
     """
 
     def __init__(
@@ -64,6 +103,13 @@ class MOSDataModule(L.LightningDataModule):
         crop_scale: tuple[float, float] = (0.08, 1.0),
         predict_split: str = "test",
         image_size: int | None = None,
+        split: Literal["random", "prompt", "kfold", "predefined", "paper"] = "random",
+        folds: int = 5,
+        fold: int = 0,
+        splits_file: str | None = None,
+        skip_bad_images: bool = False,
+        cache_views: int = 0,
+        cache_dir: str | None = None,
     ):
         super().__init__()
         self.root = Path(root).expanduser()
@@ -76,6 +122,16 @@ class MOSDataModule(L.LightningDataModule):
         self.crop_scale = tuple(crop_scale)
         self.predict_split = predict_split
         self.image_size = image_size
+        self.split = split
+        self.folds = folds
+        self.fold = fold
+        self.splits_file = splits_file
+        self.skip_bad_images = skip_bad_images
+        if cache_views < 0:
+            raise ValueError(f"cache_views must be 0 (no cache) or a number of views, got {cache_views}")
+        self.cache_views = cache_views
+        self.cache_dir = cache_dir
+        self.annotation_order: list[str] | None = None
         self.records: list[Record] | None = None
         self.assignment: list[str] | None = None
 
@@ -84,15 +140,30 @@ class MOSDataModule(L.LightningDataModule):
         raise NotImplementedError
 
     def assign_splits(self, records: list[Record]) -> list[str]:
-        return random_split(len(records), self.test_size, self.val_size, self.seed)
+        if self.split == "paper":
+            warnings.warn("split=paper reproduces the published protocol for reproduction only: one 80/20 split "
+                          "(random_state 42) and no validation set, so the test set also picks the checkpoint "
+                          "and its metrics are optimistic. Use split=prompt or random for honest results.",
+                          stacklevel=2)
+        return assign(self.split, records, test_size=self.test_size, val_size=self.val_size, seed=self.seed,
+                      folds=self.folds, fold=self.fold, splits_file=self.splits_file,
+                      annotation_order=self.annotation_order)
+
+    def validate_records(self, records: list[Record]) -> list[Record]:
+        """Checked records (missing files reported at once); unreadable images left out if asked."""
+        check_records(records, str(self.root))
+        if self.skip_bad_images:
+            records = scan_images(records)
+        return records
 
     # --- shared machinery ----------------------------------------------------------------------------
     def load(self) -> None:
         """Read and check the records and split them (once)."""
         if self.records is not None:
             return
-        records = sorted(self.load_records(), key=lambda r: r.file_name)
-        check_records(records, str(self.root))
+        loaded = self.load_records()
+        self.annotation_order = [r.file_name for r in loaded]  # the paper split follows the file's order
+        records = self.validate_records(sorted(loaded, key=lambda r: r.file_name))
         self.records = records
         self.assignment = self.assign_splits(records)
 
@@ -102,6 +173,8 @@ class MOSDataModule(L.LightningDataModule):
             return list(self.records)
         if split not in SPLITS:
             raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
+        if split == "val" and self.split == "paper":
+            split = "test"  # the published protocol has no validation set
         return [r for r, s in zip(self.records, self.assignment) if s == split]
 
     def image_settings(self) -> ImageSettings:
@@ -115,7 +188,16 @@ class MOSDataModule(L.LightningDataModule):
         if not records:
             raise ValueError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
+        if self.cache_views:
+            return self.cached_dataset(records, transform)
         return ImageDataset(records, transform)
+
+    def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
+        """Features from the cache (built now where missing, with the attached model on its device)."""
+        from ..cache import CachedFeatures, cache_for_trainer
+
+        cache = cache_for_trainer(self.trainer, self.cache_dir, self.root, self.eval_batch_size, self.num_workers)
+        return CachedFeatures(records, cache.features(records, transform, self.cache_views))
 
     def setup(self, stage: str | None = None) -> None:
         self.load()
@@ -123,6 +205,7 @@ class MOSDataModule(L.LightningDataModule):
     def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
         sampler = None
         trainer = self.trainer
+        workers = 0 if getattr(dataset, "in_memory", False) else self.num_workers  # cached features: nothing to decode
         if not train and trainer is not None and trainer.world_size > 1:
             # Lightning's default sampler pads with repeated samples, which biases SRCC/PLCC.
             sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
@@ -132,8 +215,8 @@ class MOSDataModule(L.LightningDataModule):
             batch_size=self.batch_size if train else self.eval_batch_size,
             shuffle=train,
             sampler=sampler,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
+            num_workers=workers,
+            persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
         )
 
