@@ -1,8 +1,9 @@
-"""The ``clip-agiqa`` command: LightningCLI with fit / validate / test / predict."""
+"""The ``clip-agiqa`` command: LightningCLI with fit / validate / test / predict, plus export and benchmark."""
 
 from __future__ import annotations
 
 import os
+import sys
 
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
@@ -10,6 +11,10 @@ from lightning.pytorch.cli import LightningCLI
 from .callbacks import ScoreWriter
 from .data.base import MOSDataModule
 from .module import CLIPAGIQA
+from .reporting import ConfigToWandb, TestReport, place_wandb_logs
+
+# Subcommands outside LightningCLI, dispatched on the first argument: name -> module with main(argv).
+EXTRA_COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark"}
 
 
 class AGIQACLI(LightningCLI):
@@ -24,6 +29,7 @@ class AGIQACLI(LightningCLI):
             "checkpoint.enable_version_counter": False,
         })
         parser.add_lightning_class_args(ScoreWriter, "predictions")
+        parser.add_lightning_class_args(TestReport, "report")
         parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
 
     def before_instantiate_classes(self) -> None:
@@ -32,15 +38,22 @@ class AGIQACLI(LightningCLI):
         if config.checkpoint.dirpath is None:
             root = config.trainer.default_root_dir or os.getcwd()
             config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        place_wandb_logs(config.trainer)
 
 
-def main(args: list[str] | None = None) -> AGIQACLI:
+def main(args: list[str] | None = None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    argv = sys.argv[1:] if args is None else list(args)
+    if argv and argv[0] in EXTRA_COMMANDS:
+        import importlib
+
+        return importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
     return AGIQACLI(
         CLIPAGIQA,
         MOSDataModule,
         subclass_mode_model=True,
         subclass_mode_data=True,
+        save_config_callback=ConfigToWandb,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
         args=args,

@@ -35,6 +35,9 @@ class CLIPAGIQA(L.LightningModule):
         loss: ``mse`` (the paper) or ``l1``.
         optimizer: ``sgd`` (the paper) or ``adamw``.
         warmup_epochs, warmup_lr: epochs at a constant small lr before the cosine schedule.
+        init_from: a trained checkpoint (``.ckpt``, read without arbitrary unpickling) or an exported folder
+            whose prompt context and head start this run (fine-tuning); applied when a Trainer sets the model up.
+        trainable: ``all`` (prompt context and head), ``head`` (freeze the context) or ``prompt`` (freeze the head).
     """
 
     def __init__(
@@ -57,6 +60,8 @@ class CLIPAGIQA(L.LightningModule):
         weight_decay: float = 5e-4,
         warmup_epochs: int = 1,
         warmup_lr: float = 1e-5,
+        init_from: str | None = None,
+        trainable: Literal["all", "prompt", "head"] = "all",
     ):
         super().__init__()
         self.save_hyperparameters()
@@ -71,6 +76,8 @@ class CLIPAGIQA(L.LightningModule):
         self.clip.to(DTYPES[frozen_dtype])
         self.head = build_head(head, self.clip.config.projection_dim, len(categories), hidden_dim, dropout,
                                tuple(mos_range))
+        self._freeze_untrained_parts(trainable)
+        self._init_from_applied = False
         self.val_metrics = quality_metrics("val/")
         self.test_metrics = quality_metrics("test/")
         self.val_loss = MeanMetric()
@@ -92,7 +99,7 @@ class CLIPAGIQA(L.LightningModule):
     def prompt_features(self) -> torch.Tensor:
         """Features of every category prompt. They do not depend on the image: computed once per training
         step, and once per validation/test/predict run."""
-        if not self.training or not torch.is_grad_enabled():
+        if not self.training or not torch.is_grad_enabled() or not self.prompt_learner.ctx.requires_grad:
             if self._eval_prompt_features is None:
                 with torch.no_grad():
                     self._eval_prompt_features = self.prompt_learner(self.clip)
@@ -111,6 +118,24 @@ class CLIPAGIQA(L.LightningModule):
 
     def predict_batch(self, batch: dict) -> torch.Tensor:
         return self.head(self.image_features(batch), self.prompt_features())
+
+    # --- fine-tuning ------------------------------------------------------------------------------
+    def _freeze_untrained_parts(self, trainable: str) -> None:
+        if trainable not in ("all", "prompt", "head"):
+            raise ValueError(f"trainable must be all, prompt or head, got {trainable!r}")
+        self.prompt_learner.requires_grad_(trainable in ("all", "prompt"))
+        self.head.requires_grad_(trainable in ("all", "head"))
+        if not self.trainable_parameters():
+            raise ValueError(f"trainable={trainable!r} leaves nothing to train with head={self.hparams.head!r}")
+
+    def setup(self, stage: str) -> None:
+        # Here rather than in __init__: load_from_checkpoint must not need the init_from file, and a
+        # checkpoint given to fit/test (restored after setup) still wins over init_from.
+        if self.hparams.init_from and not self._init_from_applied:
+            from .export import apply_trained_weights
+
+            apply_trained_weights(self, self.hparams.init_from)
+            self._init_from_applied = True
 
     def on_fit_start(self) -> None:
         """Record the split beside the checkpoints, so every run says which images it trained on."""
@@ -134,11 +159,12 @@ class CLIPAGIQA(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._eval_prompt_features = None
 
-    def _evaluate(self, batch: dict, metrics, loss_metric=None) -> None:
+    def _evaluate(self, batch: dict, metrics, loss_metric=None) -> torch.Tensor:
         prediction = self.predict_batch(batch)
         metrics.update(as_metric_input(prediction), as_metric_input(batch["mos"]))
         if loss_metric is not None:
             loss_metric.update(self._loss(prediction, batch["mos"]))
+        return prediction
 
     def _log_metrics(self, metrics, loss_metric=None, loss_name: str = "") -> None:
         values = metrics.compute()  # synchronised across processes by torchmetrics
@@ -155,8 +181,9 @@ class CLIPAGIQA(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, self.val_loss, "val/loss")
 
-    def test_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.test_metrics)
+    def test_step(self, batch: dict, batch_idx: int) -> dict:
+        # The scores go to callbacks (the test report's scatter plot and predictions table).
+        return {"score": self._evaluate(batch, self.test_metrics).detach()}
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics)

@@ -1,0 +1,190 @@
+"""Run reports: the test predictions and their scatter plot (PNG always, W&B when active), the split and config.
+
+At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score) and ``test_scatter.png``
+(predicted score vs MOS, drawn with PIL) into the run folder (``trainer.log_dir``). When a ``WandbLogger``
+is active it also logs a W&B scatter plot, the predictions table and the PNG; at the start of training it
+logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb`` logs the resolved
+LightningCLI config to the W&B run.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from lightning.pytorch import Callback
+from lightning.pytorch.cli import SaveConfigCallback
+from PIL import Image, ImageDraw
+
+PREDICTIONS_FILE = "test_predictions.csv"
+SCATTER_FILE = "test_scatter.png"
+SPLIT_ARGS = ("split", "seed", "test_size", "val_size", "folds", "fold", "target")
+
+
+def wandb_loggers(trainer) -> list:
+    from lightning.pytorch.loggers import WandbLogger
+
+    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
+
+
+def _all_rows(trainer, rows: list) -> list:
+    """Every process's rows, on every process (uneven sizes are fine), deduplicated by sample index."""
+    if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+        gathered = [None] * trainer.world_size
+        torch.distributed.all_gather_object(gathered, rows)
+        rows = [row for part in gathered for row in part]
+    return sorted({row[0]: row for row in rows}.values())
+
+
+def _correlations(mos: np.ndarray, score: np.ndarray) -> tuple[float, float]:
+    from scipy.stats import pearsonr, spearmanr
+
+    if len(mos) < 2 or np.ptp(mos) == 0 or np.ptp(score) == 0:
+        return float("nan"), float("nan")
+    return float(spearmanr(score, mos)[0]), float(pearsonr(score, mos)[0])
+
+
+def draw_scatter(mos, score, path: Path, title: str = "", size: int = 480) -> Path:
+    """Predicted score (y) against MOS (x) as a PNG, with the y = x line and SRCC/PLCC in the title."""
+    mos, score = np.asarray(mos, dtype=float), np.asarray(score, dtype=float)
+    low = float(min(mos.min(), score.min())) if len(mos) else 0.0
+    high = float(max(mos.max(), score.max())) if len(mos) else 1.0
+    if high - low < 1e-9:
+        low, high = low - 0.5, high + 0.5
+    margin, image = 50, Image.new("RGB", (size, size), "white")
+    draw = ImageDraw.Draw(image)
+    span = size - 2 * margin
+
+    def to_pixel(x: float, y: float) -> tuple[float, float]:
+        return margin + (x - low) / (high - low) * span, size - margin - (y - low) / (high - low) * span
+
+    draw.rectangle([margin, margin, size - margin, size - margin], outline="black")
+    draw.line([to_pixel(low, low), to_pixel(high, high)], fill=(180, 180, 180))
+    for x, y in zip(mos, score):
+        px, py = to_pixel(x, y)
+        draw.ellipse([px - 2.5, py - 2.5, px + 2.5, py + 2.5], fill=(31, 119, 180))
+    for value in np.linspace(low, high, 5):
+        x, _ = to_pixel(value, low)
+        _, y = to_pixel(low, value)
+        draw.text((x - 12, size - margin + 5), f"{value:.2f}", fill="black")
+        draw.text((5, y - 6), f"{value:.2f}", fill="black")
+    srcc, plcc = _correlations(mos, score)
+    draw.text((margin, 10), f"{title}  n={len(mos)}  SRCC={srcc:.4f}  PLCC={plcc:.4f}".strip(), fill="black")
+    draw.text((size // 2 - 12, size - 20), "MOS", fill="black")
+    draw.text((5, margin - 20), "predicted", fill="black")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image.save(path)
+    return path
+
+
+def split_summary(datamodule) -> dict:
+    """Protocol arguments and sizes of the datamodule's split (whatever of them it has)."""
+    summary = {name: getattr(datamodule, name) for name in SPLIT_ARGS if hasattr(datamodule, name)}
+    assignment = getattr(datamodule, "assignment", None)
+    if assignment is not None:
+        for split in ("train", "val", "test"):
+            summary[f"n_{split}"] = sum(1 for s in assignment if s == split)
+    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in summary.items()}
+
+
+class TestReport(Callback):
+    """Keeps the test predictions; writes them, a scatter PNG and (with W&B) a plot and table at test end.
+
+    Args:
+        enabled: switch the report off.
+        dirpath: where to write (default: the run folder, ``trainer.log_dir``).
+        max_table_rows: at most this many rows go to the W&B table.
+    """
+
+    def __init__(self, enabled: bool = True, dirpath: str | None = None, max_table_rows: int = 20000):
+        self.enabled = enabled
+        self.dirpath = dirpath
+        self.max_table_rows = max_table_rows
+        self._rows: list = []
+        self.predictions: list[tuple[str, float, float]] = []  # (file_name, mos, score) of the last test
+
+    # --- the split, once training starts -------------------------------------------------------------
+    def on_train_start(self, trainer, pl_module) -> None:
+        loggers = wandb_loggers(trainer)
+        if not (self.enabled and loggers and trainer.is_global_zero):
+            return
+        datamodule = trainer.datamodule
+        summary = split_summary(datamodule) if datamodule is not None else {}
+        callback = trainer.checkpoint_callback
+        splits_file = Path(callback.dirpath) / "splits.csv" if getattr(callback, "dirpath", None) else None
+        for logger in loggers:
+            logger.log_hyperparams({"split": summary, "data_class": type(datamodule).__name__})
+            if splits_file is not None and splits_file.is_file():
+                logger.experiment.save(str(splits_file), base_path=str(splits_file.parent), policy="now")
+
+    # --- test predictions ----------------------------------------------------------------------------
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._rows = []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not self.enabled or not isinstance(outputs, dict) or "score" not in outputs:
+            return
+        indices = torch.as_tensor(batch["index"]).tolist()
+        mos = batch["mos"].float().cpu().tolist()
+        scores = outputs["score"].float().cpu().tolist()
+        self._rows.extend(zip(indices, batch["file_name"], mos, scores))
+
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        if not self.enabled:
+            return
+        rows = _all_rows(trainer, self._rows)
+        self._rows = []
+        self.predictions = [(name, mos, score) for _, name, mos, score in rows]
+        folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)  # log_dir: call on all ranks
+        if trainer.is_global_zero and self.predictions:
+            self.write(folder, trainer)
+
+    def write(self, folder: Path, trainer) -> None:
+        folder.mkdir(parents=True, exist_ok=True)
+        with open(folder / PREDICTIONS_FILE, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["file_name", "mos", "score"])
+            writer.writerows((name, f"{mos:.6f}", f"{score:.6f}") for name, mos, score in self.predictions)
+        mos = [row[1] for row in self.predictions]
+        score = [row[2] for row in self.predictions]
+        png = draw_scatter(mos, score, folder / SCATTER_FILE, title="test")
+        for logger in wandb_loggers(trainer):
+            self._log_to_wandb(logger, png)
+
+    def _log_to_wandb(self, logger, png: Path) -> None:
+        import wandb
+
+        table = wandb.Table(columns=["file_name", "mos", "score"],
+                            data=[list(row) for row in self.predictions[: self.max_table_rows]])
+        logger.experiment.log({
+            "test/predictions": table,
+            "test/scatter": wandb.plot.scatter(table, "mos", "score", title="predicted score vs MOS (test)"),
+            "test/scatter_png": wandb.Image(str(png)),
+        })
+
+
+class ConfigToWandb(SaveConfigCallback):
+    """Writes config.yaml as usual and, when a WandbLogger is active, logs the resolved config to the run."""
+
+    def save_config(self, trainer, pl_module, stage: str) -> None:
+        loggers = wandb_loggers(trainer)
+        if loggers:
+            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
+            for logger in loggers:
+                logger.log_hyperparams({"config": config})
+
+
+def place_wandb_logs(trainer_config) -> None:
+    """A WandbLogger without ``save_dir`` writes into the working directory; put it in the run folder."""
+    loggers = trainer_config.logger
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    root = trainer_config.default_root_dir
+    for logger in loggers:
+        class_path = getattr(logger, "class_path", None) or ""
+        if class_path.endswith("WandbLogger") and root:
+            init_args = logger.init_args
+            if init_args.get("save_dir") in (None, ".") and init_args.get("dir") in (None, "."):
+                init_args["save_dir"] = root
