@@ -243,7 +243,9 @@ class FeatureCache:
                             num_workers=self.num_workers, collate_fn=_collate,
                             pin_memory=self.device.type == "cuda")
         description = f"caching {'train' if transform.train else 'eval'} features ({views_per_image} view(s))"
-        with tqdm(total=len(todo), desc=description, unit="img", disable=not self.progress or self.rank != 0,
+        # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
+        # or not it had to build the cache first.
+        with torch.random.fork_rng(devices=[]), tqdm(total=len(todo), desc=description, unit="img", disable=not self.progress or self.rank != 0,
                   leave=False) as bar:
             for items, counts, pixels in loader:
                 with self.forward_context():
