@@ -48,8 +48,7 @@ class QualityScorer:
         return f"QualityScorer(backbone={self.model.hparams.backbone!r}, head={self.model.hparams.head!r})"
 
     def __call__(self, images):
-        single = isinstance(images, (Image.Image, str, Path)) or (
-            isinstance(images, torch.Tensor) and images.dim() == 3)
+        single = not (isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4))
         items = [images] if single else list(images)
         scores = self.score_many(items)
         return scores[0] if single else scores
