@@ -1,0 +1,92 @@
+"""AGIQA-1K (Zhang et al., 2023): 1,080 rows of 2 generators (DeepAI, DreamStudio), MOS 0-5.
+
+Download: https://github.com/lcysyzxdxc/AGIQA-1k-Database (``AIGC_MOS_Zscore.xlsx`` and ``file.zip``,
+which unzips to ``file/``).
+
+Known quirks of the published spreadsheet: ``dreamStudio_8_9_1_1.jpg`` is listed twice with different
+MOS (0.44 and 2.08) and ``dreamStudio_8_5_0_0.jpg`` has no row. By default a name listed twice is
+left out (its label is ambiguous) with a warning, giving 1,078 samples; ``duplicates: first`` keeps
+the first row (1,079), ``duplicates: error`` refuses. An image without a row is not used.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Literal
+
+from .base import MOSDataModule
+from .records import (Record, duplicated_rows, find_image_folder, parse_mos, read_xlsx_rows, require_columns,
+                      require_unique)
+
+LAYOUT = "AGIQA-1K as downloaded: AIGC_MOS_Zscore.xlsx (Image, Prompt, MOS) and the images in file/"
+
+
+def generator_of(name: str) -> str:
+    """``dreamStudio_8_9_1_1.jpg`` -> ``dreamStudio``."""
+    return name.split("_", 1)[0]
+
+
+class AGIQA1K(MOSDataModule):
+    """AGIQA-1K.
+
+    Args:
+        duplicates: what to do with a name listed twice: ``drop`` it (default), keep the ``first`` row,
+            or raise an ``error``.
+        (the rest: see ``MOSDataModule``)
+    """
+
+    annotation_file = "AIGC_MOS_Zscore.xlsx"
+    image_folder = "file"
+    mos_range = (0.0, 5.0)
+
+    def __init__(self, root: str, duplicates: Literal["drop", "first", "error"] = "drop", **kwargs):
+        super().__init__(root, **kwargs)
+        self.duplicates = duplicates
+
+    def load_records(self) -> list[Record]:
+        path = self.root / self.annotation_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
+        rows = read_xlsx_rows(path)
+        if len(rows) < 2:
+            raise ValueError(f"{path}: no rows")
+        header = [str(c).strip() if c is not None else "" for c in rows[0]]
+        require_columns(header, ["Image", "Prompt", "MOS"], str(path))
+        column = {name: header.index(name) for name in ("Image", "Prompt", "MOS")}
+        body = [(row_number, row) for row_number, row in enumerate(rows[1:], start=2) if any(c is not None for c in row)]
+        names = []
+        for row_number, row in body:
+            name = str(row[column["Image"]] or "").strip()
+            if not name:
+                raise ValueError(f"{path}, row {row_number}: empty Image")
+            names.append(name)
+        keep = self._resolve_duplicates(names, path)
+        folder = self.root / self.image_folder
+        if not folder.is_dir():
+            folder = find_image_folder(self.root, names, LAYOUT)
+        records = []
+        for (row_number, row), name in zip(body, names):
+            if name not in keep or keep[name] != row_number:
+                continue
+            mos = parse_mos(row[column["MOS"]], str(path), row_number, "MOS")
+            prompt = str(row[column["Prompt"]] or "").strip() or None
+            records.append(Record(name, folder / name, mos, prompt=prompt, generator=generator_of(name),
+                                  targets={"quality": mos}))
+        return records
+
+    def _resolve_duplicates(self, names: list[str], path) -> dict[str, int]:
+        """name -> the one row kept, following ``duplicates``."""
+        if self.duplicates == "error":
+            require_unique(names, str(path), first_row=2)
+        duplicated = duplicated_rows(names, first_row=2)
+        keep: dict[str, int] = {}
+        for offset, name in enumerate(names):
+            keep.setdefault(name, offset + 2)
+        if duplicated:
+            shown = "; ".join(f"{n} (rows {', '.join(map(str, r))})" for n, r in duplicated.items())
+            action = "left out" if self.duplicates == "drop" else "kept at its first row"
+            warnings.warn(f"{path}: {len(duplicated)} name(s) listed more than once, {action}: {shown}", stacklevel=3)
+            if self.duplicates == "drop":
+                for name in duplicated:
+                    del keep[name]
+        return keep

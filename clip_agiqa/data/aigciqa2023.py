@@ -1,0 +1,127 @@
+"""AIGCIQA2023 (Wang et al., 2023): 2,400 images of 6 generators for 100 prompts (4 each), rated for
+quality, authenticity and correspondence.
+
+Download: https://github.com/wangjiarui153/AIGCIQA2023 (links to the archive). As downloaded the root
+holds ``Image/<Model>/NNN-k.png`` and ``DATA/MOS/mosz1.mat``, ``mosz2.mat``, ``mosz3.mat``. Also read:
+the flat ``allimg/{n}.png`` of some re-packagings, and .mat files in ``DATA/`` or ``MOS/``.
+
+Each .mat holds ``MOSz`` (2400 x 1, raw scale about 27-72) in the order
+n = 400 * model_index + 4 * prompt_index + (k - 1). Samples are named ``<Model>/NNN-k.png`` in both
+layouts, so a splits file fits either. The prompt text comes from ``AIGCIQA2023_Prompts.xlsx`` when it
+is in the root (or ``DATA/``); otherwise the prompt is ``prompt NNN``, which still groups the images of
+one prompt for ``split: prompt``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from .base import MOSDataModule
+from .records import Record, read_xlsx_rows
+
+MODELS = ("Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Unidiffuser")
+PROMPTS_PER_MODEL = 100
+IMAGES_PER_PROMPT = 4
+NUM_IMAGES = len(MODELS) * PROMPTS_PER_MODEL * IMAGES_PER_PROMPT
+TARGET_FILES = {"quality": "mosz1.mat", "authenticity": "mosz2.mat", "correspondence": "mosz3.mat"}
+MOS_FOLDERS = ("DATA/MOS", "DATA", "MOS", ".")
+PROMPTS_FILE = "AIGCIQA2023_Prompts.xlsx"
+LAYOUT = ("AIGCIQA2023 as downloaded: Image/<Model>/NNN-k.png (or allimg/{n}.png) and "
+          "DATA/MOS/mosz1.mat, mosz2.mat, mosz3.mat (or in DATA/ or MOS/)")
+
+
+def sample_name(n: int) -> tuple[str, int]:
+    """Image number n (the .mat order) -> (``<Model>/NNN-k.png``, prompt index)."""
+    model, rest = divmod(n, PROMPTS_PER_MODEL * IMAGES_PER_PROMPT)
+    prompt, k = divmod(rest, IMAGES_PER_PROMPT)
+    return f"{MODELS[model]}/{prompt:03d}-{k + 1}.png", prompt
+
+
+def read_mos(path: Path) -> np.ndarray:
+    """The 2400 values of ``MOSz`` in a .mat file, or an error naming the file and the bad row."""
+    from scipy.io import loadmat
+
+    try:
+        content = loadmat(path)
+    except Exception as error:  # scipy raises several types for a damaged file
+        raise ValueError(f"cannot read {path}: {error}") from error
+    if "MOSz" not in content:
+        variables = [k for k in content if not k.startswith("__")]
+        raise ValueError(f"{path}: no variable MOSz; it holds {', '.join(variables) or 'nothing'}")
+    values = np.asarray(content["MOSz"], dtype=np.float64).reshape(-1)
+    if values.size != NUM_IMAGES:
+        raise ValueError(f"{path}: MOSz holds {values.size} values, but AIGCIQA2023 has {NUM_IMAGES} images "
+                         f"({len(MODELS)} models x {PROMPTS_PER_MODEL} prompts x {IMAGES_PER_PROMPT})")
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        raise ValueError(f"{path}, row {bad[0] + 1}: MOSz is {values[bad[0]]} ({sample_name(int(bad[0]))[0]}); "
+                         f"{bad.size} value(s) are not finite")
+    return values
+
+
+class AIGCIQA2023(MOSDataModule):
+    """AIGCIQA2023.
+
+    Args:
+        target: ``quality`` (mosz1), ``authenticity`` (mosz2) or ``correspondence`` (mosz3).
+        (the rest: see ``MOSDataModule``)
+    """
+
+    mos_range = (0.0, 100.0)
+
+    def __init__(self, root: str, target: Literal["quality", "authenticity", "correspondence"] = "quality",
+                 **kwargs):
+        super().__init__(root, **kwargs)
+        if target not in TARGET_FILES:
+            raise ValueError(f"AIGCIQA2023 target must be one of {', '.join(TARGET_FILES)}, got {target!r}")
+        self.target = target
+
+    def mos_folder(self) -> Path:
+        for folder in MOS_FOLDERS:
+            if (self.root / folder / TARGET_FILES[self.target]).is_file():
+                return self.root / folder
+        raise FileNotFoundError(f"{TARGET_FILES[self.target]} not found in {self.root} "
+                                f"(looked in {', '.join(MOS_FOLDERS)}); expected {LAYOUT}")
+
+    def image_path(self) -> callable:
+        """name, n -> the image file, for whichever layout the root has."""
+        image_dir = self.root / "Image"
+        if image_dir.is_dir():
+            folders = {p.name.lower(): p for p in image_dir.iterdir() if p.is_dir()}
+            return lambda name, n: folders.get(name.split("/")[0].lower(), image_dir / name.split("/")[0]) / name.split("/")[1]
+        flat = self.root / "allimg"
+        if flat.is_dir():
+            # 0-based as the .mat order; some copies number from 1.
+            offset = 1 if not (flat / "0.png").exists() and (flat / f"{NUM_IMAGES}.png").exists() else 0
+            return lambda name, n: flat / f"{n + offset}.png"
+        raise FileNotFoundError(f"{self.root} holds neither Image/ nor allimg/: expected {LAYOUT}")
+
+    def prompts(self) -> list[str] | None:
+        for folder in (".", "DATA"):
+            path = self.root / folder / PROMPTS_FILE
+            if path.is_file():
+                rows = [row for row in read_xlsx_rows(path) if any(c is not None for c in row)]
+                if len(rows) != PROMPTS_PER_MODEL or any(len(row) < 3 or not row[2] for row in rows):
+                    raise ValueError(f"{path}: expected {PROMPTS_PER_MODEL} rows (category, sub-category, prompt), "
+                                     f"found {len(rows)} or an empty prompt")
+                return [str(row[2]).strip() for row in rows]
+        return None
+
+    def load_records(self) -> list[Record]:
+        if not self.root.is_dir():
+            raise FileNotFoundError(f"dataset folder {self.root} not found; expected {LAYOUT}")
+        image_path = self.image_path()
+        folder = self.mos_folder()
+        targets = {key: read_mos(folder / file) for key, file in TARGET_FILES.items() if (folder / file).is_file()}
+        prompts = self.prompts()
+        records = []
+        for n in range(NUM_IMAGES):
+            name, prompt_index = sample_name(n)
+            values = {key: float(mos[n]) for key, mos in targets.items()}
+            prompt = prompts[prompt_index] if prompts else f"prompt {prompt_index:03d}"
+            records.append(Record(name, image_path(name, n), values[self.target], prompt=prompt,
+                                  generator=name.split("/")[0], targets=values))
+        return records

@@ -1,0 +1,58 @@
+"""AIGCIQA-20K (NTIRE 2024 AIGC quality challenge, Li et al.): 13,999 labelled images of 15 generators.
+
+Download: the dataset authors' page (https://www.modelscope.cn/datasets/lcysyzxdxc/AIGCQA-30K-Image or
+the NTIRE 2024 challenge page). The root holds ``info_train.csv`` (no header row: name,prompt,mos, MOS
+0-5) and the images beside it or in one sub-folder. The challenge's validation and test labels were
+never published, so every split is drawn from ``info_train.csv``.
+"""
+
+from __future__ import annotations
+
+import csv
+
+from .base import MOSDataModule
+from .records import Record, find_image_folder, parse_mos, require_unique
+
+LAYOUT = "AIGCIQA-20K as downloaded: info_train.csv (no header: name,prompt,mos) and the images beside it"
+
+
+def generator_of(name: str) -> str:
+    """``LCM_SDXL_0123.png`` -> ``LCM_SDXL``."""
+    return name.rsplit("_", 1)[0]
+
+
+def is_header(row: list[str]) -> bool:
+    return len(row) >= 3 and row[0].strip().lower() in ("name", "file_name", "image") and row[2].strip().lower() == "mos"
+
+
+class AIGCIQA20K(MOSDataModule):
+    """AIGCIQA-20K (train release). Args: see ``MOSDataModule``."""
+
+    annotation_file = "info_train.csv"
+    mos_range = (0.0, 5.0)
+
+    def load_records(self) -> list[Record]:
+        path = self.root / self.annotation_file
+        if not path.is_file():
+            raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
+        with open(path, newline="", encoding="utf-8-sig") as handle:
+            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if row]
+        if rows and is_header(rows[0][1]):
+            rows = rows[1:]  # a copy saved with a header
+        if not rows:
+            raise ValueError(f"{path}: no rows")
+        for number, row in rows:
+            if len(row) != 3:
+                raise ValueError(f"{path}, row {number}: expected 3 fields (name,prompt,mos), found {len(row)}"
+                                 + ("; info_val.csv has no MOS" if len(row) == 2 else ""))
+            if not row[0].strip():
+                raise ValueError(f"{path}, row {number}: empty name")
+        names = [row[0].strip() for _, row in rows]
+        require_unique(names, str(path), first_row=rows[0][0])
+        folder = find_image_folder(self.root, names, LAYOUT)
+        records = []
+        for (number, row), name in zip(rows, names):
+            mos = parse_mos(row[2], str(path), number, "mos")
+            records.append(Record(name, folder / name, mos, prompt=row[1].strip() or None,
+                                  generator=generator_of(name), targets={"quality": mos}))
+        return records

@@ -1,0 +1,247 @@
+"""HFDataset: any Hugging Face ``datasets`` dataset with an image column and a MOS column.
+
+``path`` is a hub id or a local folder (``imagefolder`` with ``metadata.csv``, parquet files, or a folder
+written by ``save_to_disk``). Samples are named by ``file_name_column`` when given, otherwise by their
+image path (relative to a local folder), otherwise (map-style only) by their row number; that name is
+what ``splits.csv`` and a predefined splits file use.
+
+With ``streaming: true`` nothing is downloaded up front: one pass over the stream without decoding
+images reads the names, MOS and prompts, so every split protocol gives exactly the split it gives a
+map-style copy; images are then decoded on the fly in the DataLoader workers. Under DDP each rank
+reads its own part (``datasets.distributed.split_dataset_by_node``): val/test see every sample exactly
+once over all ranks, so metrics stay exact. Training reshuffles every epoch (``set_epoch``) and every
+rank runs the same number of steps (a rank whose part runs short starts its part again), as DDP needs.
+"""
+
+from __future__ import annotations
+
+import io
+import math
+from pathlib import Path
+
+import torch
+from PIL import Image
+from torch.utils.data import DataLoader
+
+from .base import ImageDataset, MOSDataModule
+from .records import Record, parse_mos, require_columns, require_unique
+from .transforms import ImageTransform, load_rgb
+
+
+def decode_image(value, name: str) -> Image.Image:
+    """An undecoded ``datasets`` image (``{"bytes", "path"}``) as RGB, or an error naming the sample."""
+    if isinstance(value, Image.Image):
+        return value.convert("RGB")
+    if not isinstance(value, dict) or (value.get("bytes") is None and not value.get("path")):
+        raise ValueError(f"sample {name}: the image column holds no image ({type(value).__name__})")
+    if value.get("bytes") is None:
+        return load_rgb(value["path"])
+    try:
+        with Image.open(io.BytesIO(value["bytes"])) as image:
+            image.load()
+            return image.convert("RGB")
+    except (OSError, ValueError, SyntaxError) as error:
+        raise ValueError(f"cannot read the image of sample {name}: {error}") from error
+
+
+class HubImageDataset(ImageDataset):
+    """Map-style: the records' images come from rows of a ``datasets.Dataset``."""
+
+    def __init__(self, records: list[Record], transform: ImageTransform, table, image_column: str,
+                 rows: dict[str, int]):
+        super().__init__(records, transform)
+        self.table, self.image_column, self.rows = table, image_column, rows
+
+    def load_image(self, index: int) -> Image.Image:
+        name = self.records[index].file_name
+        return decode_image(self.table[self.rows[name]][self.image_column], name)
+
+
+class EpochStream:
+    """The training loader of a stream: exactly ``steps`` batches per epoch on every rank, reshuffled each
+    epoch; a rank whose part ends early starts it again (with the next shuffle) to keep DDP in step."""
+
+    def __init__(self, loader: DataLoader, stream, steps: int, epoch_of):
+        self.loader, self.stream, self.steps, self.epoch_of = loader, stream, steps, epoch_of
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self):
+        produced, restart = 0, 0
+        while produced < self.steps:
+            self.stream.set_epoch(self.epoch_of() * 1000 + restart)
+            empty = True
+            for batch in self.loader:
+                empty = False
+                yield batch
+                produced += 1
+                if produced == self.steps:
+                    return
+            if empty:
+                raise RuntimeError("the training stream of this rank yielded nothing; use fewer processes or "
+                                   "a dataset with more shards")
+            restart += 1
+
+
+class HFDataset(MOSDataModule):
+    """A Hugging Face ``datasets`` dataset.
+
+    Args:
+        path: hub id or local folder (``root`` is accepted as the same thing).
+        name: the dataset configuration (hub datasets with several).
+        hf_split: which split of the ``datasets`` dataset to read; the split protocol divides it.
+        image_column, target_column: the image and MOS columns.
+        prompt_column: the prompt column, if any (needed for ``split: prompt``).
+        file_name_column: a column that names each sample (default: the image path).
+        streaming: read the dataset as a stream (``IterableDataset``) instead of downloading it.
+        shuffle_buffer: examples held by the streaming shuffle.
+        hf_cache_dir: the ``datasets`` cache folder (default: the ``datasets`` default).
+        (the rest: see ``MOSDataModule``)
+    """
+
+    mos_range = (0.0, 5.0)
+
+    def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
+                 hf_split: str = "train", image_column: str = "image", target_column: str = "mos",
+                 prompt_column: str | None = "prompt", file_name_column: str | None = None,
+                 streaming: bool = False, shuffle_buffer: int = 1000, hf_cache_dir: str | None = None, **kwargs):
+        if (path or root) is None:
+            raise ValueError("HFDataset needs path (a hub id or a local dataset folder)")
+        if path and root and path != root:
+            raise ValueError(f"HFDataset: give path or root, not both ({path!r}, {root!r})")
+        super().__init__(path or root, **kwargs)
+        if self.skip_bad_images:
+            raise ValueError("skip_bad_images needs image files to scan; HFDataset reports a bad image by its "
+                             "sample name instead")
+        self.path = path or root
+        self.name, self.hf_split = name, hf_split
+        self.image_column, self.target_column = image_column, target_column
+        self.prompt_column, self.file_name_column = prompt_column, file_name_column
+        self.streaming, self.shuffle_buffer, self.hf_cache_dir = streaming, shuffle_buffer, hf_cache_dir
+        self.table = None
+        self.rows: dict[str, int] = {}
+
+    # --- reading -----------------------------------------------------------------------------------
+    def open(self, streaming: bool):
+        """The ``datasets`` dataset (images left undecoded: we decode them, with clear errors)."""
+        import datasets
+
+        local = Path(self.path).expanduser()
+        if (local / "state.json").is_file() or (local / "dataset_dict.json").is_file():
+            loaded = datasets.load_from_disk(str(local))
+            if isinstance(loaded, datasets.DatasetDict):
+                if self.hf_split not in loaded:
+                    raise ValueError(f"{local}: no split {self.hf_split!r}; it has {', '.join(loaded)}")
+                loaded = loaded[self.hf_split]
+            dataset = loaded.to_iterable_dataset(num_shards=max(1, loaded.num_rows // 1000)) if streaming else loaded
+        else:
+            dataset = datasets.load_dataset(str(local) if local.exists() else self.path, self.name,
+                                            split=self.hf_split, streaming=streaming, cache_dir=self.hf_cache_dir)
+        columns = list(dataset.column_names or dataset.features or [])
+        wanted = [self.image_column, self.target_column, self.file_name_column,
+                  self.prompt_column if self.prompt_column in columns else None]
+        require_columns(columns, [c for c in wanted if c], f"dataset {self.path} ({self.hf_split})")
+        return dataset.select_columns([c for c in wanted if c]).cast_column(self.image_column,
+                                                                           datasets.Image(decode=False))
+
+    def sample_name(self, example: dict, row: int | None) -> str:
+        if self.file_name_column:
+            return str(example[self.file_name_column])
+        path = (example.get(self.image_column) or {}).get("path")
+        if path:
+            try:
+                return str(Path(path).resolve().relative_to(self.root.resolve()))
+            except (ValueError, OSError):
+                return str(path)
+        if row is None:
+            raise ValueError(f"a streamed sample of {self.path} has no image path: give file_name_column, a column "
+                             "that names each sample, so that the split can be drawn")
+        return f"{row:08d}"
+
+    def load_records(self) -> list[Record]:
+        dataset = self.open(self.streaming)
+        source = f"dataset {self.path} ({self.hf_split})"
+        records, self.rows = [], {}
+        if self.streaming:
+            examples = ((None, ex) for ex in dataset)
+        else:
+            self.table = dataset
+            # Names, MOS and prompts only: the image column is read as paths, never decoded.
+            meta = dataset.select_columns([c for c in dataset.column_names if c != self.image_column]).to_list()
+            paths = dataset.data.column(self.image_column).combine_chunks().field("path").to_pylist()
+            examples = ((row, {**m, self.image_column: {"path": p}}) for row, (m, p) in enumerate(zip(meta, paths)))
+        for position, (row, example) in enumerate(examples):
+            name = self.sample_name(example, row)
+            mos = parse_mos(example[self.target_column], source, position, self.target_column)
+            prompt = example.get(self.prompt_column) if self.prompt_column else None
+            records.append(Record(name, Path(name), mos, prompt=prompt or None, targets={self.target_column: mos}))
+            self.rows[name] = position
+        return records
+
+    def validate_records(self, records: list[Record]) -> list[Record]:
+        if not records:
+            raise ValueError(f"dataset {self.path} ({self.hf_split}): no samples")
+        require_unique([r.file_name for r in records], f"dataset {self.path} ({self.hf_split})", first_row=0)
+        return records
+
+    # --- datasets and loaders ----------------------------------------------------------------------
+    def make_dataset(self, split: str):
+        if self.streaming:
+            raise RuntimeError("a streamed HFDataset has no map-style dataset; use its dataloaders")
+        records = self.split_records(split)
+        if not records:
+            raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+        transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
+        return HubImageDataset(records, transform, self.table, self.image_column, self.rows)
+
+    def _world(self) -> tuple[int, int]:
+        trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def stream(self, split: str, train: bool):
+        """The split's examples as items (image tensor, mos, index, file_name), this rank's part only."""
+        from datasets.distributed import split_dataset_by_node
+
+        records = self.split_records(split)
+        if not records:
+            raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+        index = {r.file_name: (i, r.mos) for i, r in enumerate(records)}
+        transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale)
+        stream = self.open(streaming=True)
+        if train:  # the same seed on every rank, so the ranks' parts stay disjoint after shuffling
+            stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
+        rank, world_size = self._world()
+        if world_size > 1:
+            stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
+
+        def to_item(example: dict) -> dict:
+            name = self.sample_name(example, None)
+            position, mos = index[name]
+            return {"image": transform(decode_image(example[self.image_column], name)),
+                    "mos": torch.tensor(mos, dtype=torch.float32), "index": position, "file_name": name}
+
+        stream = stream.filter(lambda example: self.sample_name(example, None) in index)
+        return stream.map(to_item, remove_columns=list(stream.column_names or [])), len(records)
+
+    def _stream_loader(self, split: str, train: bool):
+        stream, count = self.stream(split, train)
+        batch_size = self.batch_size if train else self.eval_batch_size
+        loader = DataLoader(stream, batch_size=batch_size, num_workers=self.num_workers,
+                            persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
+        if not train:
+            return loader
+        steps = math.ceil(count / (self._world()[1] * batch_size))
+        return EpochStream(loader, stream, steps, lambda: self.trainer.current_epoch if self.trainer else 0)
+
+    def train_dataloader(self):
+        return self._stream_loader("train", True) if self.streaming else super().train_dataloader()
+
+    def val_dataloader(self):
+        return self._stream_loader("val", False) if self.streaming else super().val_dataloader()
+
+    def test_dataloader(self):
+        return self._stream_loader("test", False) if self.streaming else super().test_dataloader()
+
+    def predict_dataloader(self):
+        return self._stream_loader(self.predict_split, False) if self.streaming else super().predict_dataloader()
