@@ -60,5 +60,10 @@ def main(args: list[str] | None = None):
     )
 
 
-if __name__ == "__main__":
+def console() -> None:
+    """The console script: returns nothing, so the exit status is 0 on success."""
     main()
+
+
+if __name__ == "__main__":
+    console()

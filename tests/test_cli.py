@@ -1,0 +1,73 @@
+"""The clip-agiqa command as users type it: fit, validate, test, predict, resume, splits.csv."""
+
+import csv
+
+import torch
+
+from conftest import TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
+
+
+def data_args(root):
+    return ["--data", "MOSFolder", "--data.root", str(root), "--data.batch_size", "8", "--data.num_workers", "0"]
+
+
+def test_fit_validate_test_predict_from_the_console(synthetic_root, tmp_path):
+    run_dir = tmp_path / "run"
+    common = data_args(synthetic_root) + trainer_args(run_dir)
+    run_cli_subprocess(["fit", *TINY_MODEL_ARGS, *common])
+    best = run_dir / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "config.yaml").is_file()
+
+    validated = run_cli_subprocess(["validate", *common, "--ckpt_path", str(best)])
+    assert "val/srcc" in validated.stdout
+    tested = run_cli_subprocess(["test", *common, "--ckpt_path", str(best)])
+    assert "test/srcc" in tested.stdout and "test/plcc" in tested.stdout
+
+    scores = tmp_path / "scores.csv"
+    run_cli_subprocess(["predict", "--data", "ImageFolder", "--data.root", str(synthetic_root),
+                        "--data.num_workers", "0", "--data.batch_size", "4", *trainer_args(run_dir),
+                        "--ckpt_path", str(best), "--predictions.output", str(scores)])
+    rows = list(csv.DictReader(open(scores)))
+    images = sorted(p.name for p in synthetic_root.glob("*.png"))
+    assert [r["file_name"] for r in rows] == images
+    assert all(float(r["score"]) == float(r["score"]) for r in rows)  # no NaN
+
+
+def test_splits_csv_is_written_beside_the_checkpoints(synthetic_root, tmp_path):
+    run_cli(["fit", *TINY_MODEL_ARGS, *data_args(synthetic_root), *trainer_args(tmp_path)])
+    rows = list(csv.DictReader(open(tmp_path / "checkpoints" / "splits.csv")))
+    assert len(rows) == 41 and set(rows[0]) == {"file_name", "split"}
+    counts = {s: sum(r["split"] == s for r in rows) for s in ("train", "val", "test")}
+    assert counts == {"train": 30, "val": 3, "test": 8}  # test 20 %, val 10 % of the rest
+
+
+def test_same_seed_gives_the_same_split(synthetic_root, tmp_path):
+    for name in ("a", "b"):
+        run_cli(["fit", *TINY_MODEL_ARGS, *data_args(synthetic_root), *trainer_args(tmp_path / name),
+                 "--data.seed", "7", "--trainer.max_steps", "1"])
+    assert (tmp_path / "a/checkpoints/splits.csv").read_text() == (tmp_path / "b/checkpoints/splits.csv").read_text()
+
+
+def test_fit_resumes_from_last(synthetic_root, tmp_path):
+    common = [*TINY_MODEL_ARGS, *data_args(synthetic_root)]
+    run_cli(["fit", *common, *trainer_args(tmp_path, epochs=1)])
+    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    cli = run_cli(["fit", *common, *trainer_args(tmp_path, epochs=2), "--ckpt_path", "last"])
+    second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
+    assert cli.trainer.ckpt_path == str(tmp_path / "checkpoints" / "last.ckpt")  # "last" was found
+    assert second["global_step"] == 2 * first["global_step"] and cli.trainer.current_epoch == 2
+
+
+def test_model_and_data_by_class_path_in_yaml(synthetic_root, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text(f"""
+model:
+  class_path: clip_agiqa.CLIPAGIQA
+  init_args: {{backbone: "random:tiny", n_ctx: 2, head: similarity}}
+data:
+  class_path: clip_agiqa.data.MOSFolder
+  init_args: {{root: "{synthetic_root}", batch_size: 8, num_workers: 0}}
+""")
+    cli = run_cli(["fit", "--config", str(config), *trainer_args(tmp_path), "--trainer.max_steps", "2"])
+    assert cli.model.hparams.head == "similarity" and cli.model.prompt_learner.n_ctx == 2
