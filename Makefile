@@ -26,5 +26,11 @@ demo: install
 	HF_HUB_OFFLINE=1 $(BIN)/clip-agiqa fit --config experiments/demo.yaml
 	HF_HUB_OFFLINE=1 $(BIN)/clip-agiqa test --config experiments/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
 
+# Performance figures of the feature cache and cut prompts (a few minutes on 2 CPU cores); see README.
+# On a GPU: make bench BENCH_ARGS="--accelerator gpu --precision bf16-mixed --num-images 2048 --batch-size 64"
+BENCH_ARGS ?=
+bench: install
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/python benchmarks/bench.py --output runs/bench/bench.json $(BENCH_ARGS)
+
 clean:
 	rm -rf runs lightning_logs .pytest_cache

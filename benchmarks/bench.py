@@ -1,0 +1,420 @@
+"""`make bench`: the performance figures of issue 5, each a ratio measured in one run, with its absolute numbers.
+
+On the offline ``random:vit-b-16`` backbone (ViT-B/16 sized, random weights) and a generated image set:
+
+  predict throughput / bare image-encoder throughput      (same images, batch and dtype; goal >= 0.9)
+  fit epoch time, cache off / cache on (epochs 2+)         (goal >= 20x)
+  text step (forward + backward), 77 tokens / cut prompts  (goal >= 3x, outputs identical)
+  peak RSS of predict / of the bare encoder                (each in a fresh subprocess; goal <= 1.3)
+  exported model / resumable checkpoint size               (goal <= 10 MB / <= 25 MB)
+  cache build images/s / bare encoder images/s             (goal >= 0.8)
+  fit time of 100 epochs on 3,000 images, extrapolated, cache on and off
+
+Prints a table and writes it as JSON (``--output``). On a GPU::
+
+  python benchmarks/bench.py --accelerator gpu --device 0 --precision bf16-mixed --num-images 2048 --batch-size 64
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import nullcontext
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+import torch  # noqa: E402
+
+GOALS = {  # figure -> (comparison, goal)
+    "predict_vs_encoder_throughput": (">=", 0.9),
+    "fit_epoch_speedup_cache": (">=", 20.0),
+    "text_step_speedup_cut_prompts": (">=", 3.0),
+    "predict_vs_encoder_peak_rss": ("<=", 1.3),
+    "export_size_mb": ("<=", 10.0),
+    "checkpoint_size_mb": ("<=", 25.0),
+    "cache_build_vs_encoder_throughput": (">=", 0.8),
+}
+# What a full-size run looks like for the extrapolation: AGIQA-3K, the default split, 100 epochs, K = 8.
+FULL_IMAGES, FULL_EPOCHS, FULL_VIEWS = 3000, 100, 8
+TEST_SIZE, VAL_SIZE = 0.2, 0.1
+
+
+# --- shared helpers --------------------------------------------------------------------------------
+def torch_device(args) -> torch.device:
+    return torch.device("cpu") if args.accelerator == "cpu" else torch.device("cuda", args.device)
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def autocast(args, device: torch.device):
+    """The same autocast Lightning's precision plugin uses, for code that runs outside a Trainer."""
+    dtypes = {"bf16-mixed": torch.bfloat16, "16-mixed": torch.float16}
+    if args.precision in dtypes:
+        return torch.autocast(device.type, dtype=dtypes[args.precision])
+    return nullcontext()
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+def trainer(args, **kwargs):
+    import lightning as L
+
+    accelerator = "cpu" if args.accelerator == "cpu" else "gpu"
+    return L.Trainer(accelerator=accelerator, devices=[args.device] if accelerator == "gpu" else 1,
+                     precision=args.precision, logger=False, enable_progress_bar=False,
+                     enable_model_summary=False, num_sanity_val_steps=0, **kwargs)
+
+
+def data_module(args, cache_views: int = 0, cache_dir: str | None = None, **kwargs):
+    from clip_agiqa import MOSFolder
+
+    return MOSFolder(str(args.data), batch_size=args.batch_size, num_workers=args.num_workers,
+                     test_size=TEST_SIZE, val_size=VAL_SIZE, cache_views=cache_views, cache_dir=cache_dir, **kwargs)
+
+
+# --- workers: each runs in a fresh process so its peak RSS is its own ------------------------------
+def worker_bare_encoder(args) -> dict:
+    """The bare image encoder: CLIP, batches of pixels, get_image_features. Nothing else."""
+    from clip_agiqa.backbone import feature_output, load_backbone
+    from clip_agiqa.data.transforms import ImageTransform, load_rgb
+
+    device = torch_device(args)
+    backbone = load_backbone(args.backbone)
+    clip = backbone.clip.eval().requires_grad_(False).to(device)
+    transform = ImageTransform(backbone.image_settings, train=False)
+    paths = sorted(args.data.glob("*.png"))
+    batches = [paths[i: i + args.batch_size] for i in range(0, len(paths), args.batch_size)]
+    timed_images, elapsed = 0, 0.0
+    for number, batch in enumerate(batches):
+        pixels = torch.stack([transform(load_rgb(p)) for p in batch]).to(device)  # outside the timer
+        synchronize(device)
+        start = time.perf_counter()
+        with torch.no_grad(), autocast(args, device):
+            feature_output(clip.get_image_features(pixel_values=pixels))
+        synchronize(device)
+        if number > 0:  # the first batch warms up
+            elapsed += time.perf_counter() - start
+            timed_images += len(batch)
+    return {"images_per_s": timed_images / elapsed, "images": timed_images, "seconds": elapsed,
+            "peak_rss_mb": peak_rss_mb(), **gpu_memory(device)}
+
+
+def worker_predict(args) -> dict:
+    """``trainer.predict`` of the full model on the same images (cache off), timed after the first batch."""
+    from lightning.pytorch.callbacks import Callback
+
+    from clip_agiqa import CLIPAGIQA
+
+    device = torch_device(args)
+
+    class BatchTimer(Callback):
+        def __init__(self):
+            self.start, self.images, self.elapsed = None, 0, 0.0
+
+        def on_predict_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0):
+            synchronize(device)
+            if batch_idx == 1:
+                self.start = time.perf_counter()
+            if batch_idx >= 1:
+                self.images += len(batch["index"])
+
+        def on_predict_epoch_end(self, trainer, module):
+            synchronize(device)
+            self.elapsed = time.perf_counter() - self.start
+
+    timer = BatchTimer()
+    model = CLIPAGIQA(args.backbone)
+    trainer(args, callbacks=[timer]).predict(model, data_module(args, predict_split="all"), return_predictions=False)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    return {"images_per_s": timer.images / timer.elapsed, "images": timer.images, "seconds": timer.elapsed,
+            "peak_rss_mb": peak_rss_mb(), "peak_rss_workers_mb": children, **gpu_memory(device)}
+
+
+def gpu_memory(device: torch.device) -> dict:
+    if device.type != "cuda":
+        return {}
+    return {"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
+
+
+WORKERS = {"bare": worker_bare_encoder, "predict": worker_predict}
+
+
+def run_worker(args, name: str) -> dict:
+    command = [sys.executable, str(Path(__file__).resolve()), "--worker", name, *args.forwarded]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"benchmark worker {name} failed:\n{result.stderr[-4000:]}")
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+# --- in-process measurements -----------------------------------------------------------------------
+def epoch_timer():
+    from lightning.pytorch.callbacks import Callback
+
+    class EpochTimer(Callback):
+        """Wall time of each training epoch, its validation included (Lightning validates before
+        on_train_epoch_end)."""
+
+        def __init__(self):
+            self.epochs: list[float] = []
+
+        def on_train_epoch_start(self, trainer, module):
+            synchronize(module.device)
+            self.start = time.perf_counter()
+
+        def on_train_epoch_end(self, trainer, module):
+            synchronize(module.device)
+            self.epochs.append(time.perf_counter() - self.start)
+
+    return EpochTimer()
+
+
+def timed_folder_class():
+    from clip_agiqa import MOSFolder
+
+    class TimedFolder(MOSFolder):
+        """Records how long building each cached split takes and how many views it encodes."""
+
+        builds: list[tuple[float, int]] = []
+
+        def cached_dataset(self, records, transform):
+            start = time.perf_counter()
+            dataset = super().cached_dataset(records, transform)
+            self.builds.append((time.perf_counter() - start, len(records) * dataset.features.shape[1]))
+            return dataset
+
+    return TimedFolder
+
+
+def measure_fit(args, model, cache_dir: Path) -> dict:
+    """One fit with the cache off, one with a fresh cache; epoch times and the build."""
+    off = epoch_timer()
+    trainer(args, max_epochs=args.uncached_epochs, callbacks=[off], enable_checkpointing=False).fit(
+        model, data_module(args))
+    folder = timed_folder_class()(str(args.data), batch_size=args.batch_size, num_workers=args.num_workers,
+                                   test_size=TEST_SIZE, val_size=VAL_SIZE, cache_views=args.cache_views,
+                                   cache_dir=str(cache_dir))
+    on = epoch_timer()
+    fit_on = trainer(args, max_epochs=args.cached_epochs, callbacks=[on], enable_checkpointing=False)
+    fit_on.fit(model, folder)
+    build_seconds = sum(seconds for seconds, _ in folder.builds)
+    build_views = sum(views for _, views in folder.builds)
+    n_train, n_val = len(folder.split_records("train")), len(folder.split_records("val"))
+    return {"trainer": fit_on, "epochs_off_s": off.epochs, "epochs_on_s": on.epochs,
+            "epoch_off_s": off.epochs[-1], "epoch_on_s": statistics.median(on.epochs[1:] or on.epochs),
+            "build_s": build_seconds, "build_views": build_views, "build_views_per_s": build_views / build_seconds,
+            "train_images": n_train, "val_images": n_val}
+
+
+def measure_text_step(args, model) -> dict:
+    """Forward + backward of the prompt text path, cut after EOS vs padded to 77 tokens."""
+    from clip_agiqa.prompts import PromptLearner
+
+    device = torch_device(args)
+    clip = model.clip.to(device)
+    learners = {}
+    for cut in (True, False):
+        torch.manual_seed(0)
+        learners[cut] = PromptLearner(clip, model.tokenizer, cut_after_eos=cut).to(device)
+    times, outputs = {}, {}
+    for cut, learner in learners.items():
+        samples = []
+        for repeat in range(args.text_repeats + 1):
+            learner.zero_grad(set_to_none=True)
+            synchronize(device)
+            start = time.perf_counter()
+            with autocast(args, device):
+                features = learner(clip)
+            features.float().sum().backward()
+            synchronize(device)
+            if repeat > 0:
+                samples.append(time.perf_counter() - start)
+        times[cut], outputs[cut] = statistics.median(samples), features.detach().float()
+    fp_diff = float((outputs[True] - outputs[False]).abs().max())
+    # Exactness: in float64 the two paths agree to rounding (causal attention: nothing after EOS counts).
+    text_parts = (clip.text_model, clip.text_projection)  # only what the prompt path uses
+    for part in text_parts:
+        part.to("cpu", torch.float64)
+    with torch.no_grad():
+        exact = [learners[c].to("cpu", torch.float64)(clip) for c in (True, False)]
+    for part in text_parts:
+        part.to(device, torch.float32)  # float32 -> float64 -> float32 is lossless
+    return {"cut_s": times[True], "full_s": times[False], "cut_tokens": learners[True].prompt_embeddings().shape[1],
+            "full_tokens": learners[False].prompt_embeddings().shape[1],
+            "max_abs_diff": fp_diff, "max_abs_diff_float64": float((exact[0] - exact[1]).abs().max()),
+            "relative_scale": float(outputs[False].abs().max())}
+
+
+def measure_sizes(fit_trainer, model, workdir: Path) -> dict:
+    checkpoint = workdir / "resumable.ckpt"
+    fit_trainer.save_checkpoint(checkpoint)
+    try:
+        from clip_agiqa.export import export_checkpoint
+
+        folder = export_checkpoint(checkpoint, workdir / "export")
+        export_bytes, how = sum(p.stat().st_size for p in folder.iterdir()), "clip_agiqa.export"
+    except ImportError:  # before `clip-agiqa export` existed: the trained tensors alone
+        from safetensors.torch import save_file
+
+        state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("clip.")}
+        save_file(state, str(workdir / "model.safetensors"))
+        export_bytes, how = (workdir / "model.safetensors").stat().st_size, "safetensors of the trained tensors"
+    trained = sum(p.numel() for p in model.trainable_parameters())
+    return {"checkpoint_mb": checkpoint.stat().st_size / 1e6, "export_mb": export_bytes / 1e6, "export_by": how,
+            "trained_parameters": trained}
+
+
+# --- the table -------------------------------------------------------------------------------------
+def figure(name: str, value: float, detail: str) -> dict:
+    comparison, goal = GOALS[name]
+    met = value >= goal if comparison == ">=" else value <= goal
+    return {"figure": name, "value": value, "goal": f"{comparison} {goal:g}", "met": met, "detail": detail}
+
+
+def extrapolate(fit: dict) -> dict:
+    """Per-epoch cost scales with the images an epoch touches (train + val); the build with the views."""
+    test = round(FULL_IMAGES * TEST_SIZE)
+    val = round((FULL_IMAGES - test) * VAL_SIZE)
+    train = FULL_IMAGES - test - val
+    scale = (train + val) / (fit["train_images"] + fit["val_images"])
+    build_s = (train * FULL_VIEWS + val) / fit["build_views_per_s"]
+    return {"images": FULL_IMAGES, "epochs": FULL_EPOCHS, "cache_views": FULL_VIEWS,
+            "cache_off_h": FULL_EPOCHS * fit["epoch_off_s"] * scale / 3600,
+            "cache_on_h": (build_s + FULL_EPOCHS * fit["epoch_on_s"] * scale) / 3600,
+            "cache_on_epochs_only_min": FULL_EPOCHS * fit["epoch_on_s"] * scale / 60,
+            "cache_build_once_h": build_s / 3600}
+
+
+def table(results: dict) -> list[dict]:
+    bare, predict, fit, text, sizes = (results[k] for k in ("bare_encoder", "predict", "fit", "text_step", "sizes"))
+    return [
+        figure("predict_vs_encoder_throughput", predict["images_per_s"] / bare["images_per_s"],
+               f"predict {predict['images_per_s']:.2f} img/s, bare encoder {bare['images_per_s']:.2f} img/s"),
+        figure("fit_epoch_speedup_cache", fit["epoch_off_s"] / fit["epoch_on_s"],
+               f"epoch cache off {fit['epoch_off_s']:.2f} s, on {fit['epoch_on_s']:.3f} s "
+               f"({fit['train_images']} train + {fit['val_images']} val images)"),
+        figure("text_step_speedup_cut_prompts", text["full_s"] / text["cut_s"],
+               f"{text['full_tokens']} tokens {1000 * text['full_s']:.1f} ms, {text['cut_tokens']} tokens "
+               f"{1000 * text['cut_s']:.1f} ms; max |diff| {text['max_abs_diff']:.1e} "
+               f"(float64: {text['max_abs_diff_float64']:.1e})"),
+        figure("predict_vs_encoder_peak_rss", predict["peak_rss_mb"] / bare["peak_rss_mb"],
+               f"predict {predict['peak_rss_mb']:.0f} MB, bare encoder {bare['peak_rss_mb']:.0f} MB"),
+        figure("export_size_mb", sizes["export_mb"], f"{sizes['trained_parameters']:,} trained parameters"),
+        figure("checkpoint_size_mb", sizes["checkpoint_mb"], "weights + optimiser + loop state"),
+        figure("cache_build_vs_encoder_throughput", fit["build_views_per_s"] / bare["images_per_s"],
+               f"build {fit['build_views_per_s']:.2f} views/s ({fit['build_views']} in {fit['build_s']:.1f} s), "
+               f"bare encoder {bare['images_per_s']:.2f} img/s"),
+    ]
+
+
+def print_table(rows: list[dict], full: dict, header: str) -> None:
+    print(f"\n{header}\n")
+    print(f"| {'figure':36} | {'value':>8} | {'goal':>7} | met | detail")
+    print(f"|{'-' * 38}|{'-' * 10}|{'-' * 9}|-----|-------")
+    for row in rows:
+        print(f"| {row['figure']:36} | {row['value']:8.2f} | {row['goal']:>7} | {'yes' if row['met'] else 'NO ':3} "
+              f"| {row['detail']}")
+    print(f"\nfit, {full['epochs']} epochs on {full['images']} images (extrapolated): cache off "
+          f"{full['cache_off_h']:.1f} h; cache on {full['cache_on_h']:.2f} h = build once with K={full['cache_views']} "
+          f"{full['cache_build_once_h']:.2f} h + {full['epochs']} epochs {full['cache_on_epochs_only_min']:.1f} min")
+
+
+def environment(args) -> dict:
+    device = torch_device(args)
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor() or "cpu"
+    return {"device": name, "accelerator": args.accelerator, "cpu_count": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(), "precision": args.precision, "backbone": args.backbone,
+            "num_images": args.num_images, "batch_size": args.batch_size, "num_workers": args.num_workers,
+            "cache_views": args.cache_views, "torch": torch.__version__}
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--accelerator", choices=["cpu", "gpu", "cuda"], default="cpu")
+    parser.add_argument("--device", type=int, default=0, help="GPU index (with --accelerator gpu)")
+    parser.add_argument("--precision", default="32-true", choices=["32-true", "bf16-mixed", "16-mixed"])
+    parser.add_argument("--backbone", default="random:vit-b-16")
+    parser.add_argument("--num-images", type=int, default=96, help="generated images (train/val/test 72/8/20%%)")
+    parser.add_argument("--picture-size", type=int, default=256, help="side of the generated images, pixels")
+    parser.add_argument("--batch-size", type=int, default=32, help="training and inference batch (the paper's 32)")
+    parser.add_argument("--num-workers", type=int, default=2)
+    parser.add_argument("--cache-views", type=int, default=2, help="views per training image in the cache")
+    parser.add_argument("--uncached-epochs", type=int, default=2, help="the last one is timed")
+    parser.add_argument("--cached-epochs", type=int, default=5, help="epochs 2+ are timed (median)")
+    parser.add_argument("--text-repeats", type=int, default=5)
+    parser.add_argument("--data", type=Path, default=None, help="image folder (default: generated in --workdir)")
+    parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
+    parser.add_argument("--output", type=Path, default=Path("runs/bench/bench.json"))
+    parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.accelerator == "cuda":
+        args.accelerator = "gpu"
+    if args.accelerator == "gpu" and not torch.cuda.is_available():
+        parser.error("--accelerator gpu: no CUDA device is visible to torch")
+    return args
+
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.worker:
+        print(json.dumps(WORKERS[args.worker](args)))
+        return {}
+    from clip_agiqa import CLIPAGIQA
+    from clip_agiqa.data import write_synthetic_dataset
+
+    scratch = tempfile.TemporaryDirectory(prefix="clip-agiqa-bench-") if args.workdir is None else None
+    workdir = Path(scratch.name) if scratch else args.workdir
+    workdir.mkdir(parents=True, exist_ok=True)
+    if args.data is None:
+        args.data = workdir / "images"
+        write_synthetic_dataset(args.data, num_images=args.num_images, picture_size=args.picture_size, seed=0)
+    args.forwarded = ["--accelerator", args.accelerator, "--device", str(args.device), "--precision", args.precision,
+                      "--backbone", args.backbone, "--batch-size", str(args.batch_size),
+                      "--num-workers", str(args.num_workers), "--data", str(args.data)]
+    started = time.perf_counter()
+    results = {"environment": environment(args)}
+    print("bare image encoder (fresh process) ...", flush=True)
+    results["bare_encoder"] = run_worker(args, "bare")
+    print("predict (fresh process) ...", flush=True)
+    results["predict"] = run_worker(args, "predict")
+    print("fit, cache off then on ...", flush=True)
+    model = CLIPAGIQA(args.backbone)
+    fit = measure_fit(args, model, workdir / "feature_cache")
+    print("text step, cut vs 77 tokens ...", flush=True)
+    results["sizes"] = measure_sizes(fit.pop("trainer"), model, workdir)
+    results["fit"] = fit
+    results["text_step"] = measure_text_step(args, model)
+    results["fit_extrapolated"] = extrapolate(fit)
+    results["table"] = table(results)
+    results["bench_seconds"] = time.perf_counter() - started
+    env = results["environment"]
+    print_table(results["table"], results["fit_extrapolated"],
+                f"clip-agiqa bench on {env['device']} ({env['cpu_count']} CPUs), {args.precision}, {args.backbone}, "
+                f"{args.num_images} images, batch {args.batch_size}, {results['bench_seconds']:.0f} s")
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    print(f"\nwrote {args.output}")
+    if scratch:
+        scratch.cleanup()
+    return results
+
+
+if __name__ == "__main__":
+    main()
