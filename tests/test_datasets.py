@@ -155,7 +155,6 @@ def test_cli_agiqa1k(tmp_path):
         fit_and_test(agiqa1k_root(tmp_path), tmp_path, "AGIQA1K")
 
 
-@pytest.mark.slow
 def test_cli_aigciqa2023(tmp_path):
     fit_and_test(aigciqa2023_root(tmp_path / "root"), tmp_path, "AIGCIQA2023", ["--data.target", "correspondence"])
 
