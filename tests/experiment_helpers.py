@@ -20,3 +20,62 @@ def fit_tiny(data_root: Path, run_dir: Path, *extra: str, epochs: int = 1):
 def trained_parts(model) -> dict:
     """The prompt context and head tensors (what checkpoints and exports hold), cloned."""
     return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("clip.")}
+
+
+# --- shrinking a shipped config to a smoke run ---------------------------------------------------------
+def config_data_class(config: dict) -> str:
+    return config["data"]["class_path"].rsplit(".", 1)[-1]
+
+
+def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Path, dict]:
+    """A tiny root in the real layout of ``data_class``, and extra data arguments that shrink it."""
+    import shutil
+
+    from test_datasets import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
+
+    builders = {"AGIQA3K": agiqa3k_root, "AGIQA1K": agiqa1k_root, "AIGCIQA20K": aigciqa20k_root}
+    root = tmp / data_class
+    if data_class in builders:
+        root.mkdir(parents=True)
+        return builders[data_class](root), {}
+    if data_class == "AIGCIQA2023":  # 2,400 placeholders: built once, read-only
+        shared = tmp.parent / "aigciqa2023_shared"
+        if not (shared / "done").is_file():
+            shutil.rmtree(shared, ignore_errors=True)
+            aigciqa2023_root(shared)
+            (shared / "done").touch()
+        return shared, {}
+    if data_class == "MOSFolder":
+        return synthetic_root, {}
+    if data_class == "SyntheticAIGI":
+        return root, {"data.num_images": "30", "data.picture_size": "32"}
+    raise AssertionError(f"no tiny root for data class {data_class}: add one to tests/experiment_helpers.py")
+
+
+def shrink_args(data_root: Path, run_dir: Path, extra: dict | None = None) -> dict:
+    """Overrides that turn any config into a CPU smoke run of the tiny model (a couple of steps); val and
+    test a third each, so that a dozen samples still give a val SRCC to pick the best checkpoint by."""
+    return {
+        "model.backbone": "random:tiny", "model.n_ctx": "4", "model.hidden_dim": "16",
+        "trainer.accelerator": "cpu", "trainer.devices": "1", "trainer.max_epochs": "1", "trainer.max_steps": "2",
+        "trainer.limit_train_batches": "2",
+        "trainer.limit_val_batches": "2", "trainer.limit_test_batches": "2", "trainer.logger": "false",
+        "trainer.enable_progress_bar": "false", "trainer.enable_model_summary": "false",
+        "trainer.default_root_dir": str(run_dir), "data.root": str(data_root), "data.batch_size": "4",
+        "data.eval_batch_size": "4", "data.num_workers": "0", "data.test_size": "0.34", "data.val_size": "0.34",
+        **(extra or {}),
+    }
+
+
+def as_flags(args: dict, skip=()) -> list[str]:
+    return [token for key, value in args.items() if key not in skip for token in (f"--{key}", value)]
+
+
+def configured(config, key: str):
+    """A value of the parsed CLI config by the key a user types (``model.lr`` = ``model.init_args.lr``)."""
+    for candidate in (key, key.replace(".", ".init_args.", 1)):
+        try:
+            return config[candidate]
+        except KeyError:
+            continue
+    raise KeyError(key)
