@@ -15,7 +15,7 @@ one prompt for ``split: prompt``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Callable, Literal
 
 import numpy as np
 
@@ -86,12 +86,16 @@ class AIGCIQA2023(MOSDataModule):
         raise FileNotFoundError(f"{TARGET_FILES[self.target]} not found in {self.root} "
                                 f"(looked in {', '.join(MOS_FOLDERS)}); expected {LAYOUT}")
 
-    def image_path(self) -> callable:
-        """name, n -> the image file, for whichever layout the root has."""
+    def image_path(self) -> Callable[[str, int], Path]:
+        """(``<Model>/NNN-k.png``, n) -> the image file, for whichever layout the root has."""
         image_dir = self.root / "Image"
         if image_dir.is_dir():
-            folders = {p.name.lower(): p for p in image_dir.iterdir() if p.is_dir()}
-            return lambda name, n: folders.get(name.split("/")[0].lower(), image_dir / name.split("/")[0]) / name.split("/")[1]
+            folders = {p.name.lower(): p for p in image_dir.iterdir() if p.is_dir()}  # any capitalisation
+
+            def nested(name: str, n: int) -> Path:
+                model, file = name.split("/")
+                return folders.get(model.lower(), image_dir / model) / file
+            return nested
         flat = self.root / "allimg"
         if flat.is_dir():
             # 0-based as the .mat order; some copies number from 1.

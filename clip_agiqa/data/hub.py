@@ -100,7 +100,7 @@ class HFDataset(MOSDataModule):
         (the rest: see ``MOSDataModule``)
     """
 
-    mos_range = (0.0, 5.0)
+    mos_range = None  # whatever the dataset's MOS column holds
 
     def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
                  hf_split: str = "train", image_column: str = "image", target_column: str = "mos",
