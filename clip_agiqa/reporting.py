@@ -116,6 +116,8 @@ class TestReport(Callback):
         callback = trainer.checkpoint_callback
         splits_file = Path(callback.dirpath) / "splits.csv" if getattr(callback, "dirpath", None) else None
         for logger in loggers:
+            # A sweep's metric is read from the run summary: make it the best val SRCC, not the last.
+            logger.experiment.define_metric("val/srcc", summary="max")
             logger.log_hyperparams({"split": summary, "data_class": type(datamodule).__name__})
             if splits_file is not None and splits_file.is_file():
                 logger.experiment.save(str(splits_file), base_path=str(splits_file.parent), policy="now")
