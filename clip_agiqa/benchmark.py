@@ -148,11 +148,15 @@ def _best_epoch(path: str) -> str:
         return ""
 
 
+def split_folder(out: Path, seed: int, fold: int | None) -> Path:
+    return out / (f"split_{seed}" if fold is None else f"split_fold{fold}")
+
+
 def run_split(index: int, seed: int, fold: int | None, configs: list[str], fit_args: list[str], out: Path) -> dict:
     """Fit one split (resuming its last.ckpt if any), test its val-best checkpoint once; returns its row."""
     from .cli import main
 
-    root = out / f"split_{seed if fold is None else f'fold{fold}'}"
+    root = split_folder(out, seed, fold)
     checkpoints = root / "checkpoints"
     args = ["fit", *[a for c in configs for a in ("--config", c)], *fit_args,
             "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
@@ -205,7 +209,10 @@ def main(argv: list[str] | None = None) -> Path:
         if index in rows:
             print(f"{label}: done earlier, skipped (SRCC {float(rows[index]['srcc']):.4f})", flush=True)
             continue
-        print(f"{label}: fitting in {out}", flush=True)
+        folder = split_folder(out, seed, fold)
+        resuming = (folder / "checkpoints" / "last.ckpt").is_file()
+        print(f"{label}: {'resuming the interrupted fit from last.ckpt' if resuming else 'fitting'} in {folder}",
+              flush=True)
         row = run_split(index, seed, fold, args.config, fit_args, out)
         rows[index] = {k: row[k] for k in COLUMNS}
         write_results(out, list(rows.values()))
