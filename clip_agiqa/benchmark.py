@@ -20,6 +20,7 @@ import os
 import shlex
 import statistics
 import time
+import warnings
 from pathlib import Path
 
 from .metrics import logistic_plcc
@@ -165,7 +166,10 @@ def run_split(index: int, seed: int, fold: int | None, configs: list[str], fit_a
     if (checkpoints / "last.ckpt").is_file():
         args += ["--ckpt_path", str(checkpoints / "last.ckpt")]
     started = time.time()
-    cli = main(args)
+    with warnings.catch_warnings():
+        # sys.argv stays as it is (DDP relaunches the command from it); LightningCLI would warn about it.
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        cli = main(args)
     trainer = cli.trainer
     callback = trainer.checkpoint_callback
     best = callback.best_model_path or str(checkpoints / "best.ckpt")
