@@ -153,6 +153,24 @@ def split_folder(out: Path, seed: int, fold: int | None) -> Path:
     return out / (f"split_{seed}" if fold is None else f"split_fold{fold}")
 
 
+def usable_last_checkpoint(checkpoints: Path) -> Path | None:
+    """The split's last.ckpt if it loads; one cut short by a kill is set aside and the split starts over."""
+    import torch
+
+    last = checkpoints / "last.ckpt"
+    if not last.is_file():
+        return None
+    try:
+        torch.load(last, map_location="cpu", weights_only=True)
+    except Exception as error:  # truncated or damaged: any reader error
+        damaged = last.with_name("last.damaged.ckpt")
+        last.replace(damaged)
+        print(f"{last} cannot be read ({type(error).__name__}); kept as {damaged.name}, the split starts over",
+              flush=True)
+        return None
+    return last
+
+
 def run_split(index: int, seed: int, fold: int | None, configs: list[str], fit_args: list[str], out: Path) -> dict:
     """Fit one split (resuming its last.ckpt if any), test its val-best checkpoint once; returns its row."""
     from .cli import main
@@ -163,8 +181,9 @@ def run_split(index: int, seed: int, fold: int | None, configs: list[str], fit_a
             "--seed_everything", str(seed), "--trainer.default_root_dir", str(root),
             "--checkpoint.dirpath", str(checkpoints)]
     args += ["--data.init_args.seed", str(seed)] if fold is None else ["--data.init_args.fold", str(fold)]
-    if (checkpoints / "last.ckpt").is_file():
-        args += ["--ckpt_path", str(checkpoints / "last.ckpt")]
+    last = usable_last_checkpoint(checkpoints)
+    if last is not None:
+        args += ["--ckpt_path", str(last)]
     started = time.time()
     with warnings.catch_warnings():
         # sys.argv stays as it is (DDP relaunches the command from it); LightningCLI would warn about it.
@@ -186,8 +205,18 @@ def run_split(index: int, seed: int, fold: int | None, configs: list[str], fit_a
         "seconds": round(time.time() - started, 1), "checkpoint": os.path.relpath(best, out),
     }
     del cli, trainer
+    finish_wandb_run()
     gc.collect()
     return row
+
+
+def finish_wandb_run() -> None:
+    """Close this split's W&B run: otherwise the next split's WandbLogger would log into it."""
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and wandb.run is not None:
+        wandb.finish()
 
 
 def _is_main_process() -> bool:
@@ -214,7 +243,7 @@ def main(argv: list[str] | None = None) -> Path:
             print(f"{label}: done earlier, skipped (SRCC {float(rows[index]['srcc']):.4f})", flush=True)
             continue
         folder = split_folder(out, seed, fold)
-        resuming = (folder / "checkpoints" / "last.ckpt").is_file()
+        resuming = usable_last_checkpoint(folder / "checkpoints") is not None
         print(f"{label}: {'resuming the interrupted fit from last.ckpt' if resuming else 'fitting'} in {folder}",
               flush=True)
         row = run_split(index, seed, fold, args.config, fit_args, out)

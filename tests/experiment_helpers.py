@@ -4,7 +4,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+
+
+@pytest.fixture
+def no_wandb_run_left():
+    """Close any W&B run a test opened (even a disabled one): the next WandbLogger would reuse it."""
+    yield
+    from clip_agiqa.benchmark import finish_wandb_run
+
+    finish_wandb_run()
 
 
 def folder_args(root: Path, batch_size: int = 8) -> list[str]:

@@ -7,7 +7,10 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
+from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
 from experiment_helpers import as_flags, config_data_class, make_data_root, shrink_args
+
+pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 
 EXPERIMENTS = REPO / "experiments"
 OVERLAYS = {"wandb.yaml"}  # added with one more --config on top of another

@@ -8,8 +8,11 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
+from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
 from experiment_helpers import (as_flags, config_data_class, configured, fit_tiny, make_data_root,
                                 shrink_args)
+
+pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 
 SWEEPS = sorted((REPO / "experiments" / "sweeps").glob("*.yaml"))
 ENDS = ("low", "high")

@@ -8,6 +8,7 @@ import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
+from clip_agiqa.benchmark import finish_wandb_run
 from experiment_helpers import folder_args
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
@@ -52,10 +53,9 @@ def offline_wandb(monkeypatch, tmp_path):
     for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
         monkeypatch.setenv(name, str(tmp_path / "wandb_home"))
     monkeypatch.chdir(tmp_path)
+    finish_wandb_run()  # a run left open by an earlier test would be reused
     yield
-    import wandb
-
-    wandb.finish()
+    finish_wandb_run()
 
 
 def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp_path, offline_wandb):
@@ -83,6 +83,17 @@ def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp
                        for i in r.config.update if i.key == "split")
     assert json.loads(split_value)["n_test"] == 8
     assert (run_dir / "test_scatter.png").is_file()
+
+
+def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, offline_wandb):
+    out = tmp_path / "bench"
+    run_cli(["benchmark", "--config", str(REPO / "experiments" / "demo.yaml"), "--config", WANDB_CONFIG,
+             "--splits", "2", "--out", str(out), *TINY_MODEL_ARGS, *folder_args(synthetic_root),
+             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
+    for split in ("split_0", "split_1"):
+        runs = list((out / split / "wandb").glob("offline-run-*/run-*.wandb"))
+        assert len(runs) == 1, split
+        assert "test/srcc" in logged_keys(read_wandb_records(runs[0]), "history")
 
 
 def test_without_wandb_the_scatter_png_and_predictions_are_in_the_run_folder(synthetic_root, tmp_path):
