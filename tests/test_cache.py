@@ -199,3 +199,22 @@ def test_cli_fit_with_the_cache_builds_once_and_reuses_it(synthetic_root, tmp_pa
     stamps = [p.stat().st_mtime_ns for p in entries]
     run_cli(args[:-1] + [str(cache_dir)])
     assert [p.stat().st_mtime_ns for p in entries] == stamps  # reused, not rewritten
+
+
+@pytest.mark.slow
+def test_ddp_ranks_build_the_cache_together(synthetic_root, tmp_path):
+    """Two CPU processes (gloo) build one cache: complete afterwards, and a single process reuses all of it."""
+    from conftest import run_cli_subprocess
+
+    cache_dir = tmp_path / "cache"
+    common = [*TINY_MODEL_ARGS, "--data.class_path", "clip_agiqa.MOSFolder", "--data.root", str(synthetic_root),
+              "--data.batch_size", "8", "--data.num_workers", "0", "--data.cache_views", "2",
+              "--data.cache_dir", str(cache_dir)]
+    ddp = trainer_args(tmp_path / "ddp")
+    ddp[ddp.index("--trainer.devices") + 1] = "2"
+    run_cli_subprocess(["fit", *common, *ddp, "--trainer.strategy", "ddp"], timeout=240)
+    entries = {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.safetensors")}
+    assert len(entries) == 41 - len(MOSFolder(str(synthetic_root)).split_records("test"))
+    assert not list(cache_dir.rglob("*.tmp*"))
+    run_cli(["fit", *common, *trainer_args(tmp_path / "single")])
+    assert {p: p.stat().st_mtime_ns for p in cache_dir.rglob("*.safetensors")} == entries
