@@ -33,5 +33,5 @@ print("vit-b-16 16-mixed, fp16 frozen encoders:", metrics)
 assert all(math.isfinite(v) for v in metrics.values()), "a metric is not finite"
 PY
 
-$py benchmarks/bench.py --accelerator gpu --device 0 --precision bf16-mixed --num-images 2048 \
+$py benchmarks/bench.py --accelerator gpu --device 0 --precision bf16-mixed --num-images ${BENCH_IMAGES:-2048} \
   --throughput-images 1024 --batch-size 64 --num-workers 8 --output "$out/bench-gpu.json" 2>&1 | tee "$out/bench-gpu.txt"

@@ -8,6 +8,8 @@ EOS state -> projection); ``encode_text_embeddings`` of plain token embeddings e
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
@@ -17,11 +19,20 @@ DEFAULT_CATEGORIES = ("terrible", "bad", "poor", "average", "good", "perfect")
 CTX_PLACEHOLDER = "X"
 
 
+_MASK_PARAMETERS = inspect.signature(create_causal_mask).parameters
+
+
+def causal_mask(config, hidden: torch.Tensor):
+    """``create_causal_mask`` across transformers 5.x: the cache argument was renamed (past_key_values -> cache)."""
+    cache_argument = "cache" if "cache" in _MASK_PARAMETERS else "past_key_values"
+    return create_causal_mask(config=config, inputs_embeds=hidden, attention_mask=None, **{cache_argument: None})
+
+
 def encode_text_embeddings(clip: CLIPModel, token_embeds: torch.Tensor, eos_index: torch.Tensor) -> torch.Tensor:
     """Projected text features of prompts given as token embeddings (n_prompts, seq_len, width)."""
     text_model = clip.text_model
     hidden = text_model.embeddings(inputs_embeds=token_embeds)
-    mask = create_causal_mask(config=text_model.config, inputs_embeds=hidden, attention_mask=None, cache=None)
+    mask = causal_mask(text_model.config, hidden)
     # With sdpa the mask comes back None: is_causal=True is what keeps attention causal.
     hidden = text_model.encoder(inputs_embeds=hidden, attention_mask=mask, is_causal=True).last_hidden_state
     hidden = text_model.final_layer_norm(hidden)
