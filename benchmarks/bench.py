@@ -412,12 +412,14 @@ def main(argv=None) -> dict:
                   f"{repeat + 1}/{args.repeats}) ...", flush=True)
             runs[name].append(run_worker(args, name))
     results["bare_encoder"], results["predict"] = best_of(runs["bare"]), best_of(runs["predict"])
+    save_partial(args.output, results)
     print("fit, cache off then on ...", flush=True)
     model = CLIPAGIQA(args.backbone)
     fit = measure_fit(args, model, workdir / "feature_cache")
     print("text step, cut vs 77 tokens ...", flush=True)
     results["sizes"] = measure_sizes(fit.pop("trainer"), model, workdir)
     results["fit"] = fit
+    save_partial(args.output, results)
     results["text_step"] = measure_text_step(args, model)
     results["fit_extrapolated"] = extrapolate(fit)
     results["table"] = table(results)
@@ -426,12 +428,17 @@ def main(argv=None) -> dict:
     print_table(results["table"], results["fit_extrapolated"],
                 f"clip-agiqa bench on {env['device']} ({env['cpu_count']} CPUs), {args.precision}, {args.backbone}, "
                 f"{args.num_images} images, batch {args.batch_size}, {results['bench_seconds']:.0f} s")
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    args.output.write_text(json.dumps(results, indent=2) + "\n")
+    save_partial(args.output, results)
     print(f"\nwrote {args.output}")
     if scratch:
         scratch.cleanup()
     return results
+
+
+def save_partial(output: Path, results: dict) -> None:
+    """Write what is measured so far, so a failure late in the run keeps the earlier figures."""
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text(json.dumps(results, indent=2, default=str) + "\n")
 
 
 if __name__ == "__main__":

@@ -67,6 +67,7 @@ class PromptLearner(nn.Module):
         if not categories:
             raise ValueError("categories must name at least one quality level")
         token_embedding = clip.text_model.embeddings.token_embedding
+        device = token_embedding.weight.device  # the backbone may already sit on a GPU
         width = token_embedding.embedding_dim
         max_length = clip.text_model.config.max_position_embeddings
         n_categories = len(categories)
@@ -75,7 +76,7 @@ class PromptLearner(nn.Module):
             init_ids = tokenizer(ctx_init, add_special_tokens=False)["input_ids"]
             n_ctx = len(init_ids)
             with torch.no_grad():
-                ctx = token_embedding(torch.tensor(init_ids)).float().clone()
+                ctx = token_embedding(torch.tensor(init_ids, device=device)).float().clone()
             if class_specific_ctx:
                 ctx = ctx.unsqueeze(0).repeat(n_categories, 1, 1)
             context_text = ctx_init
@@ -83,7 +84,7 @@ class PromptLearner(nn.Module):
             if n_ctx < 1:
                 raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
             shape = (n_categories, n_ctx, width) if class_specific_ctx else (n_ctx, width)
-            ctx = torch.empty(shape).normal_(std=0.02)
+            ctx = torch.empty(shape, device=device).normal_(std=0.02)
             context_text = " ".join([CTX_PLACEHOLDER] * n_ctx)
         self.ctx = nn.Parameter(ctx)
         self.n_ctx = n_ctx
@@ -91,9 +92,10 @@ class PromptLearner(nn.Module):
         self.prompts = [f"{context_text} {category}." for category in categories]
 
         ids, eos_index = tokenize_prompts(tokenizer, self.prompts, max_length, cut_after_eos)
+        ids, eos_index = ids.to(device), eos_index.to(device)
         if ctx_init:
             context_ids = ids[:, 1: 1 + n_ctx]
-            if not (context_ids == torch.tensor(init_ids)).all():
+            if not (context_ids == torch.tensor(init_ids, device=device)).all():
                 raise ValueError(f"ctx_init {ctx_init!r} does not tokenize the same inside the prompts")
         with torch.no_grad():
             embeds = token_embedding(ids).float()
