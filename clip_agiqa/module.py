@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -17,6 +18,8 @@ from .metrics import as_metric_input, quality_metrics
 from .prompts import DEFAULT_CATEGORIES, PromptLearner
 
 FROZEN_PREFIX = "clip."
+# The frozen encoders stay in eval mode on purpose; Lightning warns about that at every fit.
+warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
