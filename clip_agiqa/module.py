@@ -139,6 +139,16 @@ class CLIPAGIQA(L.LightningModule):
 
             apply_trained_weights(self, self.hparams.init_from)
             self._init_from_applied = True
+        self._check_mos_range()
+
+    def _check_mos_range(self) -> None:
+        """The similarity head can only output scores inside mos_range: say so when the data's scale differs."""
+        datamodule = self.trainer.datamodule if self._trainer is not None else None
+        data_range = getattr(datamodule, "mos_range", None)
+        if self.hparams.head == "similarity" and data_range and tuple(data_range) != tuple(self.hparams.mos_range):
+            warnings.warn(f"model.mos_range {tuple(self.hparams.mos_range)} differs from the MOS scale of "
+                          f"{type(datamodule).__name__} {tuple(data_range)}: the similarity head only outputs "
+                          f"scores inside model.mos_range; set --model.mos_range to the data's scale", stacklevel=2)
 
     def on_fit_start(self) -> None:
         """Record the split beside the checkpoints, so every run says which images it trained on."""

@@ -135,3 +135,13 @@ def test_vit_b_16_checkpoint_is_small_and_trains_paper_sized_parameters(tmp_path
     model.on_save_checkpoint(checkpoint)
     torch.save(checkpoint, tmp_path / "model.ckpt")
     assert (tmp_path / "model.ckpt").stat().st_size < 10 * 2**20
+
+
+def test_similarity_head_warns_when_the_data_uses_another_mos_scale(synthetic_root, tmp_path):
+    class HundredPointFolder(MOSFolder):
+        mos_range = (0.0, 100.0)
+
+    model = CLIPAGIQA("random:tiny", head="similarity", n_ctx=2, mos_range=(0.0, 5.0))
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, limit_val_batches=1)
+    with pytest.warns(UserWarning, match=r"--model.mos_range"):
+        trainer.validate(model, HundredPointFolder(str(synthetic_root), num_workers=0))
