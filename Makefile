@@ -1,8 +1,9 @@
 # `make test` and `make demo` set everything up on a fresh machine (a .venv here), then run.
 PYTHON ?= python3
 VENV ?= .venv
-# CI pins the CPU wheel (torch==2.13.0); a plain range lets GPU users get a CUDA build.
-TORCH ?= torch>=2.4
+# What pip installs for torch. The range brings a CUDA build on Linux (what GPU users want); CI pins the
+# CPU wheel (TORCH=torch==2.13.0); CPU-only elsewhere: TORCH="torch --index-url https://download.pytorch.org/whl/cpu"
+TORCH ?= 'torch>=2.4'
 BIN := $(VENV)/bin
 
 .PHONY: install test test-fast demo bench clean
@@ -10,7 +11,7 @@ BIN := $(VENV)/bin
 $(BIN)/clip-agiqa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet "$(TORCH)"
+	$(BIN)/pip install --quiet $(TORCH)
 	$(BIN)/pip install --quiet -e ".[dev]"
 	touch $@
 
