@@ -165,3 +165,8 @@ def test_ddp_streaming_test_metrics_equal_one_process(imagefolder, tmp_path):
         assert printed_metric(two.stdout, metric) == pytest.approx(printed_metric(one.stdout, metric), abs=1e-5)
     assert Counter(line.split(",")[1] for line in (run_dir / "checkpoints" / "splits.csv").read_text().split()[1:])[
         "test"] == 12
+
+
+def test_feature_cache_is_refused_rather_than_silently_ignored(imagefolder, tmp_path):
+    with pytest.raises(ValueError, match="cache_views is not supported by HFDataset"):
+        hf(imagefolder, tmp_path, cache_views=4)

@@ -114,6 +114,9 @@ class HFDataset(MOSDataModule):
         if self.skip_bad_images:
             raise ValueError("skip_bad_images needs image files to scan; HFDataset reports a bad image by its "
                              "sample name instead")
+        if self.cache_views:
+            raise ValueError("cache_views is not supported by HFDataset yet (its samples have no image file to key "
+                             "the cache on); leave it at 0")
         self.path = path or root
         self.name, self.hf_split = name, hf_split
         self.image_column, self.target_column = image_column, target_column
