@@ -10,6 +10,18 @@ import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
 
+def write_scores(path: Path, rows) -> None:
+    """``file_name,score`` rows to a CSV, written atomically (a killed run leaves no half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "score"])
+        writer.writerows((name, f"{score:.6f}") for name, score in rows)
+    partial.replace(path)
+
+
 class ScoreWriter(BasePredictionWriter):
     """Writes ``file_name,score`` for every predicted image, sorted by sample, to ``output``.
 
@@ -40,11 +52,6 @@ class ScoreWriter(BasePredictionWriter):
                 rank_part = path.with_name(f"{path.name}.part{rank}")
                 merged.update({index: (name, score) for index, name, score in torch.load(rank_part)})
                 os.remove(rank_part)
-            partial = path.with_name(path.name + ".partial")
-            with open(partial, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["file_name", "score"])
-                writer.writerows((merged[i][0], f"{merged[i][1]:.6f}") for i in sorted(merged))
-            partial.replace(path)
+            write_scores(path, (merged[i] for i in sorted(merged)))
             print(f"wrote {len(merged)} scores to {path}")
         trainer.strategy.barrier("score_writer_done")

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
 
+from .callbacks import write_scores
 from .data.records import list_images
 from .data.transforms import ImageTransform, load_rgb
 
@@ -72,8 +72,5 @@ class QualityScorer:
             raise ValueError(f"{folder} holds no images")
         rows = [(str(p.relative_to(folder)), s) for p, s in zip(paths, self.score_many(paths))]
         if output is not None:
-            with open(output, "w", newline="") as handle:
-                writer = csv.writer(handle)
-                writer.writerow(["file_name", "score"])
-                writer.writerows((name, f"{score:.6f}") for name, score in rows)
+            write_scores(output, rows)
         return rows
