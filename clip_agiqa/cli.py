@@ -17,6 +17,13 @@ from .reporting import ConfigToWandb, TestReport, place_wandb_logs
 EXTRA_COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark"}
 
 
+DESCRIPTION = (
+    "CLIP-AGIQA: train, evaluate and apply a quality model for AI-generated images. "
+    "Besides fit/validate/test/predict: `clip-agiqa export CKPT OUT_DIR` (safetensors + JSON, loads without "
+    "pickle) and `clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median)."
+)
+
+
 class AGIQACLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -56,6 +63,7 @@ def main(args: list[str] | None = None):
         save_config_callback=ConfigToWandb,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
+        parser_kwargs={"description": DESCRIPTION},
         args=args,
     )
 
