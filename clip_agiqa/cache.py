@@ -245,8 +245,9 @@ class FeatureCache:
         description = f"caching {'train' if transform.train else 'eval'} features ({views_per_image} view(s))"
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
         # or not it had to build the cache first.
-        with torch.random.fork_rng(devices=[]), tqdm(total=len(todo), desc=description, unit="img", disable=not self.progress or self.rank != 0,
-                  leave=False) as bar:
+        show = self.progress and self.rank == 0
+        with torch.random.fork_rng(devices=[]), tqdm(total=len(todo), desc=description, unit="img",
+                                                     disable=not show, leave=False) as bar:
             for items, counts, pixels in loader:
                 with self.forward_context():
                     features = self.encode(pixels.to(self.device, non_blocking=True))
