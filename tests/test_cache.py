@@ -110,7 +110,7 @@ def test_a_changed_image_file_is_rebuilt(tiny_model, images, tmp_path, change):
     again = make_cache(tiny_model, tmp_path / "cache")
     after = again.features(images, transform)
     assert again.built_views == 1
-    assert torch.equal(after[[0, 2, 3]], before[[0, 2, 3]])
+    assert torch.equal(after[[0, 2, 3]], before[[0, 2, 3]])  # read back as stored, not re-encoded
     if change == "content":
         torch.testing.assert_close(after[1], before[2])
 
@@ -135,7 +135,10 @@ def test_a_damaged_or_incomplete_entry_is_rebuilt_not_used(tiny_model, images, t
     again = make_cache(tiny_model, tmp_path / "cache")
     after = again.features(images, transform, views=2)
     assert again.built_views == 2
-    assert torch.equal(after, before)
+    assert torch.equal(after[1:], before[1:])  # intact entries are read back as stored
+    # The rebuilt entry was encoded in a batch of 1, the original in a batch of 4: batched kernels may
+    # differ in the last bits (about 5e-7 seen on AMD EPYC), so allow float32 rounding, not more.
+    torch.testing.assert_close(after[0], before[0], rtol=1e-5, atol=1e-6)
     assert read_entry(path, {"another": "key"}) is None  # an intact entry under another key is refused too
 
 
