@@ -34,7 +34,8 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .data.records import Record
-from .data.transforms import ImageTransform, load_rgb
+from .data.images import load_rgb
+from .data.transforms import ImageTransform
 
 CACHE_FORMAT = "1"
 DEFAULT_CACHE_DIRNAME = ".feature_cache"

@@ -10,7 +10,8 @@ from PIL import Image
 
 from .callbacks import write_scores
 from .data.records import list_images
-from .data.transforms import ImageTransform, load_rgb
+from .data.images import load_rgb
+from .data.transforms import ImageTransform
 
 
 def _to_pil(item) -> Image.Image:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -15,35 +16,19 @@ from torch.utils.data import DataLoader, Dataset
 from ..backbone import CLIP_MEAN, CLIP_STD, ImageSettings
 from .records import Record, check_records
 from .splits import SPLITS, assign, write_splits
-from .transforms import ImageTransform, load_rgb
+from .images import BACKGROUND, load_rgb, require_readable, scan_images
+from .transforms import ImageTransform
 
 SPLITS_FILE = "splits.csv"
 
 
-def readable_image(path: Path) -> bool:
-    """Whether the image decodes fully (JPEGs in draft mode: truncation still shows, at a fraction of the cost)."""
-    try:
-        with Image.open(path) as image:
-            image.draft("RGB", (64, 64))
-            image.load()
-        return True
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError):
-        return False
-
-
-def scan_images(records: list[Record]) -> list[Record]:
-    """The records whose image decodes; one warning counts and names the others."""
-    bad = [r for r in records if not readable_image(r.path)]
-    if bad:
-        warnings.warn(f"skip_bad_images: left out {len(bad)} of {len(records)} unreadable image(s), e.g. "
-                      f"{', '.join(r.file_name for r in bad[:5])}", stacklevel=2)
-        bad_names = {r.file_name for r in bad}
-        records = [r for r in records if r.file_name not in bad_names]
-    return records
-
-
 class ImageDataset(Dataset):
-    """Loads and transforms one record per item: ``image``, ``mos``, ``index`` and ``file_name``."""
+    """Loads and transforms one record per item: ``image``, ``mos``, ``index``, ``file_name`` and ``error``.
+
+    ``error`` is "" when the image was read. An unlabelled record (MOS NaN: a folder to score) whose image
+    cannot be read gives a blank placeholder image and the reason in ``error``, so one bad file does not
+    lose a whole predict run; a labelled one raises (``validate_records`` has named it before training).
+    """
 
     def __init__(self, records: list[Record], transform: ImageTransform):
         self.records = records
@@ -55,13 +40,24 @@ class ImageDataset(Dataset):
     def load_image(self, index: int):
         return load_rgb(self.records[index].path)
 
+    def image_or_placeholder(self, index: int) -> tuple[Image.Image, str]:
+        try:
+            return self.load_image(index), ""
+        except (ValueError, FileNotFoundError) as error:
+            if not math.isnan(self.records[index].mos):
+                raise
+            size = self.transform.settings.size
+            return Image.new("RGB", (size, size), BACKGROUND), str(error)
+
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]
+        image, error = self.image_or_placeholder(index)
         return {
-            "image": self.transform(self.load_image(index)),
+            "image": self.transform(image),
             "mos": torch.tensor(record.mos, dtype=torch.float32),
             "index": index,
             "file_name": record.file_name,
+            "error": error,
         }
 
 
@@ -150,10 +146,15 @@ class MOSDataModule(L.LightningDataModule):
                       annotation_order=self.annotation_order)
 
     def validate_records(self, records: list[Record]) -> list[Record]:
-        """Checked records (missing files reported at once); unreadable images left out if asked."""
+        """Checked records: missing files and unreadable images all named at once, before any training.
+
+        ``skip_bad_images`` leaves unreadable images out instead. Unlabelled records (a folder to score)
+        are not pre-checked: predict lists an unreadable one in its CSV with the error.
+        """
         check_records(records, str(self.root))
         if self.skip_bad_images:
-            records = scan_images(records)
+            return scan_images(records)
+        require_readable([r for r in records if not math.isnan(r.mos)], str(self.root))
         return records
 
     # --- shared machinery ----------------------------------------------------------------------------

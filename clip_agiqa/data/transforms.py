@@ -9,6 +9,8 @@ import torch
 from PIL import Image
 
 from ..backbone import ImageSettings
+# Re-exported until data/hub.py, tests/test_cache.py and benchmarks/bench.py import it from .images.
+from .images import load_rgb  # noqa: F401
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -76,14 +78,3 @@ class ImageTransform:
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self._mean) / self._std
 
-
-def load_rgb(path) -> Image.Image:
-    """Open an image fully and convert it to RGB (greyscale, RGBA and palette images included)."""
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
