@@ -34,8 +34,14 @@ def trained_parts(model) -> dict:
 
 
 # --- shrinking a shipped config to a smoke run ---------------------------------------------------------
-def config_data_class(config: dict) -> str:
-    return config["data"]["class_path"].rsplit(".", 1)[-1]
+def data_class(config_paths) -> str:
+    """The data class that composed configs name (the last one that names one wins, as in the CLI)."""
+    import yaml
+
+    named = [config["data"]["class_path"] for config in map(yaml.safe_load, map(Path.read_text, config_paths))
+             if "class_path" in (config or {}).get("data", {})]
+    assert named, f"none of {[str(p) for p in config_paths]} names a data class_path"
+    return named[-1].rsplit(".", 1)[-1]
 
 
 def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Path, dict]:

@@ -1,6 +1,8 @@
-"""Every shipped experiment config runs through the CLI (shrunk to the tiny model, a tiny root in its
-dataset's real layout, a couple of steps), so no config can rot; and each says what it promises."""
+"""The experiment configs compose: a data part, a model part and a protocol part, each given with one more
+``--config``. Every combination the README ships runs through the CLI (shrunk to the tiny model, a tiny root
+in its dataset's real layout, a couple of steps), so none can rot; each part says what it promises."""
 
+import re
 import warnings
 
 import pytest
@@ -8,30 +10,65 @@ import yaml
 
 from conftest import REPO, run_cli
 from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
-from experiment_helpers import as_flags, config_data_class, make_data_root, shrink_args
+from experiment_helpers import as_flags, configured, data_class, make_data_root, shrink_args
 
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 
 EXPERIMENTS = REPO / "experiments"
-OVERLAYS = {"wandb.yaml"}  # added with one more --config on top of another
-CONFIGS = sorted(p.name for p in EXPERIMENTS.glob("*.yaml") if p.name not in OVERLAYS)
-BENCHMARKS = [name for name in CONFIGS if name not in ("demo.yaml", "custom.yaml")]
+README = REPO / "README.md"
+PROMPT_DISJOINT = ("model/clip_agiqa.yaml", "protocol/prompt_disjoint.yaml")
+# The shipped combinations, in the order the README gives them: data part, model part, protocol part.
+COMBINATIONS = [
+    *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in (
+        "agiqa3k_quality", "agiqa3k_align", "agiqa1k", "aigciqa2023_quality", "aigciqa2023_authenticity",
+        "aigciqa2023_correspondence", "aigciqa20k")],
+    ("data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/paper.yaml"),
+    ("data/custom.yaml", "model/clip_agiqa.yaml", "protocol/random.yaml"),
+    ("demo.yaml",),  # one self-contained file (make demo)
+]
+OVERLAYS = {"wandb.yaml"}  # added with one more --config on top of a combination
+PARTS = {kind: sorted(p.name for p in (EXPERIMENTS / kind).glob("*.yaml")) for kind in ("data", "model", "protocol")}
 
 
 def load(name: str) -> dict:
     return yaml.safe_load((EXPERIMENTS / name).read_text())
 
 
-@pytest.mark.parametrize("name", CONFIGS)
-def test_config_fits_and_tests_through_the_cli(name, synthetic_root, tmp_path):
-    data_root, data_extra = make_data_root(config_data_class(load(name)), tmp_path, synthetic_root)
+def flat(tree: dict, prefix: str = "") -> dict:
+    """Nested YAML as dotted keys (``model.init_args.lr``) -> leaf values."""
+    items = {}
+    for key, value in tree.items():
+        items.update(flat(value, f"{prefix}{key}.") if isinstance(value, dict) else {f"{prefix}{key}": value})
+    return items
+
+
+def normal(value):
+    return list(value) if isinstance(value, (list, tuple)) else value
+
+
+def combination_id(parts) -> str:
+    return "+".join(p.rsplit("/", 1)[-1][:-5] for p in parts)
+
+
+@pytest.mark.parametrize("parts", COMBINATIONS, ids=combination_id)
+def test_combination_fits_and_tests_through_the_cli(parts, synthetic_root, tmp_path):
+    data_root, data_extra = make_data_root(data_class([EXPERIMENTS / p for p in parts]), tmp_path, synthetic_root)
     run_dir = tmp_path / "run"
+    shrink = shrink_args(data_root, run_dir, data_extra)
+    configs = [token for part in parts for token in ("--config", str(EXPERIMENTS / part))]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # AGIQA-1K's duplicated name, the paper split's warning
-        cli = run_cli(["fit", "--config", str(EXPERIMENTS / name), *as_flags(shrink_args(data_root, run_dir, data_extra))])
+        cli = run_cli(["fit", *configs, *as_flags(shrink)])
         tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
     assert {"test/srcc", "test/plcc", "test/krcc", "test/rmse"} <= set(tested)
     assert (run_dir / "checkpoints" / "splits.csv").is_file() and (run_dir / "test_scatter.png").is_file()
+
+    # Every value each part sets reaches the run (a later part wins), unless the smoke run shrinks it.
+    shrunk = {key.replace(".", ".init_args.", 1) if key.startswith(("model.", "data.")) else key for key in shrink}
+    expected = {key: value for part in parts for key, value in flat(load(part)).items()}
+    for key, value in expected.items():
+        if key not in shrunk and not key.endswith("class_path"):
+            assert normal(configured(cli.config["fit"], key)) == normal(value), f"{key} of {parts}"
 
 
 def test_wandb_overlay_adds_a_wandb_logger(synthetic_root, tmp_path):
@@ -45,14 +82,73 @@ def test_wandb_overlay_adds_a_wandb_logger(synthetic_root, tmp_path):
     assert cli.trainer.logger.save_dir == str(tmp_path / "run")  # W&B files in the run folder
 
 
-@pytest.mark.parametrize("name", BENCHMARKS)
-def test_benchmark_config_names_its_recipe_and_protocol(name):
-    config = load(name)
-    model, data = config["model"]["init_args"], config["data"]["init_args"]
-    for key in ("backbone", "head", "categories", "n_ctx", "optimizer", "lr", "weight_decay", "warmup_epochs",
-                "frozen_dtype"):
-        assert key in model, f"{name}: model.{key} is not set"
-    assert "precision" in config["trainer"] and "max_epochs" in config["trainer"], name
-    assert "root" not in data, f"{name}: the root is given on the command line (--data.root)"
-    assert data["split"] == ("paper" if name.startswith("paper_") else "prompt"), name
-    assert config["trainer"]["default_root_dir"] == f"runs/{name[:-5]}"
+def printed_config(capsys, parts) -> str:
+    with pytest.raises(SystemExit):
+        run_cli(["fit", *[t for p in parts for t in ("--config", str(EXPERIMENTS / p))], "--print_config"])
+    return capsys.readouterr().out
+
+
+def test_data_and_model_parts_compose_in_either_order(capsys):
+    data, model, protocol = COMBINATIONS[0]
+    assert printed_config(capsys, (data, model, protocol)) == printed_config(capsys, (model, data, protocol))
+
+
+@pytest.mark.parametrize("name", PARTS["model"])
+def test_model_part_names_the_whole_recipe(name):
+    config = load(f"model/{name}")
+    assert set(config) == {"model"}, f"model/{name}: a model part sets only the model"
+    model = config["model"]["init_args"]
+    for key in ("backbone", "head", "categories", "n_ctx", "hidden_dim", "dropout", "loss", "optimizer", "lr",
+                "momentum", "weight_decay", "warmup_epochs", "warmup_lr"):
+        assert key in model, f"model/{name}: model.{key} is not set"
+
+
+@pytest.mark.parametrize("name", PARTS["data"])
+def test_data_part_names_the_dataset_and_its_run_folder_only(name):
+    config = load(f"data/{name}")
+    assert flat(config.get("trainer", {})) == {"default_root_dir": f"runs/{name[:-5]}"}, name
+    assert set(config) == {"trainer", "data"} and "class_path" in config["data"], name
+    data = config["data"]["init_args"]
+    assert "root" not in data, f"data/{name}: the root is given on the command line (--data.root)"
+    assert not {"split", "test_size", "val_size", "seed"} & set(data), f"data/{name}: the split is the protocol's"
+
+
+@pytest.mark.parametrize("name", PARTS["protocol"])
+def test_protocol_part_names_split_schedule_precision_and_selection(name):
+    config = load(f"protocol/{name}")
+    assert {"precision", "max_epochs", "devices"} <= set(config["trainer"]), name
+    assert config["checkpoint"]["monitor"] == "val/srcc" and config["checkpoint"]["mode"] == "max", name
+    assert "split" in config["data"]["init_args"] and "class_path" not in config["data"], name
+    assert set(config["model"]) == {"init_args"} and set(config["model"]["init_args"]) == {"frozen_dtype"}, \
+        f"protocol/{name}: a protocol sets the model's precision only (the recipe is the model part's)"
+
+
+def test_no_config_sets_the_mos_scale():
+    """The MOS scale comes from the datamodule: a config that set it would fight the data."""
+    for path in EXPERIMENTS.rglob("*.yaml"):
+        assert "mos_range" not in path.read_text(), f"{path.relative_to(REPO)} sets mos_range"
+
+
+def readme_commands() -> list[tuple[str, ...]]:
+    """The experiments configs of every clip-agiqa command in the README, overlays left out, in order."""
+    text = README.read_text().replace("\\\n", " ")
+    commands = [segment for line in text.splitlines() for segment in line.split("clip-agiqa ")[1:]]
+    named = [tuple(c for c in re.findall(r"--config experiments/(\S+?\.yaml)", command) if c not in OVERLAYS)
+             for command in commands]
+    return [configs for configs in named if configs]
+
+
+def test_readme_commands_name_only_shipped_configs():
+    for configs in readme_commands():
+        missing = [c for c in configs if not (EXPERIMENTS / c).is_file()]
+        assert not missing, f"README names experiments/{missing[0]}, which does not exist"
+
+
+def test_readme_lists_exactly_the_tested_combinations():
+    assert set(readme_commands()) == set(COMBINATIONS)
+
+
+def test_every_part_is_in_a_tested_combination():
+    used = {part for parts in COMBINATIONS for part in parts}
+    unused = [f"{kind}/{name}" for kind, names in PARTS.items() for name in names if f"{kind}/{name}" not in used]
+    assert not unused, f"not in any tested combination: {unused}"

@@ -9,8 +9,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
-from experiment_helpers import (as_flags, config_data_class, configured, fit_tiny, make_data_root,
-                                shrink_args)
+from experiment_helpers import as_flags, configured, data_class, fit_tiny, make_data_root, shrink_args
 
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 
@@ -41,9 +40,10 @@ def agent_command(sweep: dict, values: dict, before_args: list[str]) -> list[str
     return argv
 
 
-def base_config(sweep: dict) -> dict:
+def command_configs(sweep: dict) -> list:
+    """The config files the sweep's command composes, in order."""
     command = [str(c) for c in sweep["command"]]
-    return yaml.safe_load((REPO / command[command.index("--config") + 1]).read_text())
+    return [REPO / command[i + 1] for i, token in enumerate(command) if token == "--config"]
 
 
 def normal(value):
@@ -58,6 +58,7 @@ def test_every_sweep_is_an_honest_agent_sweep():
         command = [str(c) for c in sweep["command"]]
         assert command[-1] == "${args}" and command[1:3] == ["clip-agiqa", "fit"], path.name
         assert sweep["metric"]["name"].startswith("val/"), f"{path.name}: a sweep must never select on test"
+        assert all(config.is_file() for config in command_configs(sweep)), f"{path.name}: a --config is missing"
         for key, spec in sweep["parameters"].items():
             assert spec.get("values", [0]) and all(v is not None for v in spec.get("values", [])), \
                 f"{path.name}: {key}: write null as \"null\" (the agent turns None into the text 'None')"
@@ -68,7 +69,7 @@ def test_every_sweep_is_an_honest_agent_sweep():
 def test_sweep_command_runs_with_values_from_each_range(path, end, synthetic_root, tmp_path, monkeypatch):
     monkeypatch.chdir(REPO)  # the agent runs from the repository root
     sweep = yaml.safe_load(path.read_text())
-    data_root, data_extra = make_data_root(config_data_class(base_config(sweep)), tmp_path, synthetic_root)
+    data_root, data_extra = make_data_root(data_class(command_configs(sweep)), tmp_path, synthetic_root)
     monkeypatch.setenv("DATA_ROOT", str(data_root))
     if "INIT_FROM" in str(sweep["command"]):
         fit_tiny(synthetic_root, tmp_path / "start")
