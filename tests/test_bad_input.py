@@ -1,4 +1,5 @@
-"""Bad input to MOSFolder gets a clear error naming the file or row; odd image modes become RGB."""
+"""Bad input to MOSFolder gets a clear error naming the file or row; odd image modes become RGB;
+unreadable images are named before training, and predict lists them instead of failing."""
 
 import csv
 import math
@@ -7,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_agiqa.data import MOSFolder
-from clip_agiqa.data.transforms import load_rgb
+from clip_agiqa.data import ImageFolder, MOSFolder
+from clip_agiqa.data.images import load_rgb
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
 
 def make_folder(root, rows, header=("file_name", "mos"), images=None):
@@ -33,21 +35,88 @@ def test_missing_images_are_all_reported_at_once(tmp_path):
         data.setup("fit")
 
 
-def test_unreadable_image_names_the_file(tmp_path):
+def truncated_png(path):
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
+    path.write_bytes(path.read_bytes()[:200])
+
+
+def break_images(root):
+    """A zero-byte file, a text file named .png and a truncated PNG."""
+    (root / "img_1.png").write_bytes(b"")
+    (root / "img_3.png").write_bytes(b"not a png at all")
+    truncated_png(root / "img_8.png")
+
+
+def test_unreadable_images_are_all_named_before_training(tmp_path):
     data = make_folder(tmp_path / "d", good_rows())
-    (tmp_path / "d" / "img_3.png").write_bytes(b"not a png at all")
+    break_images(tmp_path / "d")
+    with pytest.raises(ValueError, match=r"3 of 10 image\(s\) cannot be read: img_1.png .*img_3.png .*img_8.png "
+                                         r".*skip_bad_images") as caught:
+        data.setup("fit")
+    assert str(tmp_path / "d" / "img_") not in str(caught.value)  # names relative to the dataset root
+
+
+def test_fit_with_a_broken_test_image_stops_before_training(tmp_path):
+    make_folder(tmp_path / "d", good_rows())
+    (tmp_path / "d" / "img_5.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"1 of 10 image\(s\) cannot be read: img_5.png"):
+        run_cli(["fit", *TINY_MODEL_ARGS, "--data", "MOSFolder", "--data.root", str(tmp_path / "d"),
+                 "--data.num_workers", "0", *trainer_args(tmp_path / "run")])
+    assert not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_skip_bad_images_leaves_each_kind_out(tmp_path):
+    data = make_folder(tmp_path / "d", good_rows())
+    break_images(tmp_path / "d")
+    data.skip_bad_images = True
+    with pytest.warns(UserWarning, match=r"left out 3 of 10 unreadable image\(s\), e.g. img_1.png, img_3.png, img_8.png"):
+        data.setup("fit")
+    assert [r.file_name for r in data.records] == [f"img_{i}.png" for i in (0, 2, 4, 5, 6, 7, 9)]
+
+
+def test_image_folder_gives_a_placeholder_and_the_error_for_an_unreadable_image(tmp_path):
+    make_folder(tmp_path / "d", good_rows(3))
+    (tmp_path / "d" / "img_1.png").write_bytes(b"")
+    data = ImageFolder(str(tmp_path / "d"), num_workers=0, image_size=16)
+    data.setup("predict")  # not stopped by the pre-check
+    dataset = data.make_dataset("all")
+    items = [dataset[i] for i in range(len(dataset))]
+    assert [item["error"] == "" for item in items] == [True, False, True]
+    assert "cannot read image" in items[1]["error"] and "img_1.png" in items[1]["error"]
+    assert items[1]["image"].shape == items[0]["image"].shape == (3, 16, 16)
+
+
+def test_labelled_dataset_still_raises_on_an_unreadable_image(tmp_path):
+    data = make_folder(tmp_path / "d", good_rows())
     data.setup("fit")
-    dataset = data.make_dataset("all") if hasattr(data, "make_dataset") else None
-    index = [r.file_name for r in dataset.records].index("img_3.png")
+    dataset = data.make_dataset("all")
+    assert dataset[3]["error"] == ""  # the key is always there, so batches collate
+    (tmp_path / "d" / "img_3.png").write_bytes(b"")  # broken after the pre-check
     with pytest.raises(ValueError, match="img_3.png"):
-        dataset[index]
+        dataset[3]
+
+
+def test_predict_lists_an_unreadable_image_with_an_error_and_scores_the_rest(tmp_path):
+    folder = tmp_path / "images"
+    make_folder(folder, good_rows(5))
+    (folder / "metadata.csv").unlink()
+    (folder / "img_2.png").write_bytes(b"")
+    output = tmp_path / "scores.csv"
+    with pytest.warns(UserWarning, match=r"1 of 5 image\(s\) could not be read .*: img_2.png"):
+        run_cli(["predict", *TINY_MODEL_ARGS, "--data", "ImageFolder", "--data.root", str(folder),
+                 "--data.num_workers", "0", "--data.batch_size", "2", *trainer_args(tmp_path / "run"),
+                 "--predictions.output", str(output)])
+    with open(output, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    assert [r["file_name"] for r in rows] == [f"img_{i}.png" for i in range(5)]
+    assert rows[2]["score"] == "" and "cannot read image" in rows[2]["error"]
+    good = [r for i, r in enumerate(rows) if i != 2]
+    assert all(r["error"] == "" and math.isfinite(float(r["score"])) for r in good)
 
 
 def test_truncated_image_names_the_file(tmp_path):
-    data = make_folder(tmp_path / "d", good_rows())
-    path = tmp_path / "d" / "img_2.png"
-    Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(path)
-    path.write_bytes(path.read_bytes()[:200])
+    path = tmp_path / "img_2.png"
+    truncated_png(path)
     with pytest.raises(ValueError, match="img_2.png"):
         load_rgb(path)
 

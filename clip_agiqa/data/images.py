@@ -9,6 +9,7 @@ first frame.
 
 from __future__ import annotations
 
+import os
 import warnings
 from pathlib import Path
 
@@ -62,6 +63,8 @@ def header_problem(path: Path) -> str | None:
         with Image.open(path) as image:
             image.verify()
         return None
+    except Image.UnidentifiedImageError:  # its message repeats the full path
+        return "empty file" if os.path.getsize(path) == 0 else "not an image"
     except READ_ERRORS as error:
         return str(error) or type(error).__name__
 
