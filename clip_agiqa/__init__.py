@@ -1,13 +1,27 @@
-"""clip-agiqa: CLIP-AGIQA, a quality model for AI-generated images, on Lightning and transformers."""
+"""clip-agiqa: CLIP-AGIQA, a quality model for AI-generated images, on Lightning and transformers.
 
-from .backbone import load_backbone
-from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder, MOSDataModule, MOSFolder,
-                   SyntheticAIGI)
-from .module import CLIPAGIQA
-from .export import export_checkpoint, load, load_model
-from .scoring import QualityScorer
+Scoring (``load``, ``QualityScorer``, ``CLIPAGIQAModel``) imports neither Lightning nor torchmetrics; the
+training pieces (``CLIPAGIQA`` and the datamodules) are imported on first use.
+"""
 
-__all__ = ["AGIQA1K", "AGIQA3K", "AIGCIQA2023", "AIGCIQA20K", "HFDataset", "CLIPAGIQA", "ImageFolder",
-           "MOSDataModule", "MOSFolder", "SyntheticAIGI", "load_backbone",
-           "QualityScorer", "export_checkpoint", "load", "load_model"]
+from importlib import import_module
+
 __version__ = "0.1.0"
+
+# public name -> the module that defines it (imported when the name is first used)
+_EXPORTS = {
+    "CLIPAGIQAModel": ".model",
+    "load_backbone": ".backbone",
+    "QualityScorer": ".scoring",
+    "export_checkpoint": ".export", "load": ".export", "load_model": ".export",
+    "CLIPAGIQA": ".module",
+    **{name: ".data" for name in ("AGIQA1K", "AGIQA3K", "AIGCIQA20K", "AIGCIQA2023", "HFDataset", "ImageFolder",
+                                  "MOSDataModule", "MOSFolder", "SyntheticAIGI")},
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'clip_agiqa' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

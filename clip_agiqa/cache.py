@@ -297,18 +297,19 @@ def default_cache_dir(data_root: Path, trainer=None) -> Path:
     return run_root / "feature_cache"
 
 
-def cache_for_trainer(trainer, directory: str | Path | None, data_root: Path, batch_size: int,
+def cache_for_trainer(trainer, model, directory: str | Path | None, data_root: Path, batch_size: int,
                       num_workers: int) -> FeatureCache:
-    """A cache that encodes with the trainer's model, on its device, under its precision, sharded by rank."""
-    model = trainer.lightning_module if trainer is not None else None
-    if model is None or not hasattr(model, "encode_images"):
-        raise RuntimeError("cache_views > 0 needs a model attached through a Trainer (fit/validate/test/predict) "
-                           "to encode the images; set cache_views: 0 to use the datamodule on its own")
+    """A cache that encodes with ``model`` (a ``CLIPAGIQAModel``) on its device, under the trainer's precision,
+    sharded by rank."""
+    if model is None or trainer is None:
+        raise RuntimeError("cache_views > 0 needs the model handed to the datamodule by a Trainer "
+                           "(fit/validate/test/predict) to encode the images; set cache_views: 0 to use the "
+                           "datamodule on its own")
     clip_dtype = str(model.clip.visual_projection.weight.dtype).removeprefix("torch.")
-    encoder = Encoder(model.hparams.backbone, model.backbone_fingerprint, clip_dtype, str(trainer.precision))
+    encoder = Encoder(model.arguments["backbone"], model.backbone_fingerprint, clip_dtype, str(trainer.precision))
     return FeatureCache(
         directory or default_cache_dir(data_root, trainer), encoder, model.encode_images,
-        device=model.device, batch_size=batch_size, num_workers=num_workers,
+        device=model.mos_scale.device, batch_size=batch_size, num_workers=num_workers,
         forward_context=trainer.precision_plugin.forward_context, rank=trainer.global_rank,
         world_size=trainer.world_size, barrier=lambda: trainer.strategy.barrier("feature_cache"),
         progress=trainer.progress_bar_callback is not None,

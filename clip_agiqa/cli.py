@@ -38,6 +38,8 @@ class AGIQACLI(LightningCLI):
         parser.add_lightning_class_args(ScoreWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
         parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
+        # The data owns its MOS scale (fixed by a benchmark or measured on the training split).
+        parser.link_arguments("data.mos_scale", "model.init_args.mos_scale", apply_on="instantiate")
 
     def before_instantiate_classes(self) -> None:
         # A fixed checkpoint folder (not one per logger version) lets `--ckpt_path last` find the last run.

@@ -1,59 +1,94 @@
-"""CLIPAGIQA: frozen CLIP + learned prompt context + regression head, as a LightningModule."""
+"""CLIPAGIQA: the training task. It wraps a ``CLIPAGIQAModel`` and owns loss, metrics, optimiser, schedule and
+checkpoint hooks; the network itself lives in ``model.py`` and never needs Lightning."""
 
 from __future__ import annotations
 
 import math
-import warnings
 from pathlib import Path
 from typing import Literal
 
 import lightning as L
 import torch
 import torch.nn.functional as F
+from lightning.pytorch import Callback
 from torchmetrics import MeanMetric
 
-from .backbone import DEFAULT_BACKBONE, feature_output, load_backbone, weights_fingerprint
-from .heads import build_head
+from .export import TrainedWeights, read_trained_weights
 from .metrics import as_metric_input, quality_metrics
-from .prompts import DEFAULT_CATEGORIES, PromptLearner
+from .model import ARCHITECTURE, FROZEN_PREFIX as MODEL_FROZEN_PREFIX, TRAINING_SCALE, CLIPAGIQAModel
+from .reporting import split_summary
 
-FROZEN_PREFIX = "clip."
-# The frozen encoders stay in eval mode on purpose; Lightning warns about that at every fit.
-warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
-DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+MODEL_PREFIX = "model."
+FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
+# Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
+MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
+
+
+def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
+    """The architecture to build: what was given, else what ``init_from`` was trained with, else the defaults.
+    A given value that contradicts ``init_from`` is refused (its tensors would not fit)."""
+    source = start.model_args if start is not None else {}
+    resolved = {}
+    for name, default in ARCHITECTURE.items():
+        value, saved = given.get(name), source.get(name)
+        # The backbone may be named differently (a local copy): its weights fingerprint is checked instead.
+        if value is not None and saved is not None and name != "backbone" and _differs(value, saved):
+            raise ValueError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
+                             f"it out to take it from there (the trained tensors only fit their own architecture)")
+        resolved[name] = value if value is not None else (saved if saved is not None else default)
+    return resolved
+
+
+def _differs(a, b) -> bool:
+    return (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b)
+
+
+class ModelToData(Callback):
+    """The one link between the task and the data: hands the task's model to the datamodule (image size, mean
+    and std; the feature cache's encoder) before any loader is made, and records the split beside the
+    checkpoints when training starts."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if hasattr(trainer.datamodule, "use_model"):
+            trainer.datamodule.use_model(pl_module.model)
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        datamodule = trainer.datamodule
+        if trainer.is_global_zero and hasattr(datamodule, "save_splits"):
+            callback = trainer.checkpoint_callback
+            directory = getattr(callback, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
+            datamodule.save_splits(Path(directory))
 
 
 class CLIPAGIQA(L.LightningModule):
-    """Predicts the MOS of an AI-generated image.
+    """Trains a ``CLIPAGIQAModel`` (``self.model``) to predict the MOS of AI-generated images.
 
     Args:
-        backbone: hub id, local folder, or ``random:tiny`` / ``random:vit-b-16`` (offline, random weights).
-        head: ``concat`` (the paper) or ``similarity`` (image-prompt similarity over ordered quality levels).
-        categories: quality words, ordered from worst to best.
-        n_ctx: number of learned context vectors (ignored when ``ctx_init`` is given).
-        ctx_init: words that initialise the context, e.g. ``"a photo of"``.
-        class_specific_ctx: one context per category instead of one shared context.
-        mos_range: the MOS scale, used by the similarity head to map levels to scores.
-        frozen_dtype: hold the frozen encoders in this dtype (``float16``/``bfloat16`` halve their memory).
-        loss: ``mse`` (the paper) or ``l1``.
-        optimizer: ``sgd`` (the paper) or ``adamw``.
-        warmup_epochs, warmup_lr: epochs at a constant small lr before the cosine schedule.
-        init_from: a trained checkpoint (``.ckpt``, read without arbitrary unpickling) or an exported folder
-            whose prompt context and head start this run (fine-tuning); applied when a Trainer sets the model up.
+        backbone, head, categories, n_ctx, ctx_init, class_specific_ctx, hidden_dim: the architecture (see
+            ``CLIPAGIQAModel``). Left out (None), they come from ``init_from`` when given, else the paper's
+            defaults (ViT-B/16, concat head, terrible..perfect, 16 shared context vectors, hidden 512).
+        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``.
+        mos_scale: the data's MOS scale; the CLI links it from the datamodule (a benchmark's fixed scale, or the
+            range measured on the training split). Targets are mapped onto 0-5 for training, scores back.
+        loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale.
+        optimizer: ``sgd`` (the paper) or ``adamw``; ``lr``, ``momentum``, ``weight_decay`` as usual.
+        warmup_epochs, warmup_lr: epochs at a constant small lr, then cosine down to 0 at the last step.
+        init_from: a trained checkpoint (``.ckpt``, read without arbitrary unpickling) or a saved model folder whose
+            prompt context and head start this run (fine-tuning); its architecture is taken over.
         trainable: ``all`` (prompt context and head), ``head`` (freeze the context) or ``prompt`` (freeze the head).
     """
 
     def __init__(
         self,
-        backbone: str = DEFAULT_BACKBONE,
-        head: Literal["concat", "similarity"] = "concat",
-        categories: list[str] = list(DEFAULT_CATEGORIES),
-        n_ctx: int = 16,
+        backbone: str | None = None,
+        head: Literal["concat", "similarity"] | None = None,
+        categories: list[str] | None = None,
+        n_ctx: int | None = None,
         ctx_init: str | None = None,
-        class_specific_ctx: bool = False,
-        hidden_dim: int = 512,
+        class_specific_ctx: bool | None = None,
+        hidden_dim: int | None = None,
         dropout: float = 0.5,
-        mos_range: tuple[float, float] = (0.0, 5.0),
+        mos_scale: tuple[float, float] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         loss: Literal["mse", "l1"] = "mse",
@@ -67,126 +102,82 @@ class CLIPAGIQA(L.LightningModule):
         trainable: Literal["all", "prompt", "head"] = "all",
     ):
         super().__init__()
-        self.save_hyperparameters()
-        loaded = load_backbone(backbone, attn_implementation, check_words=tuple(categories))
-        self.clip = loaded.clip
-        self.tokenizer = loaded.tokenizer
-        self.image_settings = loaded.image_settings
-        self.backbone_fingerprint = weights_fingerprint(self.clip)
-        self.clip.requires_grad_(False)
-        self.prompt_learner = PromptLearner(self.clip, self.tokenizer, categories, n_ctx, ctx_init,
-                                            class_specific_ctx)
-        self.clip.to(DTYPES[frozen_dtype])
-        self.head = build_head(head, self.clip.config.projection_dim, len(categories), hidden_dim, dropout,
-                               tuple(mos_range))
+        start = read_trained_weights(init_from) if init_from else None
+        given = {"backbone": backbone, "head": head, "categories": categories, "n_ctx": n_ctx,
+                 "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx, "hidden_dim": hidden_dim}
+        architecture = resolve_architecture(given, start)
+        mos_scale = tuple(mos_scale) if mos_scale is not None else TRAINING_SCALE
+        # Hyper-parameters hold the resolved architecture, so a checkpoint rebuilds without init_from.
+        self.save_hyperparameters({
+            **architecture, "dropout": dropout, "mos_scale": list(mos_scale), "frozen_dtype": frozen_dtype,
+            "attn_implementation": attn_implementation, "loss": loss, "optimizer": optimizer, "lr": lr,
+            "momentum": momentum, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
+            "warmup_lr": warmup_lr, "init_from": init_from, "trainable": trainable})
+        self.model = CLIPAGIQAModel(**architecture, dropout=dropout, mos_scale=mos_scale,
+                                    frozen_dtype=frozen_dtype, attn_implementation=attn_implementation)
+        if start is not None:
+            self.model.check_fingerprint(start.backbone_fingerprint, start.source)
+            self.model.load_trained_state(start.state, start.source, keep_scale=True)  # the data's scale here
         self._freeze_untrained_parts(trainable)
-        self._init_from_applied = False
         self.val_metrics = quality_metrics("val/")
         self.test_metrics = quality_metrics("test/")
         self.val_loss = MeanMetric()
-        self._eval_prompt_features: torch.Tensor | None = None
-        self.clip.eval()
 
-    # --- frozen backbone ---------------------------------------------------------------------------
-    def train(self, mode: bool = True):
-        super().train(mode)
-        self.clip.eval()  # frozen encoders never run dropout or update statistics
-        return self
-
-    @torch.no_grad()
-    def encode_images(self, images: torch.Tensor) -> torch.Tensor:
-        """Projected image embeddings of normalised pixel tensors (batch, 3, size, size)."""
-        dtype = self.clip.visual_projection.weight.dtype
-        return feature_output(self.clip.get_image_features(pixel_values=images.to(dtype)))
-
-    def prompt_features(self) -> torch.Tensor:
-        """Features of every category prompt. They do not depend on the image: computed once per training
-        step, and once per validation/test/predict run."""
-        if not self.training or not torch.is_grad_enabled() or not self.prompt_learner.ctx.requires_grad:
-            if self._eval_prompt_features is None:
-                with torch.no_grad():
-                    self._eval_prompt_features = self.prompt_learner(self.clip)
-            return self._eval_prompt_features
-        self._eval_prompt_features = None
-        return self.prompt_learner(self.clip)
-
-    def image_features(self, batch: dict) -> torch.Tensor:
-        if "features" in batch:  # precomputed by the feature cache
-            return batch["features"]
-        return self.encode_images(batch["image"])
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        """Predicted MOS of a batch of normalised images."""
-        return self.head(self.encode_images(images), self.prompt_features())
-
-    def predict_batch(self, batch: dict) -> torch.Tensor:
-        return self.head(self.image_features(batch), self.prompt_features())
-
-    # --- fine-tuning ------------------------------------------------------------------------------
     def _freeze_untrained_parts(self, trainable: str) -> None:
         if trainable not in ("all", "prompt", "head"):
             raise ValueError(f"trainable must be all, prompt or head, got {trainable!r}")
-        self.prompt_learner.requires_grad_(trainable in ("all", "prompt"))
-        self.head.requires_grad_(trainable in ("all", "head"))
+        self.model.prompt_learner.requires_grad_(trainable in ("all", "prompt"))
+        self.model.head.requires_grad_(trainable in ("all", "head"))
         if not self.trainable_parameters():
             raise ValueError(f"trainable={trainable!r} leaves nothing to train with head={self.hparams.head!r}")
 
+    def trainable_parameters(self) -> list[torch.nn.Parameter]:
+        return [p for p in self.parameters() if p.requires_grad]
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Predicted MOS of a batch of normalised images."""
+        return self.model(pixel_values)
+
+    def configure_callbacks(self) -> list[Callback]:
+        return [ModelToData()]
+
     def setup(self, stage: str) -> None:
-        # Here rather than in __init__: load_from_checkpoint must not need the init_from file, and a
-        # checkpoint given to fit/test (restored after setup) still wins over init_from.
-        if self.hparams.init_from and not self._init_from_applied:
-            from .export import apply_trained_weights
+        precision = str(self.trainer.precision)
+        if precision not in MIXED_OR_FULL:
+            raise ValueError(f"--trainer.precision {precision} is not supported: it would hold the prompt context "
+                             f"and head in half precision. Use --trainer.precision bf16-mixed (or 16-mixed on a GPU), "
+                             f"and --model.frozen_dtype bfloat16 to halve the frozen encoders' memory")
 
-            apply_trained_weights(self, self.hparams.init_from)
-            self._init_from_applied = True
-        self._check_mos_range()
+    # --- steps ---------------------------------------------------------------------------------------
+    def _training_scale_scores(self, batch: dict) -> torch.Tensor:
+        features = batch["features"] if "features" in batch else self.model.encode_images(batch["image"])
+        return self.model.training_scale_scores(features)
 
-    def _check_mos_range(self) -> None:
-        """The similarity head can only output scores inside mos_range: say so when the data's scale differs."""
-        datamodule = self.trainer.datamodule if self._trainer is not None else None
-        data_range = getattr(datamodule, "mos_range", None)
-        if self.hparams.head == "similarity" and data_range and tuple(data_range) != tuple(self.hparams.mos_range):
-            warnings.warn(f"model.mos_range {tuple(self.hparams.mos_range)} differs from the MOS scale of "
-                          f"{type(datamodule).__name__} {tuple(data_range)}: the similarity head only outputs "
-                          f"scores inside model.mos_range; set --model.mos_range to the data's scale", stacklevel=2)
-
-    def on_fit_start(self) -> None:
-        """Record the split beside the checkpoints, so every run says which images it trained on."""
-        datamodule = self.trainer.datamodule
-        if self.trainer.is_global_zero and hasattr(datamodule, "save_splits"):
-            callback = self.trainer.checkpoint_callback
-            directory = getattr(callback, "dirpath", None) or self.trainer.log_dir or self.trainer.default_root_dir
-            datamodule.save_splits(Path(directory))
-
-    # --- steps -------------------------------------------------------------------------------------
-    def _loss(self, prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        target = target.float()
-        return F.mse_loss(prediction, target) if self.hparams.loss == "mse" else F.l1_loss(prediction, target)
+    def _per_sample_loss(self, scores: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        target = self.model.to_training_scale(mos)
+        loss = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
+        return loss(scores, target, reduction="none")
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        prediction = self.predict_batch(batch)
-        loss = self._loss(prediction, batch["mos"])
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(prediction))
+        loss = self._per_sample_loss(self._training_scale_scores(batch), batch["mos"]).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["mos"]))
         return loss
 
-    def on_train_epoch_end(self) -> None:
-        self._eval_prompt_features = None
-
-    def _evaluate(self, batch: dict, metrics, loss_metric=None) -> torch.Tensor:
-        prediction = self.predict_batch(batch)
+    def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None) -> torch.Tensor:
+        scores = self._training_scale_scores(batch)
+        prediction = self.model.to_mos(scores)
         metrics.update(as_metric_input(prediction), as_metric_input(batch["mos"]))
-        if loss_metric is not None:
-            loss_metric.update(self._loss(prediction, batch["mos"]))
+        if loss_metric is not None:  # every sample weighs the same, however the set is batched or sharded
+            loss_metric.update(self._per_sample_loss(scores, batch["mos"]).float())
         return prediction
 
-    def _log_metrics(self, metrics, loss_metric=None, loss_name: str = "") -> None:
+    def _log_metrics(self, metrics, loss_metric: MeanMetric | None = None, loss_name: str = "") -> None:
         values = metrics.compute()  # synchronised across processes by torchmetrics
         if loss_metric is not None:
             values[loss_name] = loss_metric.compute()
             loss_metric.reset()
         metrics.reset()
         self.log_dict(values, prog_bar=True)
-        self._eval_prompt_features = None
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, self.val_loss)
@@ -202,16 +193,11 @@ class CLIPAGIQA(L.LightningModule):
         self._log_metrics(self.test_metrics)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"index": batch["index"], "file_name": batch["file_name"],
-                "score": self.predict_batch(batch).float().cpu()}
+        scores = self.model.to_mos(self._training_scale_scores(batch))
+        return {"index": batch["index"], "file_name": batch["file_name"], "score": scores.float().cpu(),
+                "error": batch.get("error", [""] * len(batch["file_name"]))}
 
-    def on_predict_epoch_end(self) -> None:
-        self._eval_prompt_features = None
-
-    # --- optimisation ------------------------------------------------------------------------------
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.parameters() if p.requires_grad]
-
+    # --- optimisation --------------------------------------------------------------------------------
     def configure_optimizers(self):
         hp = self.hparams
         params = self.trainable_parameters()
@@ -219,32 +205,62 @@ class CLIPAGIQA(L.LightningModule):
             optimizer = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
         else:
             optimizer = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
-        max_epochs = max(1, self.trainer.max_epochs or 1) if self._trainer is not None else 1
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_factor)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
 
-        def lr_factor(epoch: int) -> float:
-            if epoch < hp.warmup_epochs:
-                return hp.warmup_lr / hp.lr
-            return 0.5 * (1 + math.cos(math.pi * min(epoch, max_epochs) / max_epochs))
+    def _lr_factor(self, step: int) -> float:
+        """Constant warm-up, then cosine over the whole run, reaching 0 after its last step.
 
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        Sized from the trainer when called (epochs or ``max_steps``, whichever ends training first), so a run
+        resumed with a larger ``max_epochs`` goes on along the longer schedule instead of the finished one."""
+        total, per_epoch = self._schedule_length()
+        if step < self.hparams.warmup_epochs * per_epoch:
+            return self.hparams.warmup_lr / self.hparams.lr
+        return 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
 
-    # --- checkpoints: only what was trained --------------------------------------------------------
+    def _schedule_length(self) -> tuple[int, int]:
+        """(optimiser steps of the whole run, optimiser steps per epoch)."""
+        trainer = self.trainer
+        total = max(1, int(trainer.estimated_stepping_batches))
+        batches = trainer.num_training_batches
+        per_epoch = total if math.isinf(batches) else max(1, math.ceil(batches / trainer.accumulate_grad_batches))
+        return total, per_epoch
+
+    def on_train_start(self) -> None:
+        # A resumed run restores the optimiser's last lr (0 at the end of a finished schedule): set the lr
+        # the schedule gives now, so the first resumed step does not run at a stale rate.
+        for config in self.trainer.lr_scheduler_configs:
+            scheduler = config.scheduler
+            for group, base, factor in zip(scheduler.optimizer.param_groups, scheduler.base_lrs,
+                                           scheduler.lr_lambdas):
+                group["lr"] = base * factor(scheduler.last_epoch)
+
+    # --- checkpoints: only what was trained ----------------------------------------------------------
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         state = checkpoint["state_dict"]
         for key in [k for k in state if k.startswith(FROZEN_PREFIX)]:
             del state[key]
-        checkpoint["backbone_fingerprint"] = self.backbone_fingerprint
+        checkpoint["backbone_fingerprint"] = self.model.backbone_fingerprint
+        # The weights are in the checkpoint now: rebuilding it must not need the init_from file.
+        checkpoint["hyper_parameters"]["init_from"] = None
+        checkpoint["training_info"] = self.training_info()
+
+    def training_info(self) -> dict:
+        """What this run learned from, for the model card of an export (plain values only)."""
+        info = {}
+        trainer = self._trainer
+        datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
+        if datamodule is not None:
+            info = {"data": type(datamodule).__name__, **split_summary(datamodule)}
+        if trainer is not None:
+            info.update({k: float(v) for k, v in trainer.callback_metrics.items() if k.startswith(("val/", "test/"))})
+            info["epoch"] = trainer.current_epoch
+        return info
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
-        saved = checkpoint.get("backbone_fingerprint")
-        if saved is not None and saved != self.backbone_fingerprint:
-            raise RuntimeError(
-                f"this checkpoint was trained on backbone {self.hparams.backbone!r} with weights fingerprint "
-                f"{saved}, but the backbone loaded now has {self.backbone_fingerprint}: the frozen weights differ"
-            )
-        own = self.state_dict()
+        self.model.check_fingerprint(checkpoint.get("backbone_fingerprint"), "this checkpoint")
         state = checkpoint["state_dict"]
-        for key, value in own.items():
+        for key, value in self.state_dict().items():
             if key.startswith(FROZEN_PREFIX):
                 state.setdefault(key, value)
+

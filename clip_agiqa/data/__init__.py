@@ -1,14 +1,21 @@
-"""Datamodules: every dataset shares MOSDataModule (split protocol, transforms, DDP-exact loaders)."""
+"""Datamodules: every dataset shares MOSDataModule (split protocol, transforms, DDP-exact loaders).
 
-from .base import ImageDataset, MOSDataModule
-from .agiqa1k import AGIQA1K
-from .agiqa3k import AGIQA3K
-from .aigciqa20k import AIGCIQA20K
-from .aigciqa2023 import AIGCIQA2023
-from .hub import HFDataset
-from .folder import ImageFolder, MOSFolder
-from .records import Record
-from .synthetic import SyntheticAIGI, write_synthetic_dataset
+The datamodules (Lightning) are imported on first use, so the light modules here (records, images,
+transforms) serve scoring without Lightning.
+"""
 
-__all__ = ["AGIQA1K", "AGIQA3K", "AIGCIQA2023", "AIGCIQA20K", "HFDataset", "ImageDataset", "MOSDataModule",
-           "ImageFolder", "MOSFolder", "Record", "SyntheticAIGI", "write_synthetic_dataset"]
+from importlib import import_module
+
+_EXPORTS = {
+    "ImageDataset": ".base", "MOSDataModule": ".base",
+    "AGIQA1K": ".agiqa1k", "AGIQA3K": ".agiqa3k", "AIGCIQA20K": ".aigciqa20k", "AIGCIQA2023": ".aigciqa2023",
+    "HFDataset": ".hub", "ImageFolder": ".folder", "MOSFolder": ".folder", "Record": ".records",
+    "SyntheticAIGI": ".synthetic", "write_synthetic_dataset": ".synthetic",
+}
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'clip_agiqa.data' has no attribute {name!r}")
+    return getattr(import_module(_EXPORTS[name], __name__), name)

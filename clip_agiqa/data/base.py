@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
 from pathlib import Path
@@ -14,12 +15,15 @@ from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
 from ..backbone import CLIP_MEAN, CLIP_STD, ImageSettings
+from ..cache import CachedFeatures, cache_for_trainer
+from ..reporting import split_summary
 from .records import Record, check_records
 from .splits import SPLITS, assign, write_splits
 from .images import BACKGROUND, load_rgb, require_readable, scan_images
 from .transforms import ImageTransform
 
 SPLITS_FILE = "splits.csv"
+DATA_FILE = "data.json"
 
 
 class ImageDataset(Dataset):
@@ -87,6 +91,8 @@ class MOSDataModule(L.LightningDataModule):
             ``feature_cache`` when root is read-only).
     """
 
+    mos_range: tuple[float, float] | None = None  # a benchmark's fixed MOS scale; else measured on train
+
     def __init__(
         self,
         root: str,
@@ -128,6 +134,7 @@ class MOSDataModule(L.LightningDataModule):
         self.cache_views = cache_views
         self.cache_dir = cache_dir
         self.annotation_order: list[str] | None = None
+        self.model = None  # the CLIPAGIQAModel handed over by use_model
         self.records: list[Record] | None = None
         self.assignment: list[str] | None = None
 
@@ -178,11 +185,29 @@ class MOSDataModule(L.LightningDataModule):
             split = "test"  # the published protocol has no validation set
         return [r for r, s in zip(self.records, self.assignment) if s == split]
 
+    def use_model(self, model) -> None:
+        """Take the image settings (size, mean, std) from a ``CLIPAGIQAModel``, and encode the feature cache
+        with it. The training task hands its model over through a callback before any loader is made."""
+        self.model = model
+
     def image_settings(self) -> ImageSettings:
-        model = self.trainer.lightning_module if self.trainer is not None else None
-        if model is not None and hasattr(model, "image_settings"):
-            return model.image_settings
+        if self.model is not None:
+            return self.model.image_settings
         return ImageSettings(self.image_size or 224, CLIP_MEAN, CLIP_STD)
+
+    @property
+    def mos_scale(self) -> tuple[float, float] | None:
+        """The (low, high) MOS scale of the target: a benchmark's fixed scale (``mos_range``), else the range of
+        the training split's MOS; None without labels (a folder to score)."""
+        if self.mos_range is not None:
+            return tuple(float(v) for v in self.mos_range)
+        mos = [r.mos for r in self.split_records("train")]
+        if not mos or any(math.isnan(m) for m in mos):
+            return None
+        low, high = min(mos), max(mos)
+        if not high > low:
+            raise ValueError(f"{self.root}: every training MOS is {low}: there is nothing to learn")
+        return low, high
 
     def make_dataset(self, split: str) -> Dataset:
         records = self.split_records(split)
@@ -195,9 +220,8 @@ class MOSDataModule(L.LightningDataModule):
 
     def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
         """Features from the cache (built now where missing, with the attached model on its device)."""
-        from ..cache import CachedFeatures, cache_for_trainer
-
-        cache = cache_for_trainer(self.trainer, self.cache_dir, self.root, self.eval_batch_size, self.num_workers)
+        cache = cache_for_trainer(self.trainer, self.model, self.cache_dir, self.root, self.eval_batch_size,
+                                  self.num_workers)
         return CachedFeatures(records, cache.features(records, transform, self.cache_views))
 
     def setup(self, stage: str | None = None) -> None:
@@ -234,8 +258,14 @@ class MOSDataModule(L.LightningDataModule):
         return self._loader(self.make_dataset(self.predict_split), train=False)
 
     def save_splits(self, directory: Path) -> Path:
-        """Write ``splits.csv`` (file_name,split) into directory, beside the run's checkpoints."""
+        """Write ``splits.csv`` (file_name,split) and ``data.json`` (the data class, split summary and MOS scale,
+        measured or fixed) into directory, beside the run's checkpoints: what reproduces the run's data."""
         self.load()
         path = Path(directory) / SPLITS_FILE
         write_splits(path, self.records, self.assignment)
+        scale = self.mos_scale
+        about = {"data": type(self).__name__, "root": str(self.root), **split_summary(self),
+                 "mos_scale": list(scale) if scale else None,
+                 "mos_scale_from": "fixed by the benchmark" if self.mos_range is not None else "training split"}
+        (Path(directory) / DATA_FILE).write_text(json.dumps(about, indent=2) + "\n")
         return path
