@@ -50,7 +50,14 @@ def load_rgb(path) -> Image.Image:
     except FileNotFoundError:
         raise FileNotFoundError(f"image file not found: {path}") from None
     except READ_ERRORS as error:
-        raise ValueError(f"cannot read image {path}: {error}") from error
+        raise ValueError(f"cannot read image {path}: {read_problem(error, path)}") from error
+
+
+def read_problem(error: Exception, path) -> str:
+    """A short reason for a read error (PIL's "cannot identify" message repeats the full path)."""
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "empty file" if os.path.getsize(path) == 0 else "not an image"
+    return str(error) or type(error).__name__
 
 
 def header_problem(path: Path) -> str | None:
@@ -63,10 +70,8 @@ def header_problem(path: Path) -> str | None:
         with Image.open(path) as image:
             image.verify()
         return None
-    except Image.UnidentifiedImageError:  # its message repeats the full path
-        return "empty file" if os.path.getsize(path) == 0 else "not an image"
     except READ_ERRORS as error:
-        return str(error) or type(error).__name__
+        return read_problem(error, path)
 
 
 def require_readable(records: list[Record], source: str) -> None:
