@@ -71,6 +71,18 @@ def test_combination_fits_and_tests_through_the_cli(parts, synthetic_root, tmp_p
             assert normal(configured(cli.config["fit"], key)) == normal(value), f"{key} of {parts}"
 
 
+def test_benchmark_runs_a_combination_into_the_data_parts_folder(synthetic_root, tmp_path, monkeypatch):
+    parts = COMBINATIONS[0]
+    data_root, data_extra = make_data_root(data_class([EXPERIMENTS / p for p in parts]), tmp_path, synthetic_root)
+    monkeypatch.chdir(tmp_path)  # the default results folder is relative: runs/benchmark/<first config's name>
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run_cli(["benchmark", *[t for p in parts for t in ("--config", str(EXPERIMENTS / p))], "--splits", "1",
+                 *as_flags(shrink_args(data_root, tmp_path / "unused", data_extra))])
+    out = tmp_path / "runs" / "benchmark" / "agiqa3k_quality"
+    assert (out / "results.csv").is_file() and (out / "split_0" / "checkpoints" / "best.ckpt").is_file()
+
+
 def test_wandb_overlay_adds_a_wandb_logger(synthetic_root, tmp_path):
     data_root, data_extra = make_data_root("SyntheticAIGI", tmp_path, synthetic_root)
     shrink = shrink_args(data_root, tmp_path / "run", data_extra)
