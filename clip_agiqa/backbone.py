@@ -157,15 +157,30 @@ def load_backbone(name: str = DEFAULT_BACKBONE, attn_implementation: str | None 
     if name.startswith(RANDOM_PREFIX):
         backbone = _random_clip(name[len(RANDOM_PREFIX):], attn_implementation)
     else:
-        clip = CLIPModel.from_pretrained(name, attn_implementation=attn_implementation)
-        tokenizer = CLIPTokenizer.from_pretrained(name)
+        try:
+            clip = CLIPModel.from_pretrained(name, attn_implementation=attn_implementation)
+            tokenizer = CLIPTokenizer.from_pretrained(name)
+        except OSError as error:
+            raise OSError(_not_loadable_message(name, error)) from error
         backbone = Backbone(clip, tokenizer, _pretrained_image_settings(name, clip))
     check_tokenizer(backbone.tokenizer, list(check_words), name)
     return backbone
 
 
-def is_local_backbone(name: str) -> bool:
-    return name.startswith(RANDOM_PREFIX) or Path(name).is_dir()
+def _not_loadable_message(name: str, error: OSError) -> str:
+    """What to do when a backbone is neither a usable folder nor in the Hugging Face cache."""
+    if Path(name).exists():
+        return (f"backbone folder {name} could not be loaded ({str(error).splitlines()[0]}); it should hold "
+                "what CLIPModel.save_pretrained and CLIPTokenizer.save_pretrained write")
+    from huggingface_hub import constants
+
+    offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    return (
+        f"backbone {name!r} could not be downloaded{offline} and is not in the Hugging Face cache "
+        f"({constants.HF_HUB_CACHE}). To proceed: download it once where there is network "
+        f"(CLIPModel.from_pretrained({name!r}).save_pretrained(FOLDER), the same for CLIPTokenizer) and "
+        "pass --model.backbone FOLDER; or point HF_HOME at a cache that holds it; or try things with "
+        "--model.backbone random:tiny (random weights, no download).")
 
 
 def weights_fingerprint(module: torch.nn.Module) -> str:

@@ -1,27 +1,127 @@
-"""The ``clip-agiqa`` command: LightningCLI with fit / validate / test / predict, plus export and benchmark."""
+"""The ``clip-agiqa`` command: LightningCLI with fit / validate / test / predict, plus export and benchmark.
+
+One run = one folder, ``--trainer.default_root_dir`` (the current folder when not given): ``fit`` writes
+``config.yaml``, ``metrics.csv``, ``hparams.yaml`` and ``checkpoints/`` (``best.ckpt``, ``last.ckpt``,
+``splits.csv``) directly into it; ``test`` adds its report and metrics there. ``fit`` refuses a folder that
+already holds another run's checkpoints unless it resumes that run (``--ckpt_path last`` or one of its
+checkpoints). Under a W&B sweep agent each run gets ``<default_root_dir>/<W&B run id>``.
+"""
 
 from __future__ import annotations
 
+import csv
+import inspect
+import linecache
+import logging
 import os
 import sys
+import warnings
+from pathlib import Path
 
+import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 
 from .callbacks import ScoreWriter
-from .data.base import MOSDataModule
+# Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
+from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
+                   MOSDataModule, MOSFolder, SyntheticAIGI)
 from .module import CLIPAGIQA
-from .reporting import ConfigToWandb, TestReport, place_wandb_logs
+from .reporting import PREDICTIONS_FILE, SCATTER_FILE, ConfigToWandb, TestReport, place_wandb_logs
 
 # Subcommands outside LightningCLI, dispatched on the first argument: name -> module with main(argv).
 EXTRA_COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark"}
-
+DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
+CHECKPOINTS = "checkpoints"
+# Model options that fix the network: a checkpoint's values must not silently replace chosen ones.
+ARCHITECTURE_OPTIONS = ("backbone", "head", "categories", "n_ctx", "ctx_init", "class_specific_ctx", "hidden_dim")
+# Third-party messages a user cannot act on (regular expressions of their start).
+NOISY_WARNINGS = (
+    "No seed found",
+    "Metric `SpearmanCorrcoef` will save all targets",
+    r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+    "The '.*' does not have many workers",
+    "The `srun` command is available",
+    ".*args parameter is intended to run from within Python",
+    r"Found \d+ module\(s\) in eval mode",  # the frozen encoders, on purpose
+)
+NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate")
 
 DESCRIPTION = (
     "CLIP-AGIQA: train, evaluate and apply a quality model for AI-generated images. "
     "Besides fit/validate/test/predict: `clip-agiqa export CKPT OUT_DIR` (safetensors + JSON, loads without "
-    "pickle) and `clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median)."
+    "pickle) and `clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median). "
+    "--trainer.default_root_dir is the run folder (config.yaml, metrics.csv, checkpoints/); "
+    f"{DEBUG_VARIABLE}=1 shows tracebacks."
 )
+
+
+class _RunMetricsWriter(ExperimentWriter):
+    """metrics.csv that a resumed run, or a later test of the run, extends instead of deleting."""
+
+    def __init__(self, log_dir: str, keep_metrics: bool) -> None:
+        self.keep_metrics = keep_metrics
+        super().__init__(log_dir)
+
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
+            return
+        if not self.keep_metrics:
+            self._fs.rm_file(self.metrics_file_path)
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            self.metrics_keys = next(csv.reader(handle), [])  # new rows keep the earlier columns
+
+
+class RunLogger(CSVLogger):
+    """The default logger: metrics.csv and hparams.yaml directly in the run folder (no version_N)."""
+
+    def __init__(self, run_folder: str, keep_metrics: bool) -> None:
+        super().__init__(save_dir=run_folder, name="", version="")
+        self.keep_metrics = keep_metrics
+
+    @property
+    def version(self) -> None:  # one run per folder: nothing to number (and no v_num in the progress bar)
+        return None
+
+    @property
+    def log_dir(self) -> str:
+        return self.save_dir
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _RunMetricsWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _RunMetricsWriter(self.log_dir, self.keep_metrics)
+        return self._experiment
+
+
+def checkpoints_of(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+
+
+def check_run_folder_is_free(checkpoint_folder: Path, ckpt_path, run_folder: Path) -> None:
+    """A fit writes into a folder holding checkpoints only when it resumes from one of them."""
+    found = checkpoints_of(checkpoint_folder)
+    if not found or ckpt_path == "last":
+        return
+    if ckpt_path is not None and Path(ckpt_path).resolve().parent == checkpoint_folder.resolve():
+        return
+    raise ValueError(
+        f"{checkpoint_folder} already holds the checkpoints of another run ({', '.join(found)}); "
+        "a new fit would overwrite them. To resume that run: clip-agiqa fit --config "
+        f"{run_folder / 'config.yaml'} --ckpt_path last. To start a new run, choose another folder: "
+        "--trainer.default_root_dir runs/<new name>.")
+
+
+def _same(a, b) -> bool:
+    normal = (lambda v: list(v) if isinstance(v, (list, tuple)) else v)
+    return normal(a) == normal(b)
 
 
 class AGIQACLI(LightningCLI):
@@ -34,6 +134,7 @@ class AGIQACLI(LightningCLI):
             "checkpoint.save_last": True,
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
+            "trainer.log_every_n_steps": 1,  # a train/loss curve even when an epoch has few steps
         })
         parser.add_lightning_class_args(ScoreWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
@@ -41,13 +142,105 @@ class AGIQACLI(LightningCLI):
         # The data owns its MOS scale (fixed by a benchmark or measured on the training split).
         parser.link_arguments("data.mos_scale", "model.init_args.mos_scale", apply_on="instantiate")
 
+    # --- the model a checkpoint brings ---------------------------------------------------------------
+    def _model_options(self) -> dict:
+        model = self.config[self.config.subcommand].get("model")
+        init_args = getattr(model, "init_args", None)
+        return dict(vars(init_args)) if init_args is not None else {}
+
+    def _parse_ckpt_path(self) -> None:
+        """LightningCLI replaces the model options by the checkpoint's: refuse where they differ from chosen ones."""
+        if not self.config.get("subcommand"):
+            return super()._parse_ckpt_path()
+        defaults = inspect.signature(CLIPAGIQA).parameters
+        chosen = {k: v for k, v in self._model_options().items()
+                  if k in ARCHITECTURE_OPTIONS and k in defaults and not _same(v, defaults[k].default)}
+        super()._parse_ckpt_path()
+        from_checkpoint = self._model_options()
+        differing = [k for k, v in chosen.items() if not _same(from_checkpoint.get(k), v)]
+        if differing:
+            ckpt_path = self.config[self.config.subcommand].ckpt_path
+            raise ValueError(
+                f"{ckpt_path} holds another model than the one asked for: "
+                + "; ".join(f"--model.{k} is {chosen[k]!r} but the checkpoint's is {from_checkpoint[k]!r}"
+                            for k in differing)
+                + ". A checkpoint carries its own model options: leave these out, or start a new run "
+                  "(another --trainer.default_root_dir) without --ckpt_path.")
+
+    # --- the run folder ------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
-        # A fixed checkpoint folder (not one per logger version) lets `--ckpt_path last` find the last run.
         config = self.config[self.subcommand]
-        if config.checkpoint.dirpath is None:
-            root = config.trainer.default_root_dir or os.getcwd()
-            config.checkpoint.dirpath = os.path.join(root, "checkpoints")
+        sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
+        if sweep_run and self.subcommand == "fit" and config.ckpt_path is None:
+            # A sweep agent starts every run with the same arguments: each gets its own folder.
+            config.trainer.default_root_dir = str(Path(config.trainer.default_root_dir or ".") / sweep_run)
+        self.run_folder = Path(config.trainer.default_root_dir or os.getcwd())
+        self.checkpoint_folder = Path(config.checkpoint.dirpath or self.run_folder / CHECKPOINTS)
+        if self.subcommand == "fit":
+            check_run_folder_is_free(self.checkpoint_folder, config.ckpt_path, self.run_folder)
+        # config.yaml describes the fit; test/predict must not replace it with their own arguments.
+        self.save_config_kwargs = {**self.save_config_kwargs, "save_to_log_dir": self.subcommand == "fit"}
         place_wandb_logs(config.trainer)
+
+    def after_instantiate_classes(self) -> None:
+        # config.yaml records how the run is set up, not where this command resumed it from: reused for
+        # a new run (another default_root_dir), it then starts afresh; `--ckpt_path last` resumes.
+        self.config[self.subcommand].ckpt_path = None
+
+    def instantiate_trainer(self, **kwargs):
+        # Set on the objects, not in the config: config.yaml then names no folder, so it can start a new run.
+        checkpoint = self._get(self.config_init, "checkpoint")
+        if checkpoint.dirpath is None:
+            checkpoint.dirpath = os.path.realpath(self.checkpoint_folder)
+        config = self.config_init[self.subcommand]
+        if config.trainer.logger in (None, True) and "logger" not in kwargs:
+            keep_metrics = self.subcommand != "fit" or config.ckpt_path is not None
+            kwargs["logger"] = False if self.subcommand == "predict" else RunLogger(str(self.run_folder), keep_metrics)
+        return super().instantiate_trainer(**kwargs)
+
+    # --- what each subcommand tells at the end ---------------------------------------------------------
+    @rank_zero_only
+    def after_fit(self) -> None:
+        checkpoint = self.trainer.checkpoint_callback
+        best = getattr(checkpoint, "best_model_path", "")
+        if best and checkpoint.best_model_score is not None:
+            epoch = torch.load(best, map_location="cpu", weights_only=True).get("epoch")
+            print(f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f} at epoch {epoch}: {best}")
+        else:
+            print(f"no {getattr(checkpoint, 'monitor', 'val/srcc')} was logged (no validation set?); "
+                  f"last checkpoint: {getattr(checkpoint, 'last_model_path', '') or 'none'}")
+        print(f"run folder: {self.run_folder} (config.yaml, metrics.csv, {CHECKPOINTS}/)")
+
+    @rank_zero_only
+    def after_test(self) -> None:
+        report = self._get(self.config_init, "report")
+        if report.enabled and report.predictions:
+            folder = Path(report.dirpath or self.trainer.log_dir)
+            print(f"wrote {folder / PREDICTIONS_FILE} and {folder / SCATTER_FILE}")
+        self._tell_metrics_file()
+
+    @rank_zero_only
+    def after_validate(self) -> None:
+        self._tell_metrics_file()
+
+    def _tell_metrics_file(self) -> None:
+        logger = self.trainer.logger
+        if isinstance(logger, RunLogger):
+            print(f"metrics appended to {Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE}")
+
+
+class _DropTips(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISY_LOG_PREFIXES)
+
+
+def quiet_third_party_noise() -> None:
+    """Leave out messages about other packages' features and internals that a user cannot act on."""
+    for message in NOISY_WARNINGS:
+        warnings.filterwarnings("ignore", message=message)
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    if not any(isinstance(f, _DropTips) for f in logger.filters):
+        logger.addFilter(_DropTips())
 
 
 def main(args: list[str] | None = None):
@@ -57,6 +250,7 @@ def main(args: list[str] | None = None):
         import importlib
 
         return importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
+    quiet_third_party_noise()
     return AGIQACLI(
         CLIPAGIQA,
         MOSDataModule,
@@ -70,10 +264,37 @@ def main(args: list[str] | None = None):
     )
 
 
-def console() -> None:
-    """The console script: returns nothing, so the exit status is 0 on success."""
-    main()
+def raised_by_the_package(error: BaseException) -> bool:
+    """True for an error this package raised on purpose (a ``raise`` line in its code): a message for the user."""
+    frame = error.__traceback__
+    if frame is None:
+        return False
+    while frame.tb_next is not None:
+        frame = frame.tb_next
+    filename = os.path.abspath(frame.tb_frame.f_code.co_filename)
+    line = linecache.getline(filename, frame.tb_lineno).strip()
+    return filename.startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep) and line.startswith("raise ")
 
+
+def input_error(error: BaseException) -> BaseException | None:
+    """The package's own error in the chain (jsonargparse wraps errors raised while building the classes)."""
+    while error is not None:
+        if raised_by_the_package(error):
+            return error
+        error = error.__cause__
+    return None
+
+
+def console() -> None:
+    """The console script: exit status 0 on success; the package's own input errors as one short message."""
+    try:
+        main()
+    except Exception as error:
+        cause = input_error(error)
+        if cause is None or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+            raise
+        sys.stderr.write(f"clip-agiqa: error: {cause}\n({DEBUG_VARIABLE}=1 shows the traceback)\n")
+        sys.exit(1)
 
 if __name__ == "__main__":
     console()
