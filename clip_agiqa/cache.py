@@ -5,10 +5,10 @@ its augmentation by caching ``K`` random views per image (random resized crop + 
 per epoch; val/test/predict use the single centre view.
 
 On disk: one safetensors file per image and transform, under
-``<cache_dir>/<backbone>-<fingerprint>-<precision>/<transform hash>/<path hash>.safetensors``, holding
+``<cache_dir>/<backbone>-<encoder hash>/<transform hash>/<path hash>.safetensors``, holding
 ``features`` (views, dim) and, in its metadata, the full key (backbone, weights fingerprint, encoder
-dtype and precision, transform settings, the image's path, size and mtime) and a SHA-256 of the
-values. An entry whose key differs (the image or a setting changed), which does not parse (truncated)
+dtype, precision and attention kernel, transform settings, the image's path, size and mtime) and a
+SHA-256 of the values. An entry whose key differs (the image or a setting changed), which does not parse (truncated)
 or whose checksum fails (corrupt) is rebuilt, never used. Files are written to a temporary name and
 renamed, so a killed run leaves no half-written entry behind.
 
@@ -23,7 +23,7 @@ import json
 import os
 import re
 from contextlib import nullcontext
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,7 @@ from .data.records import Record
 from .data.images import load_rgb
 from .data.transforms import ImageTransform
 
-CACHE_FORMAT = "1"
+CACHE_FORMAT = "1"  # the layout of an entry; the settings that change features are keyed themselves
 DEFAULT_CACHE_DIRNAME = ".feature_cache"
 
 
@@ -63,21 +63,26 @@ def view_generator(file_name: str, view: int) -> torch.Generator:
 
 @dataclass(frozen=True)
 class Encoder:
-    """Everything about the encoder that changes the features."""
+    """Everything about the encoder that changes the features: every field is part of the key."""
 
     backbone: str
     fingerprint: str
     dtype: str = "float32"
     precision: str = "32-true"
+    attn_implementation: str = "sdpa"  # sdpa and eager kernels round differently
+
+    def describe(self) -> dict:
+        return asdict(self)
 
     def folder_name(self) -> str:
+        """The backbone's name (readable) and a hash of every field (one folder per encoder setting)."""
         name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.backbone).strip("_")
-        return f"{name}-{self.fingerprint}-{self.dtype}-{self.precision}"
+        return f"{name}-{_sha256(json.dumps(self.describe(), sort_keys=True))[:16]}"
 
 
 def entry_key(encoder: Encoder, transform: ImageTransform, record: Record) -> dict:
     """The full key of one image's cached views (the view index is the row of the stored tensor)."""
-    return {"format": CACHE_FORMAT, "encoder": vars(encoder).copy(), "transform": transform.describe(),
+    return {"format": CACHE_FORMAT, "encoder": encoder.describe(), "transform": transform.describe(),
             "file_name": record.file_name, "file": file_identity(record.path)}
 
 
@@ -306,7 +311,8 @@ def cache_for_trainer(trainer, model, directory: str | Path | None, data_root: P
                            "(fit/validate/test/predict) to encode the images; set cache_views: 0 to use the "
                            "datamodule on its own")
     clip_dtype = str(model.clip.visual_projection.weight.dtype).removeprefix("torch.")
-    encoder = Encoder(model.arguments["backbone"], model.backbone_fingerprint, clip_dtype, str(trainer.precision))
+    encoder = Encoder(model.arguments["backbone"], model.backbone_fingerprint, clip_dtype, str(trainer.precision),
+                      model.arguments["attn_implementation"])
     return FeatureCache(
         directory or default_cache_dir(data_root, trainer), encoder, model.encode_images,
         device=model.mos_scale.device, batch_size=batch_size, num_workers=num_workers,

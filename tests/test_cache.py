@@ -4,16 +4,19 @@ from __future__ import annotations
 
 import os
 import shutil
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 
-from clip_agiqa.cache import CachedFeatures, Encoder, FeatureCache, read_entry, view_generator
+from clip_agiqa.cache import (CachedFeatures, Encoder, FeatureCache, cache_for_trainer, entry_key, read_entry,
+                              view_generator)
 from clip_agiqa.data import ImageDataset, MOSFolder, Record
-from clip_agiqa.data.transforms import ImageTransform, load_rgb
+from clip_agiqa.model import CLIPAGIQAModel
+from clip_agiqa.data.images import load_rgb
+from clip_agiqa.data.transforms import ImageTransform
 
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
@@ -30,24 +33,24 @@ def images(synthetic_root, tmp_path) -> list[Record]:
     return records
 
 
-def make_cache(model, directory: Path, **kwargs) -> FeatureCache:
-    encoder = Encoder(model.hparams.backbone, model.backbone_fingerprint)
-    return FeatureCache(directory, encoder, model.encode_images, progress=False, **kwargs)
+def make_cache(module, directory: Path, **kwargs) -> FeatureCache:
+    encoder = Encoder(module.model.arguments["backbone"], module.model.backbone_fingerprint)
+    return FeatureCache(directory, encoder, module.model.encode_images, progress=False, **kwargs)
 
 
-def train_transform(model, **kwargs) -> ImageTransform:
-    return ImageTransform(model.image_settings, train=True, **kwargs)
+def train_transform(module, **kwargs) -> ImageTransform:
+    return ImageTransform(module.model.image_settings, train=True, **kwargs)
 
 
-def eval_transform(model) -> ImageTransform:
-    return ImageTransform(model.image_settings, train=False)
+def eval_transform(module) -> ImageTransform:
+    return ImageTransform(module.model.image_settings, train=False)
 
 
 def test_cached_and_uncached_training_give_the_same_loss(tiny_model, images, tmp_path):
     cache = make_cache(tiny_model, tmp_path / "cache")
     transform = train_transform(tiny_model)
     features = cache.features(images, transform, views=3)
-    assert features.shape == (4, 3, tiny_model.clip.config.projection_dim)
+    assert features.shape == (4, 3, tiny_model.model.clip.config.projection_dim)
     mos = torch.tensor([r.mos for r in images])
     tiny_model.train()
     for view in range(3):
@@ -67,7 +70,7 @@ def test_views_differ_and_the_eval_view_is_the_centre_crop(tiny_model, images, t
     centre = cache.features(images, eval_transform(tiny_model), views=8)  # eval always has one view
     pixels = torch.stack([eval_transform(tiny_model)(load_rgb(r.path)) for r in images])
     assert centre.shape[1] == 1
-    torch.testing.assert_close(centre[:, 0], tiny_model.encode_images(pixels), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(centre[:, 0], tiny_model.model.encode_images(pixels), rtol=1e-5, atol=1e-6)
 
 
 def test_entries_are_reused_and_extended_with_more_views(tiny_model, images, tmp_path):
@@ -89,11 +92,25 @@ def test_key_changes_with_backbone_and_transform_settings(tiny_model, images, tm
     for changed in (train_transform(tiny_model, crop_scale=(0.5, 1.0)), train_transform(tiny_model, flip=False),
                     eval_transform(tiny_model)):
         assert cache.entry_path(changed, record) != path
-    for encoder in (replace(cache.encoder, backbone="random:vit-b-16"), replace(cache.encoder, fingerprint="0" * 16),
-                    replace(cache.encoder, precision="bf16-mixed"), replace(cache.encoder, dtype="float16")):
-        assert make_cache(tiny_model, tmp_path / "cache").entry_path(base, record) == path
-        other = FeatureCache(tmp_path / "cache", encoder, tiny_model.encode_images, progress=False)
-        assert other.entry_path(base, record) != path
+    assert make_cache(tiny_model, tmp_path / "cache").entry_path(base, record) == path
+    other_values = {"backbone": "random:vit-b-16", "fingerprint": "0" * 16, "precision": "bf16-mixed",
+                    "dtype": "float16", "attn_implementation": "eager"}
+    assert set(other_values) == {f.name for f in fields(Encoder)}  # a new setting must be tested here too
+    for name, value in other_values.items():
+        encoder = replace(cache.encoder, **{name: value})
+        other = FeatureCache(tmp_path / "cache", encoder, tiny_model.model.encode_images, progress=False)
+        assert other.entry_path(base, record) != path, name
+        assert entry_key(encoder, base, record) != entry_key(cache.encoder, base, record), name
+
+
+def test_the_trainer_cache_keys_the_model_attention_kernel(tmp_path):
+    trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
+    encoders = {}
+    for kernel in ("sdpa", "eager"):
+        model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16, attn_implementation=kernel)
+        encoders[kernel] = cache_for_trainer(trainer, model, tmp_path / "cache", tmp_path, 4, 0).encoder
+    assert encoders["sdpa"].attn_implementation == "sdpa" and encoders["eager"].attn_implementation == "eager"
+    assert encoders["sdpa"].folder_name() != encoders["eager"].folder_name()
 
 
 @pytest.mark.parametrize("change", ["content", "mtime"])
@@ -192,15 +209,14 @@ def test_cache_without_a_model_says_how_to_fix_it(synthetic_root, tmp_path):
 
 def test_cli_fit_with_the_cache_builds_once_and_reuses_it(synthetic_root, tmp_path):
     cache_dir = tmp_path / "cache"
-    args = ["fit", *TINY_MODEL_ARGS, *trainer_args(tmp_path / "run", epochs=2),
-            "--data.class_path", "clip_agiqa.MOSFolder", "--data.root", str(synthetic_root),
+    data = ["--data.class_path", "clip_agiqa.MOSFolder", "--data.root", str(synthetic_root),
             "--data.batch_size", "8", "--data.num_workers", "0",
             "--data.cache_views", "2", "--data.cache_dir", str(cache_dir)]
-    run_cli(args)
+    run_cli(["fit", *TINY_MODEL_ARGS, *trainer_args(tmp_path / "run", epochs=2), *data])
     entries = sorted(cache_dir.rglob("*.safetensors"))
     assert len(entries) == 41 - len(MOSFolder(str(synthetic_root)).split_records("test"))  # train + val
     stamps = [p.stat().st_mtime_ns for p in entries]
-    run_cli(args[:-1] + [str(cache_dir)])
+    run_cli(["fit", *TINY_MODEL_ARGS, *trainer_args(tmp_path / "another_run", epochs=2), *data])
     assert [p.stat().st_mtime_ns for p in entries] == stamps  # reused, not rewritten
 
 
