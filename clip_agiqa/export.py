@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from .scoring import QualityScorer
 from .model import ARCHITECTURE, CONFIG_FILE, WEIGHTS_FILE, CLIPAGIQAModel, check_config, verified_weights
 
 MODEL_PREFIX = "model."
@@ -40,10 +41,12 @@ def read_checkpoint(path: Path) -> TrainedWeights:
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        raise ValueError(f"{path}: refused to load, it holds objects beyond tensors and plain values "
-                         f"({str(error).splitlines()[0]})") from None
-    except (RuntimeError, EOFError) as error:
-        raise ValueError(f"{path} is not a checkpoint written by clip-agiqa fit ({error})") from None
+        if "Unsupported global" in str(error):
+            raise ValueError(f"{path}: refused to load, it holds objects beyond tensors and plain values "
+                             f"({str(error).splitlines()[-1].strip()})") from None
+        raise ValueError(f"{path} is not a checkpoint written by clip-agiqa fit") from None
+    except (RuntimeError, EOFError):
+        raise ValueError(f"{path} is not a checkpoint written by clip-agiqa fit") from None
     if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
         raise ValueError(f"{path} is not a Lightning checkpoint of clip-agiqa (no state_dict)")
     state = {k[len(MODEL_PREFIX):]: v for k, v in checkpoint["state_dict"].items() if k.startswith(MODEL_PREFIX)}
@@ -114,14 +117,13 @@ def load_model(path, device: str | torch.device | None = None, backbone: str | N
     if not local.exists() and str(path).startswith((".", "/", "~")):
         raise FileNotFoundError(f"{local} not found: give a saved clip-agiqa model folder (with {CONFIG_FILE} "
                                 f"and {WEIGHTS_FILE}) or a hub id")
-    model = CLIPAGIQAModel.from_pretrained(str(local) if local.exists() else str(path), backbone=backbone)
+    model = CLIPAGIQAModel.from_pretrained(str(local) if local.exists() else str(path),
+                                           **({"backbone": backbone} if backbone else {}))
     return model.to(device) if device is not None else model
 
 
 def load(path, device: str | torch.device | None = None, backbone: str | None = None, batch_size: int = 32):
     """A ready-to-call scorer from a saved folder or hub id: ``load(dir)(image_or_path_or_list)`` gives scores."""
-    from .scoring import QualityScorer
-
     return QualityScorer(load_model(path, device, backbone), batch_size=batch_size)
 
 

@@ -22,6 +22,7 @@ from huggingface_hub import ModelHubMixin, hf_hub_download
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from . import __version__
 from .backbone import DEFAULT_BACKBONE, feature_output, load_backbone, weights_fingerprint
 from .heads import build_head
 from .prompts import DEFAULT_CATEGORIES, PromptLearner
@@ -180,8 +181,6 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                 "image_settings": vars(self.image_settings), "training": self.training_info}
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        from . import __version__
-
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state_dict().items()}
         save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
         config = {**self.saved_config(), "clip_agiqa_version": __version__,
@@ -206,8 +205,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
             weights_path = Path(hf_hub_download(model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
                                                 force_download=force_download, local_files_only=local_files_only,
                                                 token=token))
-        if backbone is not None:  # the same CLIP elsewhere (e.g. a local copy); its fingerprint is still checked
-            model_kwargs["backbone"] = backbone
+        # A backbone given here names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked.
+        model_kwargs["backbone"] = backbone or config["backbone"]
         model_kwargs["mos_scale"] = config.get("mos_scale", TRAINING_SCALE)
         model = cls(**model_kwargs)
         model.check_fingerprint(config.get("backbone_fingerprint"), model_id)

@@ -8,16 +8,16 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .callbacks import write_scores
+from .score_csv import warn_unreadable, write_scores
 from .data.records import list_images
-from .data.images import load_rgb
+from .data.images import load_rgb, to_rgb
 from .data.transforms import ImageTransform
 
 
 def _to_pil(item) -> Image.Image:
     """A PIL image, a path, or a float tensor (3, H, W) of RGB values in [0, 1] -> an RGB PIL image."""
     if isinstance(item, Image.Image):
-        return item.convert("RGB")
+        return to_rgb(item)
     if isinstance(item, (str, Path)):
         return load_rgb(item)
     if isinstance(item, torch.Tensor) and item.dim() == 3 and item.shape[0] == 3:
@@ -46,7 +46,15 @@ class QualityScorer:
         self.transform = ImageTransform(model.image_settings, train=False)
 
     def __repr__(self) -> str:
-        return f"QualityScorer(backbone={self.model.hparams.backbone!r}, head={self.model.hparams.head!r})"
+        arguments = self.model.arguments
+        return (f"QualityScorer(backbone={arguments['backbone']!r}, head={arguments['head']!r}, "
+                f"score_range={self.score_range})")
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        """The MOS scale the model was trained on (scores may fall slightly outside it)."""
+        low, high = self.model.mos_scale.tolist()
+        return low, high
 
     def __call__(self, images):
         single = not (isinstance(images, (list, tuple)) or (isinstance(images, torch.Tensor) and images.dim() == 4))
@@ -64,14 +72,26 @@ class QualityScorer:
         return scores
 
     def score_folder(self, folder, output=None) -> list[tuple[str, float]]:
-        """Score every image under ``folder`` (sorted); with ``output``, also write ``file_name,score`` there."""
+        """Score every image under ``folder`` (sorted); with ``output``, also write ``file_name,score,error``.
+
+        An unreadable image does not stop the run: it gets a NaN score (an empty one and its reason in the
+        CSV) and one warning names them all."""
         folder = Path(folder)
         if not folder.is_dir():
             raise FileNotFoundError(f"image folder {folder} not found")
         paths = list_images(folder)
         if not paths:
             raise ValueError(f"{folder} holds no images")
-        rows = [(str(p.relative_to(folder)), s) for p, s in zip(paths, self.score_many(paths))]
+        images, errors = {}, {}
+        for path in paths:
+            name = str(path.relative_to(folder))
+            try:
+                images[name] = load_rgb(path)
+            except ValueError as error:
+                errors[name] = str(error).split(": ", 1)[-1]
+        scores = dict(zip(images, self.score_many(list(images.values()))))
+        rows = [(name, scores.get(name, float("nan"))) for name in (str(p.relative_to(folder)) for p in paths)]
+        warn_unreadable(errors, len(rows), output or folder)
         if output is not None:
-            write_scores(output, rows)
+            write_scores(output, rows, errors)
         return rows

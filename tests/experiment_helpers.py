@@ -29,8 +29,10 @@ def fit_tiny(data_root: Path, run_dir: Path, *extra: str, epochs: int = 1):
 
 
 def trained_parts(model) -> dict:
-    """The prompt context and head tensors (what checkpoints and exports hold), cloned."""
-    return {k: v.detach().clone() for k, v in model.state_dict().items() if not k.startswith("clip.")}
+    """The prompt context, head and scale tensors (what checkpoints and exports hold) of a CLIPAGIQAModel or of
+    the training task around one, cloned."""
+    network = getattr(model, "model", model)
+    return {k: v.detach().clone() for k, v in network.trained_state_dict().items()}
 
 
 # --- shrinking a shipped config to a smoke run ---------------------------------------------------------

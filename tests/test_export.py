@@ -10,7 +10,7 @@ from PIL import Image
 
 import clip_agiqa
 from clip_agiqa import CLIPAGIQA
-from clip_agiqa.export import CONFIG_FILE, WEIGHTS_FILE, apply_trained_weights
+from clip_agiqa.model import CONFIG_FILE, WEIGHTS_FILE
 from conftest import run_cli
 from experiment_helpers import fit_tiny, trained_parts
 
@@ -29,12 +29,15 @@ def exported(checkpoint, tmp_path_factory):
     return out
 
 
-def test_export_writes_small_safetensors_and_a_config_naming_the_backbone(exported, checkpoint):
-    assert sorted(p.name for p in exported.iterdir()) == [CONFIG_FILE, WEIGHTS_FILE]
+def test_export_writes_small_safetensors_a_config_and_a_model_card(exported, checkpoint):
+    assert sorted(p.name for p in exported.iterdir()) == ["README.md", CONFIG_FILE, WEIGHTS_FILE]
     config = json.loads((exported / CONFIG_FILE).read_text())
-    assert config["backbone"] == "random:tiny" and config["model"]["n_ctx"] == 4
+    assert config["backbone"] == "random:tiny" and config["n_ctx"] == 4
     assert config["backbone_fingerprint"] == torch.load(checkpoint, weights_only=True)["backbone_fingerprint"]
-    assert "init_from" not in config["model"]
+    assert "init_from" not in config and config["training"]["data"] == "MOSFolder"
+    assert "val/srcc" in config["training"]
+    card = (exported / "README.md").read_text()
+    assert "Trained on: MOSFolder" in card and "val/srcc" in card
     from safetensors.torch import load_file
 
     tensors = load_file(str(exported / WEIGHTS_FILE))
@@ -51,7 +54,7 @@ def test_load_gives_the_checkpoint_model_without_unpickling(exported, checkpoint
     monkeypatch.setattr(torch, "load", no_pickle)
     scorer = clip_agiqa.load(exported)
     for key, value in trained_parts(scorer.model).items():
-        assert torch.equal(value, expected_state[key]), key
+        assert torch.equal(value, expected_state[key]), key  # the same tensors, copied through safetensors
     path = synthetic_root / "synthetic_00000.png"
     pixels = scorer.transform(Image.open(path).convert("RGB")).unsqueeze(0)
     with torch.no_grad():
@@ -72,6 +75,7 @@ def test_scorer_accepts_pil_path_list_tensor_and_folder(exported, synthetic_root
     output = tmp_path / "scores.csv"
     rows = scorer.score_folder(synthetic_root, output)
     assert len(rows) == 41 and list(csv.DictReader(open(output)))[0]["file_name"] == "synthetic_00000.png"
+    assert scorer.score_range == tuple(scorer.model.mos_scale.tolist())
     with pytest.raises(TypeError, match="cannot score"):
         scorer(42)
 
@@ -96,7 +100,15 @@ def test_mismatched_exports_are_refused_with_the_reason(exported, tmp_path):
     (copy / CONFIG_FILE).write_text(json.dumps({**config, "backbone_fingerprint": "0" * 16}))
     with pytest.raises(ValueError, match="frozen weights differ"):
         clip_agiqa.load(copy)
-    with pytest.raises(ValueError, match="does not fit"):
-        apply_trained_weights(CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=8), exported)
+    with pytest.raises(ValueError, match="differs from 16 of init_from"):
+        CLIPAGIQA(init_from=str(exported), hidden_dim=8)
     with pytest.raises(FileNotFoundError, match="config.json"):
         clip_agiqa.load(tmp_path)
+
+
+def test_export_of_something_that_is_not_a_checkpoint_says_so(tmp_path):
+    (tmp_path / "notes.ckpt").write_text("not a checkpoint")
+    with pytest.raises(ValueError, match="not a checkpoint written by clip-agiqa fit"):
+        clip_agiqa.export_checkpoint(tmp_path / "notes.ckpt", tmp_path / "out")
+    with pytest.raises(FileNotFoundError, match="not a checkpoint file"):
+        clip_agiqa.export_checkpoint(tmp_path, tmp_path / "out")

@@ -33,7 +33,7 @@ def test_init_from_a_checkpoint_trains_only_the_chosen_part(start, synthetic_roo
     after = trained_parts(cli.model)
     assert changed(before, after, moves)
     assert not changed(before, after, stays)  # started from the checkpoint and stayed frozen
-    assert all(p.requires_grad == n.startswith(moves) for n, p in cli.model.named_parameters()
+    assert all(p.requires_grad == n.startswith(moves) for n, p in cli.model.model.named_parameters()
                if not n.startswith("clip."))
 
 
@@ -46,20 +46,28 @@ def test_init_from_an_export_and_reload_without_the_source(start, synthetic_root
     shutil.rmtree(exported)  # the fine-tuned checkpoint stands on its own
     reloaded = CLIPAGIQA.load_from_checkpoint(tmp_path / "run" / "checkpoints" / "last.ckpt")
     for key, value in trained_parts(cli.model).items():
-        assert torch.equal(reloaded.state_dict()[key], value), key
+        assert torch.equal(trained_parts(reloaded)[key], value), key
 
 
-def test_init_from_a_model_of_another_shape_names_the_problem(start, synthetic_root, tmp_path):
-    checkpoint, _ = start
-    with pytest.raises(ValueError, match="does not fit"):
-        fit_tiny(synthetic_root, tmp_path, "--model.init_from", str(checkpoint), "--model.n_ctx", "2")
+def test_init_from_takes_the_architecture_and_refuses_a_contradiction(start, synthetic_root, tmp_path):
+    """Seen: the architecture of the start had to be repeated; now it comes from the checkpoint or export."""
+    checkpoint, before = start
+    exported = export_checkpoint(checkpoint, tmp_path / "export")
+    for source in (checkpoint, exported):
+        model = CLIPAGIQA(init_from=str(source))  # no n_ctx/hidden_dim/backbone: all from the source
+        assert model.hparams.backbone == "random:tiny" and model.hparams.n_ctx == 4 and model.hparams.hidden_dim == 16
+        for key, value in trained_parts(model).items():
+            if key != "mos_scale":
+                assert torch.equal(value, before[key]), key
+    with pytest.raises(ValueError, match="n_ctx 2 differs from 4 of init_from"):
+        CLIPAGIQA(init_from=str(checkpoint), n_ctx=2)
     with pytest.raises(FileNotFoundError, match="missing.ckpt"):
-        fit_tiny(synthetic_root, tmp_path, "--model.init_from", str(tmp_path / "missing.ckpt"))
+        CLIPAGIQA(init_from=str(tmp_path / "missing.ckpt"))
 
 
 def test_default_trains_context_and_head_and_an_unknown_choice_is_refused():
     model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
-    trained = {n for n, p in model.named_parameters() if p.requires_grad}
+    trained = {n for n, p in model.model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trained) and "prompt_learner.ctx" in trained
     assert not any(n.startswith("clip.") for n in trained)
     with pytest.raises(ValueError, match="trainable"):
