@@ -48,6 +48,7 @@ NOISY_WARNINGS = (
     "The `srun` command is available",
     ".*args parameter is intended to run from within Python",
     r"Found \d+ module\(s\) in eval mode",  # the frozen encoders, on purpose
+    "Checkpoint directory .* exists and is not empty",  # only when resuming: other fits are refused
 )
 NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate")
 

@@ -62,3 +62,13 @@ def tiny_model():
     from clip_agiqa import CLIPAGIQA
 
     return CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+
+
+def run_cli_expecting_failure(args: list[str], cwd: Path | None = None, env: dict | None = None,
+                              timeout: int = 300) -> subprocess.CompletedProcess:
+    """The console script as a user types it, for input that must be refused: returns the failed process."""
+    exe = Path(sys.executable).with_name("clip-agiqa")
+    result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
+    assert result.returncode != 0, f"clip-agiqa {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
+    return result

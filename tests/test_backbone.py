@@ -4,7 +4,8 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from clip_agiqa.backbone import check_tokenizer, load_backbone, offline_tokenizer, weights_fingerprint
+from clip_agiqa.backbone import (DEFAULT_BACKBONE, check_tokenizer, load_backbone, offline_tokenizer,
+                                   weights_fingerprint)
 from clip_agiqa.prompts import DEFAULT_CATEGORIES
 
 
@@ -58,3 +59,22 @@ def test_local_folder_with_broken_tokenizer_is_refused(tmp_path):
     CLIPTokenizer().save_pretrained(tmp_path)
     with pytest.raises(RuntimeError, match="tokens"):
         load_backbone(str(tmp_path), check_words=("terrible",))
+
+
+def test_default_backbone_offline_says_how_to_proceed(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path))  # an empty cache
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    with pytest.raises(OSError) as error:
+        load_backbone(DEFAULT_BACKBONE)
+    message = str(error.value)
+    assert "could not be downloaded" in message and "save_pretrained" in message
+    assert "HF_HOME" in message and "random:tiny" in message and "\n" not in message
+
+
+def test_a_folder_that_is_not_a_saved_backbone_is_named(tmp_path):
+    with pytest.raises(OSError, match=f"backbone folder {tmp_path} could not be loaded"):
+        load_backbone(str(tmp_path))

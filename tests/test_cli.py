@@ -1,10 +1,12 @@
 """The clip-agiqa command as users type it: fit, validate, test, predict, resume, splits.csv."""
 
 import csv
+import sys
 
+import pytest
 import torch
 
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
+from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, run_cli_subprocess, trainer_args
 
 
 def data_args(root):
@@ -71,3 +73,27 @@ data:
 """)
     cli = run_cli(["fit", "--config", str(config), *trainer_args(tmp_path), "--trainer.max_steps", "2"])
     assert cli.model.hparams.head == "similarity" and cli.model.prompt_learner.n_ctx == 2
+
+
+def test_input_errors_are_one_short_message_without_traceback(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    for root in (empty, tmp_path / "no_such_folder"):
+        failed = run_cli_expecting_failure(["fit", *TINY_MODEL_ARGS, "--data", "MOSFolder", "--data.root", str(root),
+                                            "--trainer.default_root_dir", str(tmp_path / "run")])
+        assert "Traceback" not in failed.stderr
+        assert f"clip-agiqa: error: {root / 'metadata.csv'} not found" in failed.stderr
+        assert "CLIP_AGIQA_DEBUG=1" in failed.stderr
+
+
+def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
+    from clip_agiqa.cli import console
+
+    monkeypatch.setattr(sys, "argv", ["clip-agiqa", "fit", *TINY_MODEL_ARGS, "--data", "MOSFolder",
+                                      "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)])
+    with pytest.raises(SystemExit) as exit_info:
+        console()
+    assert exit_info.value.code == 1
+    monkeypatch.setenv("CLIP_AGIQA_DEBUG", "1")
+    with pytest.raises(FileNotFoundError, match="metadata.csv"):
+        console()
