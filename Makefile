@@ -23,9 +23,11 @@ test: install
 test-fast: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q -m "not slow"
 
+# The demo run starts afresh each time: fit never overwrites a run folder's checkpoints by itself.
 demo: install
+	rm -rf runs/demo/checkpoints
 	HF_HUB_OFFLINE=1 $(BIN)/clip-agiqa fit --config experiments/demo.yaml
-	HF_HUB_OFFLINE=1 $(BIN)/clip-agiqa test --config experiments/demo.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
+	HF_HUB_OFFLINE=1 $(BIN)/clip-agiqa test --config runs/demo/config.yaml --ckpt_path runs/demo/checkpoints/best.ckpt
 
 # Performance figures of the feature cache and cut prompts (a few minutes on 2 CPU cores); see README.
 # On a GPU: make bench BENCH_ARGS="--accelerator gpu --precision bf16-mixed --num-images 2048 --batch-size 64"
