@@ -127,26 +127,52 @@ def test_missing_column_is_named(tmp_path):
         data.setup("fit")
 
 
-@pytest.mark.parametrize("bad", ["nan", "inf", "-inf", "", "good"])
-def test_bad_mos_names_file_and_row(tmp_path, bad):
+@pytest.mark.parametrize("bad, shown", [("nan", "'nan'"), ("inf", "'inf'"), ("-inf", "'-inf'"), ("", "empty"),
+                                         ("good", "'good'")])
+def test_bad_mos_names_file_and_row(tmp_path, bad, shown):
     rows = good_rows()
     rows[4] = ("img_4.png", bad)
     data = make_folder(tmp_path / "d", rows)
-    with pytest.raises(ValueError, match=r"metadata.csv, row 6: mos"):  # row 1 is the header
+    with pytest.raises(ValueError, match=rf"metadata.csv: mos must be a finite number; 1 row\(s\) are not: "
+                                         rf"row 6 \({shown}\)$"):  # row 1 is the header
         data.setup("fit")
 
 
-def test_duplicate_file_name_is_refused(tmp_path):
-    rows = good_rows() + [("img_1.png", "3.0")]
+def test_every_bad_mos_row_is_named_up_to_ten(tmp_path):
+    rows = [(name, "x" if i % 2 else mos) for i, (name, mos) in enumerate(good_rows(30))]
+    data = make_folder(tmp_path / "d", rows)
+    listed = ", ".join(f"row {row} \\('x'\\)" for row in range(3, 23, 2))
+    with pytest.raises(ValueError, match=rf"15 row\(s\) are not: {listed} and 5 more$"):
+        data.setup("fit")
+
+
+def test_duplicated_file_names_are_named_with_their_rows(tmp_path):
+    rows = good_rows() + [("img_1.png", "3.0"), ("img_4.png", "1.0"), ("img_1.png", "2.0")]
     data = make_folder(tmp_path / "d", rows, images=[r[0] for r in good_rows()])
-    with pytest.raises(ValueError, match="duplicated file name.*img_1.png"):
+    with pytest.raises(ValueError, match=r"metadata.csv: 2 duplicated name\(s\): img_1.png at rows 3, 12, 14; "
+                                         r"img_4.png at rows 6, 13$"):
         data.setup("fit")
 
 
-def test_empty_metadata_is_refused(tmp_path):
+def test_metadata_with_a_header_and_no_rows_is_refused(tmp_path):
     data = make_folder(tmp_path / "d", [])
-    with pytest.raises(ValueError, match="metadata.csv: no rows"):
+    with pytest.raises(ValueError, match="metadata.csv: no rows below the header"):
         data.setup("fit")
+
+
+def test_an_empty_metadata_file_says_it_is_empty(tmp_path):
+    data = make_folder(tmp_path / "d", [])
+    (tmp_path / "d" / "metadata.csv").write_text("\n\n")
+    with pytest.raises(ValueError, match=r"metadata.csv is empty: expected a header row with the columns file_name, mos$"):
+        data.setup("fit")
+
+
+def test_header_names_are_stripped_and_blank_rows_skipped(tmp_path):
+    rows = good_rows(4)
+    data = make_folder(tmp_path / "d", rows[:2] + [("", ""), ()] + rows[2:], header=(" file_name ", "mos "),
+                       images=[name for name, _ in rows])
+    data.setup("fit")
+    assert [(r.file_name, r.mos) for r in data.records] == [(name, float(mos)) for name, mos in rows]
 
 
 def test_missing_metadata_says_what_it_expects(tmp_path):

@@ -126,6 +126,53 @@ def test_aigciqa2023_both_layouts_give_the_same_samples(tmp_path):
     assert set(record.targets) == {"quality", "authenticity", "correspondence"}
 
 
+def insert_blank_rows(path: Path, before: list[int]) -> None:
+    """Blank lines before the given (1-based) rows of a CSV, as an editor leaves them."""
+    lines = path.read_text().splitlines(keepends=True)
+    for row in sorted(before, reverse=True):
+        lines.insert(row - 1, ",,\n" if row % 2 else "\n")  # an empty line, or a row of empty fields
+    path.write_text("".join(lines))
+
+
+def test_agiqa1k_blank_rows_drop_nothing(tmp_path):
+    agiqa1k_root(tmp_path)
+    import openpyxl
+
+    workbook = openpyxl.load_workbook(tmp_path / "AIGC_MOS_Zscore.xlsx")
+    workbook.active.insert_rows(4)  # a blank row before the third sample ...
+    workbook.active.insert_rows(14)  # ... and one between the two rows of the duplicated name
+    workbook.save(tmp_path / "AIGC_MOS_Zscore.xlsx")
+    data = AGIQA1K(str(tmp_path))
+    with pytest.warns(UserWarning, match=r"dreamStudio_8_9_1_1\.jpg \(rows 13, 15\)"):  # real row numbers
+        data.setup()
+    assert len(data.records) == 10  # all of them, as without blank rows
+
+
+def test_agiqa3k_blank_rows_are_skipped_and_rows_keep_their_numbers(tmp_path):
+    agiqa3k_root(tmp_path)
+    insert_blank_rows(tmp_path / "data.csv", [3, 6])
+    assert len(AGIQA3K(str(tmp_path)).load_records()) == 12
+    rewrite_csv(tmp_path / "data.csv", lambda rows: rows[7].__setitem__(5, "high"))
+    with pytest.raises(ValueError, match=r"row 8 \('high'\)"):
+        AGIQA3K(str(tmp_path)).load_records()
+
+
+def test_aigciqa20k_blank_rows_are_skipped(tmp_path):
+    aigciqa20k_root(tmp_path)
+    insert_blank_rows(tmp_path / "info_train.csv", [2, 5])
+    records = AIGCIQA20K(str(tmp_path)).load_records()
+    assert len(records) == 12 and records[0].file_name == "DALLE2_0000.png"
+
+
+def test_aigciqa2023_prompts_file_with_blank_rows(tmp_path):
+    (tmp_path / "Image").mkdir()
+    write_mat(tmp_path / "DATA" / "MOS", {1: np.full(NUM_IMAGES, 50.0)})
+    rows = [["animal", "dog", f"prompt text {i}"] for i in range(100)]
+    write_xlsx(tmp_path / "AIGCIQA2023_Prompts.xlsx", rows[:10] + [[None, "  ", None]] + rows[10:])
+    records = AIGCIQA2023(str(tmp_path)).load_records()
+    assert records[4 * 10].prompt == "prompt text 10" and records[-1].prompt == "prompt text 99"
+
+
 def test_aigciqa20k_reads_headerless_csv(tmp_path):
     data = AIGCIQA20K(str(aigciqa20k_root(tmp_path)))
     data.setup()
@@ -238,17 +285,11 @@ def truncate(path: Path) -> None:
     path.write_bytes(path.read_bytes()[:200])
 
 
-def test_unreadable_image_names_the_file(tmp_path):
+def test_unreadable_image_is_named_before_training(tmp_path):
     agiqa3k_root(tmp_path)
     truncate(tmp_path / "AttnGAN_normal_004.jpg")
-    data = AGIQA3K(str(tmp_path), split="random", test_size=0.5, val_size=0.0, image_size=32)
-    data.setup()
-    for split in ("train", "test"):
-        ds = data.make_dataset(split)
-        for i, record in enumerate(ds.records):
-            if record.file_name == "AttnGAN_normal_004.jpg":
-                with pytest.raises(ValueError, match="cannot read image .*AttnGAN_normal_004.jpg"):
-                    ds[i]
+    with pytest.raises(ValueError, match=r"1 of 12 image\(s\) cannot be read: AttnGAN_normal_004\.jpg"):
+        AGIQA3K(str(tmp_path)).setup()
 
 
 def test_skip_bad_images_warns_once_with_the_count(tmp_path):
@@ -277,12 +318,15 @@ def test_agiqa3k_missing_column(tmp_path):
         AGIQA3K(str(tmp_path)).setup()
 
 
-@pytest.mark.parametrize("value, message", [("", "is not a number"), ("high", "'high' is not a number"),
-                                            ("nan", "must be a finite number")])
-def test_agiqa3k_bad_mos_names_file_and_row(tmp_path, value, message):
+def test_agiqa3k_bad_mos_names_every_row(tmp_path):
     agiqa3k_root(tmp_path)
-    rewrite_csv(tmp_path / "data.csv", lambda rows: rows[4].__setitem__(5, value))
-    with pytest.raises(ValueError, match=rf"data\.csv, row 5: mos_quality .*{message}"):
+
+    def spoil(rows):
+        for row, value in ((4, ""), (6, "high"), (9, "nan")):
+            rows[row][5] = value
+    rewrite_csv(tmp_path / "data.csv", spoil)
+    with pytest.raises(ValueError, match=r"data\.csv: mos_quality must be a finite number; 3 row\(s\) are not: "
+                                         r"row 5 \(empty\), row 7 \('high'\), row 10 \('nan'\)$"):
         AGIQA3K(str(tmp_path)).setup()
 
 
@@ -296,7 +340,15 @@ def test_agiqa3k_duplicated_names_name_the_rows(tmp_path):
 def test_aigciqa20k_bad_rows(tmp_path):
     aigciqa20k_root(tmp_path)
     rewrite_csv(tmp_path / "info_train.csv", lambda rows: rows[3].pop())
-    with pytest.raises(ValueError, match=r"info_train\.csv, row 4: expected 3 fields .*info_val\.csv has no MOS"):
+    with pytest.raises(ValueError, match=r"info_train\.csv: expected 3 fields \(name,prompt,mos\) in every row; "
+                                         r"row 4 has 2$"):
+        AIGCIQA20K(str(tmp_path)).setup()
+
+
+def test_aigciqa20k_val_file_without_mos_says_so(tmp_path):
+    aigciqa20k_root(tmp_path)
+    rewrite_csv(tmp_path / "info_train.csv", lambda rows: [row.pop() for row in rows])
+    with pytest.raises(ValueError, match=r"row 1 has 2, row 2 has 2, .* and 2 more; info_val\.csv has no MOS"):
         AIGCIQA20K(str(tmp_path)).setup()
 
 
@@ -312,7 +364,7 @@ def test_aigciqa2023_non_finite_mos_names_the_row(tmp_path):
     values[401] = np.nan
     write_mat(tmp_path / "DATA" / "MOS", {1: values})
     (tmp_path / "Image").mkdir()
-    with pytest.raises(ValueError, match=r"mosz1\.mat, row 402: .*DALLE/000-2\.png"):
+    with pytest.raises(ValueError, match=r"mosz1\.mat: 1 MOSz value\(s\) are not finite: row 402 \(DALLE/000-2\.png\)"):
         AIGCIQA2023(str(tmp_path)).setup()
 
 

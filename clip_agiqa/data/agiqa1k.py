@@ -15,8 +15,8 @@ import warnings
 from typing import Literal
 
 from .base import MOSDataModule
-from .records import (Record, duplicated_rows, find_image_folder, parse_mos, read_xlsx_rows, require_columns,
-                      require_unique)
+from .records import (Record, column, duplicated_rows, find_image_folder, parse_mos, parse_names, read_xlsx_rows,
+                      require_unique, table)
 
 LAYOUT = "AGIQA-1K as downloaded: AIGC_MOS_Zscore.xlsx (Image, Prompt, MOS) and the images in file/"
 
@@ -47,41 +47,26 @@ class AGIQA1K(MOSDataModule):
         path = self.root / self.annotation_file
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
-        rows = read_xlsx_rows(path)
-        if len(rows) < 2:
-            raise ValueError(f"{path}: no rows")
-        header = [str(c).strip() if c is not None else "" for c in rows[0]]
-        require_columns(header, ["Image", "Prompt", "MOS"], str(path))
-        column = {name: header.index(name) for name in ("Image", "Prompt", "MOS")}
-        body = [(row_number, row) for row_number, row in enumerate(rows[1:], start=2) if any(c is not None for c in row)]
-        names = []
-        for row_number, row in body:
-            name = str(row[column["Image"]] or "").strip()
-            if not name:
-                raise ValueError(f"{path}, row {row_number}: empty Image")
-            names.append(name)
-        keep = self._resolve_duplicates(names, path)
+        rows = table(read_xlsx_rows(path), ["Image", "Prompt", "MOS"], str(path))
+        names = parse_names(column(rows, "Image"), str(path), "Image")
+        keep = self._resolve_duplicates(names, [number for number, _ in rows], path)
         folder = self.root / self.image_folder
         if not folder.is_dir():
             folder = find_image_folder(self.root, names, LAYOUT)
-        records = []
-        for (row_number, row), name in zip(body, names):
-            if name not in keep or keep[name] != row_number:
-                continue
-            mos = parse_mos(row[column["MOS"]], str(path), row_number, "MOS")
-            prompt = str(row[column["Prompt"]] or "").strip() or None
-            records.append(Record(name, folder / name, mos, prompt=prompt, generator=generator_of(name),
-                                  targets={"quality": mos}))
-        return records
+        kept = [(name, number, row) for name, (number, row) in zip(names, rows) if keep.get(name) == number]
+        mos = parse_mos([(number, row["MOS"]) for _, number, row in kept], str(path), "MOS")
+        return [Record(name, folder / name, score, prompt=str(row["Prompt"] or "").strip() or None,
+                       generator=generator_of(name), targets={"quality": score})
+                for (name, _, row), score in zip(kept, mos)]
 
-    def _resolve_duplicates(self, names: list[str], path) -> dict[str, int]:
-        """name -> the one row kept, following ``duplicates``."""
+    def _resolve_duplicates(self, names: list[str], rows: list[int], path) -> dict[str, int]:
+        """name -> the row number kept, following ``duplicates``."""
         if self.duplicates == "error":
-            require_unique(names, str(path), first_row=2)
-        duplicated = duplicated_rows(names, first_row=2)
+            require_unique(names, str(path), rows)
+        duplicated = duplicated_rows(names, rows)
         keep: dict[str, int] = {}
-        for offset, name in enumerate(names):
-            keep.setdefault(name, offset + 2)
+        for name, row in zip(names, rows):
+            keep.setdefault(name, row)
         if duplicated:
             shown = "; ".join(f"{n} (rows {', '.join(map(str, r))})" for n, r in duplicated.items())
             action = "left out" if self.duplicates == "drop" else "kept at its first row"

@@ -6,11 +6,11 @@ holds ``data.csv`` with the images beside it or in one sub-folder.
 
 from __future__ import annotations
 
-import csv
 from typing import Literal
 
 from .base import MOSDataModule
-from .records import Record, find_image_folder, parse_mos, require_columns, require_unique
+from .records import (Record, column, find_image_folder, parse_mos, parse_names, read_csv_rows, require_unique,
+                      table)
 
 TARGET_COLUMNS = {"quality": "mos_quality", "align": "mos_align"}
 LAYOUT = "AGIQA-3K as downloaded: data.csv (name,prompt,...,mos_quality,...,mos_align,...) and the images beside it"
@@ -42,22 +42,14 @@ class AGIQA3K(MOSDataModule):
         path = self.root / self.annotation_file
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            require_columns(reader.fieldnames or [], ["name", "prompt", *TARGET_COLUMNS.values()], str(path))
-            rows = list(reader)
-        if not rows:
-            raise ValueError(f"{path}: no rows")
-        names = [(row["name"] or "").strip() for row in rows]
-        for row_number, name in enumerate(names, start=2):
-            if not name:
-                raise ValueError(f"{path}, row {row_number}: empty name")
-        require_unique(names, str(path), first_row=2)
+        rows = table(read_csv_rows(path), ["name", "prompt", *TARGET_COLUMNS.values()], str(path))
+        names = parse_names(column(rows, "name"), str(path), "name")
+        require_unique(names, str(path), [number for number, _ in rows])
+        targets = {key: parse_mos(column(rows, name), str(path), name) for key, name in TARGET_COLUMNS.items()}
         folder = find_image_folder(self.root, names, LAYOUT)
         records = []
-        for row_number, (name, row) in enumerate(zip(names, rows), start=2):
-            targets = {key: parse_mos(row[column], str(path), row_number, column)
-                       for key, column in TARGET_COLUMNS.items()}
-            records.append(Record(name, folder / name, targets[self.target], prompt=row["prompt"].strip(),
-                                  generator=generator_of(name), targets=targets))
+        for index, (name, (_, row)) in enumerate(zip(names, rows)):
+            values = {key: mos[index] for key, mos in targets.items()}
+            records.append(Record(name, folder / name, values[self.target], prompt=(row["prompt"] or "").strip(),
+                                  generator=generator_of(name), targets=values))
         return records

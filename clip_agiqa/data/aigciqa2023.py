@@ -20,7 +20,7 @@ from typing import Callable, Literal
 import numpy as np
 
 from .base import MOSDataModule
-from .records import Record, read_xlsx_rows
+from .records import Record, listed, parse_names, read_xlsx_rows
 
 MODELS = ("Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Unidiffuser")
 PROMPTS_PER_MODEL = 100
@@ -55,10 +55,9 @@ def read_mos(path: Path) -> np.ndarray:
     if values.size != NUM_IMAGES:
         raise ValueError(f"{path}: MOSz holds {values.size} values, but AIGCIQA2023 has {NUM_IMAGES} images "
                          f"({len(MODELS)} models x {PROMPTS_PER_MODEL} prompts x {IMAGES_PER_PROMPT})")
-    bad = np.flatnonzero(~np.isfinite(values))
-    if bad.size:
-        raise ValueError(f"{path}, row {bad[0] + 1}: MOSz is {values[bad[0]]} ({sample_name(int(bad[0]))[0]}); "
-                         f"{bad.size} value(s) are not finite")
+    bad = [f"row {n + 1} ({sample_name(int(n))[0]}) is {values[n]}" for n in np.flatnonzero(~np.isfinite(values))]
+    if bad:
+        raise ValueError(f"{path}: {len(bad)} MOSz value(s) are not finite: {listed(bad)}")
     return values
 
 
@@ -107,11 +106,12 @@ class AIGCIQA2023(MOSDataModule):
         for folder in (".", "DATA"):
             path = self.root / folder / PROMPTS_FILE
             if path.is_file():
-                rows = [row for row in read_xlsx_rows(path) if any(c is not None for c in row)]
-                if len(rows) != PROMPTS_PER_MODEL or any(len(row) < 3 or not row[2] for row in rows):
+                rows = read_xlsx_rows(path)
+                if len(rows) != PROMPTS_PER_MODEL:
                     raise ValueError(f"{path}: expected {PROMPTS_PER_MODEL} rows (category, sub-category, prompt), "
-                                     f"found {len(rows)} or an empty prompt")
-                return [str(row[2]).strip() for row in rows]
+                                     f"found {len(rows)}")
+                return parse_names([(number, row[2] if len(row) > 2 else None) for number, row in rows], str(path),
+                                   "prompt (third column)")
         return None
 
     def load_records(self) -> list[Record]:

@@ -8,10 +8,8 @@ never published, so every split is drawn from ``info_train.csv``.
 
 from __future__ import annotations
 
-import csv
-
 from .base import MOSDataModule
-from .records import Record, find_image_folder, parse_mos, require_unique
+from .records import Record, find_image_folder, listed, parse_mos, parse_names, read_csv_rows, require_unique
 
 LAYOUT = "AIGCIQA-20K as downloaded: info_train.csv (no header: name,prompt,mos) and the images beside it"
 
@@ -35,24 +33,19 @@ class AIGCIQA20K(MOSDataModule):
         path = self.root / self.annotation_file
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            rows = [(number, row) for number, row in enumerate(csv.reader(handle), start=1) if row]
+        rows = read_csv_rows(path)
         if rows and is_header(rows[0][1]):
             rows = rows[1:]  # a copy saved with a header
         if not rows:
             raise ValueError(f"{path}: no rows")
-        for number, row in rows:
-            if len(row) != 3:
-                raise ValueError(f"{path}, row {number}: expected 3 fields (name,prompt,mos), found {len(row)}"
-                                 + ("; info_val.csv has no MOS" if len(row) == 2 else ""))
-            if not row[0].strip():
-                raise ValueError(f"{path}, row {number}: empty name")
-        names = [row[0].strip() for _, row in rows]
-        require_unique(names, str(path), first_row=rows[0][0])
+        wrong = [f"row {number} has {len(row)}" for number, row in rows if len(row) != 3]
+        if wrong:
+            raise ValueError(f"{path}: expected 3 fields (name,prompt,mos) in every row; {listed(wrong)}"
+                             + ("; info_val.csv has no MOS" if all(len(row) == 2 for _, row in rows) else ""))
+        numbers = [number for number, _ in rows]
+        names = parse_names([(number, row[0]) for number, row in rows], str(path), "name")
+        require_unique(names, str(path), numbers)
         folder = find_image_folder(self.root, names, LAYOUT)
-        records = []
-        for (number, row), name in zip(rows, names):
-            mos = parse_mos(row[2], str(path), number, "mos")
-            records.append(Record(name, folder / name, mos, prompt=row[1].strip() or None,
-                                  generator=generator_of(name), targets={"quality": mos}))
-        return records
+        mos = parse_mos([(number, row[2]) for number, row in rows], str(path), "mos")
+        return [Record(name, folder / name, score, prompt=row[1].strip() or None, generator=generator_of(name),
+                       targets={"quality": score}) for name, score, (_, row) in zip(names, mos, rows)]

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import csv
-
 from .base import MOSDataModule
-from .records import Record, list_images, parse_mos, require_columns
+from .records import Record, column, list_images, parse_mos, parse_names, read_csv_rows, require_unique, table
 from .splits import SPLITS
 
 
@@ -28,19 +26,12 @@ class MOSFolder(MOSDataModule):
         if not path.is_file():
             raise FileNotFoundError(f"{path} not found: MOSFolder expects a {self.metadata} "
                                     f"with columns file_name,{self.target}[,prompt] inside {self.root}")
-        with open(path, newline="", encoding="utf-8-sig") as handle:
-            reader = csv.DictReader(handle)
-            require_columns(reader.fieldnames or [], ["file_name", self.target], str(path))
-            records = []
-            for row_number, row in enumerate(reader, start=2):  # row 1 is the header
-                name = (row["file_name"] or "").strip()
-                if not name:
-                    raise ValueError(f"{path}, row {row_number}: empty file_name")
-                mos = parse_mos(row[self.target], str(path), row_number, self.target)
-                records.append(Record(name, self.root / name, mos, prompt=row.get("prompt") or None))
-        if not records:
-            raise ValueError(f"{path}: no rows")
-        return records
+        rows = table(read_csv_rows(path), ["file_name", self.target], str(path))
+        names = parse_names(column(rows, "file_name"), str(path), "file_name")
+        require_unique(names, str(path), [number for number, _ in rows])
+        mos = parse_mos(column(rows, self.target), str(path), self.target)
+        return [Record(name, self.root / name, score, prompt=row.get("prompt") or None)
+                for name, score, (_, row) in zip(names, mos, rows)]
 
 
 class ImageFolder(MOSDataModule):

@@ -174,18 +174,21 @@ class HFDataset(MOSDataModule):
             meta = dataset.select_columns([c for c in dataset.column_names if c != self.image_column]).to_list()
             paths = dataset.data.column(self.image_column).combine_chunks().field("path").to_pylist()
             examples = ((row, {**m, self.image_column: {"path": p}}) for row, (m, p) in enumerate(zip(meta, paths)))
+        values = []  # (row, MOS): every bad one is named at once
         for position, (row, example) in enumerate(examples):
             name = self.sample_name(example, row)
-            mos = parse_mos(example[self.target_column], source, position, self.target_column)
+            values.append((position, example[self.target_column]))
             prompt = example.get(self.prompt_column) if self.prompt_column else None
-            records.append(Record(name, Path(name), mos, prompt=prompt or None, targets={self.target_column: mos}))
+            records.append(Record(name, Path(name), math.nan, prompt=prompt or None))
             self.rows[name] = position
+        require_unique([r.file_name for r in records], source, [position for position, _ in values])
+        for record, mos in zip(records, parse_mos(values, source, self.target_column)):
+            record.mos, record.targets = mos, {self.target_column: mos}
         return records
 
     def validate_records(self, records: list[Record]) -> list[Record]:
         if not records:
             raise ValueError(f"dataset {self.path} ({self.hf_split}): no samples")
-        require_unique([r.file_name for r in records], f"dataset {self.path} ({self.hf_split})", first_row=0)
         return records
 
     # --- datasets and loaders ----------------------------------------------------------------------

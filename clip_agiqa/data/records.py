@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import csv
 import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Sequence
+
+import openpyxl
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -22,15 +26,91 @@ class Record:
     targets: dict[str, float] = field(default_factory=dict)
 
 
-def parse_mos(value, source: str, row: int, column: str) -> float:
-    """A finite float MOS, or an error that names the file, row and column."""
+MAX_LISTED = 10  # bad rows named in one error message; the rest are counted
+
+
+def listed(items: list[str], separator: str = ", ") -> str:
+    """The first ``MAX_LISTED`` items, and how many more there are."""
+    more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
+    return separator.join(items[:MAX_LISTED]) + more
+
+
+def is_blank(row: Sequence) -> bool:
+    """A row without any value (editors and spreadsheets leave such rows)."""
+    return all(cell is None or not str(cell).strip() for cell in row)
+
+
+def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
+    """The non-blank rows with their row numbers in the file (1-based, as a spreadsheet shows them)."""
+    return [(number, row) for number, row in enumerate(rows, start=1) if not is_blank(row)]
+
+
+def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file with their row numbers (one row a line: no line breaks in fields)."""
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return numbered_rows(csv.reader(handle))
+
+
+def read_xlsx_rows(path: Path) -> list[tuple[int, tuple]]:
+    """The non-blank rows (values) of the first sheet of an .xlsx file with their row numbers, or a clear
+    error naming the file."""
     try:
-        mos = float(value)
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises several unrelated types for a damaged file
+        raise ValueError(f"cannot read spreadsheet {path}: {error}") from error
+    try:  # read-only sheets give blank rows as rows of None, so positions are row numbers
+        return numbered_rows(workbook.worksheets[0].iter_rows(values_only=True))
+    finally:
+        workbook.close()
+
+
+def table(rows: list[tuple[int, Sequence]], required: list[str], source: str) -> list[tuple[int, dict]]:
+    """The rows below the header row (the first non-blank one) as {column: value}, with their row
+    numbers; header names are stripped of spaces and must include ``required``."""
+    if not rows:
+        raise ValueError(f"{source} is empty: expected a header row with the columns {', '.join(required)}")
+    (_, header), body = rows[0], rows[1:]
+    columns: dict[str, int] = {}
+    for position, name in enumerate(header):
+        columns.setdefault(str(name).strip() if name is not None else "", position)
+    require_columns(list(columns), required, source)
+    if not body:
+        raise ValueError(f"{source}: no rows below the header")
+    return [(number, {name: row[position] if position < len(row) else None for name, position in columns.items()})
+            for number, row in body]
+
+
+def column(rows: list[tuple[int, dict]], name: str) -> list[tuple[int, object]]:
+    """(row number, value) of one column of ``table``'s rows."""
+    return [(number, row[name]) for number, row in rows]
+
+
+def mos_problem(value) -> str | None:
+    """How a value that is not a usable MOS (a finite number) reads in an error, or None."""
+    if value is None or not str(value).strip():
+        return "empty"
+    try:
+        return None if math.isfinite(float(value)) else repr(value)
     except (TypeError, ValueError):
-        raise ValueError(f"{source}, row {row}: {column} {value!r} is not a number") from None
-    if not math.isfinite(mos):
-        raise ValueError(f"{source}, row {row}: {column} is {value!r}; every MOS must be a finite number")
-    return mos
+        return repr(value)
+
+
+def parse_mos(values: list[tuple[int, object]], source: str, column: str) -> list[float]:
+    """(row, value) pairs -> finite float MOS, or one error that names every bad row (up to a limit)."""
+    problems = [f"row {row} ({problem})" for row, value in values if (problem := mos_problem(value))]
+    if problems:
+        raise ValueError(f"{source}: {column} must be a finite number; {len(problems)} row(s) are not: "
+                         f"{listed(problems)}")
+    return [float(value) for _, value in values]
+
+
+def parse_names(values: list[tuple[int, object]], source: str, column: str) -> list[str]:
+    """(row, value) pairs -> stripped names, or one error that names every row without one."""
+    names = [str(value).strip() if value is not None else "" for _, value in values]
+    empty = [str(row) for (row, _), name in zip(values, names) if not name]
+    if empty:
+        raise ValueError(f"{source}: {len(empty)} row(s) with an empty {column}: rows {listed(empty)}")
+    return names
 
 
 def require_columns(columns, required: list[str], source: str) -> None:
@@ -74,33 +154,17 @@ def find_image_folder(root: Path, names: list[str], layout: str) -> Path:
     return root  # check_records then reports every missing image at once
 
 
-def read_xlsx_rows(path: Path) -> list[tuple]:
-    """The rows (values) of the first sheet of an .xlsx file, or a clear error naming it."""
-    try:
-        import openpyxl
-    except ImportError:
-        raise ImportError(f"reading {path} needs openpyxl: pip install openpyxl") from None
-    try:
-        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
-    except Exception as error:  # openpyxl raises several unrelated types for a damaged file
-        raise ValueError(f"cannot read spreadsheet {path}: {error}") from error
-    try:
-        return [tuple(row) for row in workbook.worksheets[0].iter_rows(values_only=True)]
-    finally:
-        workbook.close()
-
-
-def duplicated_rows(names: list[str], first_row: int) -> dict[str, list[int]]:
+def duplicated_rows(names: list[str], rows: list[int]) -> dict[str, list[int]]:
     """Every name listed more than once, with the (file) rows where it appears."""
-    rows: dict[str, list[int]] = {}
-    for offset, name in enumerate(names):
-        rows.setdefault(name, []).append(first_row + offset)
-    return {name: found for name, found in rows.items() if len(found) > 1}
+    found: dict[str, list[int]] = {}
+    for name, row in zip(names, rows):
+        found.setdefault(name, []).append(row)
+    return {name: where for name, where in found.items() if len(where) > 1}
 
 
-def require_unique(names: list[str], source: str, first_row: int) -> None:
-    """A clear error naming the file and rows of the first duplicated names."""
-    duplicated = duplicated_rows(names, first_row)
+def require_unique(names: list[str], source: str, rows: list[int]) -> None:
+    """A clear error naming the file and the rows of every duplicated name (up to a limit)."""
+    duplicated = duplicated_rows(names, rows)
     if duplicated:
-        shown = "; ".join(f"{name} at rows {', '.join(map(str, rows))}" for name, rows in list(duplicated.items())[:5])
-        raise ValueError(f"{source}: {len(duplicated)} duplicated name(s): {shown}")
+        shown = [f"{name} at rows {', '.join(map(str, where))}" for name, where in duplicated.items()]
+        raise ValueError(f"{source}: {len(duplicated)} duplicated name(s): {listed(shown, '; ')}")
