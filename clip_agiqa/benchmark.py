@@ -12,8 +12,10 @@ finished splits are skipped and an interrupted one resumes from its ``last.ckpt`
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import gc
+import io
 import json
 import math
 import os
@@ -23,11 +25,14 @@ import time
 import warnings
 from pathlib import Path
 
+import yaml
+
 from .metrics import logistic_plcc
 
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.md"
 SETTINGS_FILE = "benchmark.json"
+FIXED_SPLITS = ("paper", "predefined")  # the same split whatever the seed
 METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"), ("rmse", "RMSE"),
            ("plcc_logistic", "PLCC (4-parameter logistic fit)"))
 COLUMNS = ("split", "seed", "fold", "n_test", "best_epoch", "val_srcc", "srcc", "plcc", "krcc", "rmse",
@@ -52,6 +57,39 @@ def parse_args(argv: list[str] | None):
     if args.out is None:
         args.out = str(Path("runs") / "benchmark" / Path(args.config[0]).stem)
     return args, fit_args
+
+
+def planned_data(configs: list[str], fit_args: list[str]) -> dict:
+    """The data arguments `clip-agiqa fit` would get from these configs and arguments: parsed by the CLI
+    (its --print_config), nothing instantiated."""
+    from .cli import main as cli_main
+
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*args parameter is intended to run from within Python.*")
+        try:
+            cli_main(["fit", *[a for c in configs for a in ("--config", c)], *fit_args, "--print_config"])
+        except SystemExit as done:
+            if done.code not in (0, None):
+                raise
+    data = yaml.safe_load(printed.getvalue())["data"]
+    return data.get("init_args", data)
+
+
+def check_splits_differ(args, data: dict) -> None:
+    """Refuse a benchmark whose runs would all use one and the same split."""
+    split = data.get("split")
+    if args.vary == "fold":
+        if split != "kfold":
+            raise SystemExit(f"--vary fold needs the k-fold split (--data.split kfold), but the split is {split!r}: "
+                             "every run would use the same split")
+        if args.splits > data["folds"]:
+            raise SystemExit(f"--splits {args.splits} with --vary fold needs as many folds, but --data.folds is "
+                             f"{data['folds']}")
+    elif args.splits > 1 and split in FIXED_SPLITS:
+        raise SystemExit(f"--splits {args.splits}: split {split!r} does not depend on the seed, so every run would "
+                         "repeat the same split. Use --splits 1, a split drawn from the seed (random, prompt, kfold), "
+                         "or --data.split kfold with --vary fold")
 
 
 def _check_settings(out: Path, settings: dict) -> None:
@@ -232,6 +270,8 @@ def main(argv: list[str] | None = None) -> Path:
     command = "clip-agiqa benchmark " + " ".join(shlex.quote(a) for a in (argv or []))
     if not _is_main_process():
         return _follow(args, fit_args, out)
+    if args.splits > 1 or args.vary == "fold":
+        check_splits_differ(args, planned_data(args.config, fit_args))
     _check_settings(out, {"configs": args.config, "fit_args": fit_args, "first_seed": args.first_seed,
                           "vary": args.vary, "splits": args.splits})
     rows = {int(r["split"]): r for r in read_results(out)}

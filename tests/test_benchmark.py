@@ -60,6 +60,28 @@ def test_benchmark_refuses_to_mix_settings_in_one_folder(synthetic_root, tmp_pat
         run_cli(benchmark_args(synthetic_root, out, splits=1))
 
 
+@pytest.mark.parametrize("extra, message", [
+    (["--data.split", "paper"], "split 'paper' does not depend on the seed"),
+    (["--data.split", "predefined", "--data.splits_file", "splits.csv"], "split 'predefined' does not depend on the seed"),
+    (["--vary", "fold"], "--vary fold needs the k-fold split"),
+    (["--vary", "fold", "--data.split", "kfold", "--data.folds", "2"], "--splits 3 with --vary fold needs as many folds"),
+])
+def test_benchmark_refuses_splits_that_would_repeat_before_any_fit(synthetic_root, tmp_path, monkeypatch, extra,
+                                                                    message):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("a split was fitted")
+
+    monkeypatch.setattr(benchmark, "run_split", must_not_run)
+    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+        run_cli(benchmark_args(synthetic_root, tmp_path / "bench", splits=3) + extra)
+    assert not (tmp_path / "bench").exists()
+
+
+def test_benchmark_plans_the_data_the_fit_would_get(synthetic_root):
+    data = benchmark.planned_data([DEMO], [*folder_args(synthetic_root), "--data.split", "kfold", "--data.folds", "4"])
+    assert (data["split"], data["folds"], data["root"]) == ("kfold", 4, str(synthetic_root))
+
+
 def test_summary_statistics():
     rows = [{"srcc": "0.5", "plcc": "0.6", "krcc": "0.4", "rmse": "1.0", "plcc_logistic": "0.7"},
             {"srcc": "0.7", "plcc": "0.8", "krcc": "0.5", "rmse": "0.8", "plcc_logistic": "0.75"},
