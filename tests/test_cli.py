@@ -72,7 +72,7 @@ data:
   init_args: {{root: "{synthetic_root}", batch_size: 8, num_workers: 0}}
 """)
     cli = run_cli(["fit", "--config", str(config), *trainer_args(tmp_path), "--trainer.max_steps", "2"])
-    assert cli.model.hparams.head == "similarity" and cli.model.prompt_learner.n_ctx == 2
+    assert cli.model.hparams.head == "similarity" and cli.model.model.prompt_learner.n_ctx == 2
 
 
 def test_input_errors_are_one_short_message_without_traceback(tmp_path):
