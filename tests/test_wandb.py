@@ -1,64 +1,79 @@
-"""Weights & Biases (offline, no network) and the test report: metrics, resolved config, split, scatter plot, table."""
+"""Weights & Biases (what the package hands to its public API; no network, no W&B files) and the test report:
+metrics, resolved config, split, scatter plot, table."""
 
 import csv
-import json
+import functools
 from pathlib import Path
 
 import pytest
 from PIL import Image
 
 from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
-from clip_agiqa.benchmark import finish_wandb_run
 from experiment_helpers import folder_args
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
 
 
-def read_wandb_records(path: Path) -> list:
-    """The records of an offline run's ``run-*.wandb`` file (a LevelDB-style log of protobuf records)."""
-    from wandb.proto import wandb_internal_pb2 as pb
-
-    data = path.read_bytes()
-    assert data[:4] == b":W&B", path
-    position, block, chunks, records = 7, 32768, [], []
-    while position + 7 <= len(data):
-        left = block - position % block
-        length, kind = int.from_bytes(data[position + 4: position + 6], "little"), data[position + 6]
-        if left < 7 or kind == 0:  # block trailer / padding
-            position += left
-            continue
-        chunks.append(data[position + 7: position + 7 + length])
-        position += 7 + length
-        if kind in (1, 4):  # a full record, or the last piece of one
-            record = pb.Record()
-            record.ParseFromString(b"".join(chunks))
-            records.append(record)
-            chunks = []
-    return records
+class _Config(dict):
+    def update(self, values, allow_val_change: bool = False) -> None:  # as Lightning calls it
+        super().update(values)
 
 
-def logged_keys(records, kind: str) -> set[str]:
-    keys = set()
-    for record in records:
-        if record.WhichOneof("record_type") == kind:
-            items = {"history": lambda r: r.history.item, "config": lambda r: r.config.update,
-                     "files": lambda r: r.files.files}[kind](record)
-            keys |= {getattr(i, "path", "") or i.key or "/".join(i.nested_key) for i in items}
-    return keys
+class RecordingRun:
+    """Stands in for a W&B run: records what the package and Lightning hand to W&B's public API
+    (no network, no files, no state left in the wandb library)."""
+
+    def __init__(self, **init_kwargs):
+        self.init_kwargs = init_kwargs
+        self.config = _Config()
+        self.logged: list[dict] = []
+        self.saved: list[str] = []
+        self.metric_summaries: dict[str, str] = {}
+        self.finished = False
+        self.id = self.name = f"run{id(self)}"
+
+    def log(self, data: dict, *args, **kwargs) -> None:
+        self.logged.append(data)
+
+    def save(self, path: str, base_path: str | None = None, policy: str = "live") -> None:
+        self.saved.append(str(Path(path).relative_to(base_path)) if base_path else path)
+
+    def define_metric(self, name: str, summary: str | None = None, **kwargs) -> None:
+        self.metric_summaries[name] = summary
+
+    def project_name(self) -> str:
+        return self.init_kwargs.get("project", "")
+
+    def logged_value(self, key: str):
+        return next(entry[key] for entry in self.logged if key in entry)
 
 
 @pytest.fixture
-def offline_wandb(monkeypatch, tmp_path):
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    for name in ("WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
-        monkeypatch.setenv(name, str(tmp_path / "wandb_home"))
+def wandb_runs(monkeypatch, tmp_path) -> list[RecordingRun]:
+    """Every run the code under test starts, in order; ``wandb.run`` and ``wandb.finish`` behave as in W&B."""
+    import wandb
+
+    runs: list[RecordingRun] = []
+
+    @functools.wraps(wandb.init)  # keeps its signature: the CLI reads WandbLogger's init arguments from it
+    def init(**kwargs) -> RecordingRun:
+        run = RecordingRun(**kwargs)
+        runs.append(run)
+        monkeypatch.setattr(wandb, "run", run)
+        return run
+
+    def finish(*args, **kwargs) -> None:
+        wandb.run.finished = True
+        monkeypatch.setattr(wandb, "run", None)
+
+    monkeypatch.setattr(wandb, "run", None)
+    monkeypatch.setattr(wandb, "init", init)
+    monkeypatch.setattr(wandb, "finish", finish)
     monkeypatch.chdir(tmp_path)
-    finish_wandb_run()  # a run left open by an earlier test would be reused
-    yield
-    finish_wandb_run()
+    return runs
 
 
-def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp_path, offline_wandb):
+def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp_path, wandb_runs):
     import wandb
 
     run_dir = tmp_path / "run"
@@ -66,34 +81,32 @@ def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp
                    "--trainer.max_epochs", "1", "--trainer.default_root_dir", str(run_dir),
                    "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
     cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
-    wandb.finish()
 
-    assert not (tmp_path / "wandb").exists()  # the W&B folder goes into the run folder, not the working dir
-    run_files = list((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
-    assert len(run_files) == 1
-    records = read_wandb_records(run_files[0])
-    assert {"val/srcc", "val/plcc", "test/srcc", "test/plcc", "test/krcc", "test/rmse"} <= logged_keys(records, "history")
-    config_keys = logged_keys(records, "config")
-    assert {"config", "split", "backbone", "_wandb/visualize/test/scatter"} <= config_keys  # scatter: a W&B plot
-    files = logged_keys(records, "files")
-    assert "splits.csv" in files
-    assert any(f.startswith("media/table/test/predictions") for f in files)
-    assert any(f.startswith("media/images/test/scatter_png") for f in files)
-    split_value = next(i.value_json for r in records if r.WhichOneof("record_type") == "config"
-                       for i in r.config.update if i.key == "split")
-    assert json.loads(split_value)["n_test"] == 8
+    [run] = wandb_runs
+    assert run.init_kwargs["dir"] == str(run_dir)  # the W&B folder goes into the run folder, not the working dir
+    history = {key for entry in run.logged for key in entry}
+    assert {"val/srcc", "val/plcc", "test/srcc", "test/plcc", "test/krcc", "test/rmse"} <= history
+    assert run.metric_summaries["val/srcc"] == "max"  # a sweep reads the best val SRCC, not the last
+    assert {"config", "split", "data_class"} <= set(run.config)
+    assert run.config["config"]["model"]["init_args"]["backbone"] == "random:tiny"  # the resolved config
+    assert run.config["split"]["n_test"] == 8
+    assert run.saved == ["splits.csv"]
+    table = run.logged_value("test/predictions")
+    assert isinstance(table, wandb.Table) and table.columns == ["file_name", "mos", "score"] and len(table.data) == 8
+    assert isinstance(run.logged_value("test/scatter"), wandb.plot.CustomChart)  # a W&B plot of that table
+    assert isinstance(run.logged_value("test/scatter_png"), wandb.Image)
     assert (run_dir / "test_scatter.png").is_file()
 
 
-def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, offline_wandb):
+def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, wandb_runs):
     out = tmp_path / "bench"
     run_cli(["benchmark", "--config", str(REPO / "experiments" / "demo.yaml"), "--config", WANDB_CONFIG,
              "--splits", "2", "--out", str(out), *TINY_MODEL_ARGS, *folder_args(synthetic_root),
              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
-    for split in ("split_0", "split_1"):
-        runs = list((out / split / "wandb").glob("offline-run-*/run-*.wandb"))
-        assert len(runs) == 1, split
-        assert "test/srcc" in logged_keys(read_wandb_records(runs[0]), "history")
+    assert len(wandb_runs) == 2 and all(run.finished for run in wandb_runs)
+    for run, split in zip(wandb_runs, ("split_0", "split_1")):
+        assert run.init_kwargs["dir"] == str(out / split)
+        assert "test/srcc" in {key for entry in run.logged for key in entry}
 
 
 def test_without_wandb_the_scatter_png_and_predictions_are_in_the_run_folder(synthetic_root, tmp_path):
