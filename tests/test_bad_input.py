@@ -163,7 +163,8 @@ def test_metadata_with_a_header_and_no_rows_is_refused(tmp_path):
 def test_an_empty_metadata_file_says_it_is_empty(tmp_path):
     data = make_folder(tmp_path / "d", [])
     (tmp_path / "d" / "metadata.csv").write_text("\n\n")
-    with pytest.raises(ValueError, match=r"metadata.csv is empty: expected a header row with the columns file_name, mos$"):
+    with pytest.raises(ValueError, match=r"metadata.csv is empty: expected a header row with the columns "
+                                         r"file_name, mos$"):
         data.setup("fit")
 
 

@@ -62,9 +62,11 @@ def test_benchmark_refuses_to_mix_settings_in_one_folder(synthetic_root, tmp_pat
 
 @pytest.mark.parametrize("extra, message", [
     (["--data.split", "paper"], "split 'paper' does not depend on the seed"),
-    (["--data.split", "predefined", "--data.splits_file", "splits.csv"], "split 'predefined' does not depend on the seed"),
+    (["--data.split", "predefined", "--data.splits_file", "splits.csv"],
+     "split 'predefined' does not depend on the seed"),
     (["--vary", "fold"], "--vary fold needs the k-fold split"),
-    (["--vary", "fold", "--data.split", "kfold", "--data.folds", "2"], "--splits 3 with --vary fold needs as many folds"),
+    (["--vary", "fold", "--data.split", "kfold", "--data.folds", "2"],
+     "--splits 3 with --vary fold needs as many folds"),
 ])
 def test_benchmark_refuses_splits_that_would_repeat_before_any_fit(synthetic_root, tmp_path, monkeypatch, extra,
                                                                     message):
