@@ -12,8 +12,8 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "CLIPAGIQAModel": ".model",
     "load_backbone": ".backbone",
-    "QualityScorer": ".scoring",
-    "export_checkpoint": ".export", "load": ".export", "load_model": ".export",
+    "QualityScorer": ".scoring", "load": ".scoring",
+    "export_checkpoint": ".export", "load_model": ".export",
     "CLIPAGIQA": ".module",
     **{name: ".data" for name in ("AGIQA1K", "AGIQA3K", "AIGCIQA20K", "AIGCIQA2023", "HFDataset", "ImageFolder",
                                   "MOSDataModule", "MOSFolder", "SyntheticAIGI")},

@@ -12,7 +12,8 @@ from .score_csv import warn_unreadable, write_scores
 
 
 class ScoreWriter(BasePredictionWriter):
-    """Writes ``file_name,score,error`` for every predicted image, sorted by sample, to ``output``.
+    """Writes ``file_name,score,error`` (one score column per target for a multi-target model) for every
+    predicted image, sorted by sample, to ``output``.
 
     An image that could not be read (the batch's ``error`` is not empty) is listed with an empty score
     and its error, and one warning counts and names them all.
@@ -47,7 +48,7 @@ class ScoreWriter(BasePredictionWriter):
                 os.remove(rank_part)
             ordered = [merged[i] for i in sorted(merged)]
             errors = {name: error for name, _, error in ordered if error}
-            write_scores(path, [(name, score) for name, score, _ in ordered], errors)
+            write_scores(path, [(name, score) for name, score, _ in ordered], errors, pl_module.model.targets)
             warn_unreadable(errors, len(ordered), path)
             print(f"wrote {len(ordered) - len(errors)} scores to {path}")
         trainer.strategy.barrier("score_writer_done")

@@ -11,10 +11,8 @@ from __future__ import annotations
 
 import csv
 import inspect
-import linecache
 import logging
 import os
-import sys
 import warnings
 from pathlib import Path
 
@@ -33,9 +31,6 @@ from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFo
 from .module import CLIPAGIQA
 from .reporting import PREDICTIONS_FILE, SCATTER_FILE, ConfigToWandb, TestReport, place_wandb_logs
 
-# Subcommands outside LightningCLI, dispatched on the first argument: name -> module with main(argv).
-EXTRA_COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark"}
-DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
 CHECKPOINTS = "checkpoints"
 # Model options that fix the network: a checkpoint's values must not silently replace chosen ones.
 ARCHITECTURE_OPTIONS = ("backbone", "head", "categories", "n_ctx", "ctx_init", "class_specific_ctx", "hidden_dim")
@@ -55,9 +50,10 @@ NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate")
 DESCRIPTION = (
     "CLIP-AGIQA: train, evaluate and apply a quality model for AI-generated images. "
     "Besides fit/validate/test/predict: `clip-agiqa export CKPT OUT_DIR` (safetensors + JSON, loads without "
-    "pickle) and `clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median). "
+    "pickle), `clip-agiqa score MODEL INPUT...` (score images with a saved model) and "
+    "`clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median). "
     "--trainer.default_root_dir is the run folder (config.yaml, metrics.csv, checkpoints/); "
-    f"{DEBUG_VARIABLE}=1 shows tracebacks."
+    "CLIP_AGIQA_DEBUG=1 shows tracebacks."
 )
 
 
@@ -140,8 +136,8 @@ class AGIQACLI(LightningCLI):
         parser.add_lightning_class_args(ScoreWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
         parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
-        # The data owns its MOS scale (fixed by a benchmark or measured on the training split).
-        parser.link_arguments("data.mos_scale", "model.init_args.mos_scale", apply_on="instantiate")
+        # The data owns its targets and their MOS scales (fixed by a benchmark or measured on the training split).
+        parser.link_arguments("data.target_scales", "model.init_args.data_targets", apply_on="instantiate")
 
     # --- the model a checkpoint brings ---------------------------------------------------------------
     def _model_options(self) -> dict:
@@ -246,11 +242,6 @@ def quiet_third_party_noise() -> None:
 
 def main(args: list[str] | None = None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in EXTRA_COMMANDS:
-        import importlib
-
-        return importlib.import_module(EXTRA_COMMANDS[argv[0]]).main(argv[1:])
     quiet_third_party_noise()
     return AGIQACLI(
         CLIPAGIQA,
@@ -263,39 +254,3 @@ def main(args: list[str] | None = None):
         parser_kwargs={"description": DESCRIPTION},
         args=args,
     )
-
-
-def raised_by_the_package(error: BaseException) -> bool:
-    """True for an error this package raised on purpose (a ``raise`` line in its code): a message for the user."""
-    frame = error.__traceback__
-    if frame is None:
-        return False
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    filename = os.path.abspath(frame.tb_frame.f_code.co_filename)
-    line = linecache.getline(filename, frame.tb_lineno).strip()
-    return filename.startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep) and line.startswith("raise ")
-
-
-def input_error(error: BaseException) -> BaseException | None:
-    """The package's own error in the chain (jsonargparse wraps errors raised while building the classes)."""
-    while error is not None:
-        if raised_by_the_package(error):
-            return error
-        error = error.__cause__
-    return None
-
-
-def console() -> None:
-    """The console script: exit status 0 on success; the package's own input errors as one short message."""
-    try:
-        main()
-    except Exception as error:
-        cause = input_error(error)
-        if cause is None or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
-            raise
-        sys.stderr.write(f"clip-agiqa: error: {cause}\n({DEBUG_VARIABLE}=1 shows the traceback)\n")
-        sys.exit(1)
-
-if __name__ == "__main__":
-    console()

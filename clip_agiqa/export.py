@@ -1,7 +1,7 @@
 """Sharing a trained model: ``clip-agiqa export CKPT OUT_DIR`` = the checkpoint's ``CLIPAGIQAModel.save_pretrained``.
 
 ``OUT_DIR`` then holds ``config.json``, ``model.safetensors`` (the trained tensors only) and a ``README.md``
-model card; ``clip_agiqa.load(OUT_DIR)`` (or ``CLIPAGIQAModel.from_pretrained``, also with a hub id) rebuilds
+model card; ``clip_agiqa.load(OUT_DIR)`` (``scoring.py``, or ``CLIPAGIQAModel.from_pretrained``, also with a hub id) rebuilds
 the model from them. Loading never reads a ``.ckpt``: a Lightning checkpoint is a pickle, and a pickle from an
 unknown source can run code. Export reads your own checkpoint with ``torch.load(weights_only=True)``, which
 accepts only tensors and plain values. Nothing here imports Lightning.
@@ -17,7 +17,6 @@ from pathlib import Path
 
 import torch
 
-from .scoring import QualityScorer
 from .model import ARCHITECTURE, CONFIG_FILE, WEIGHTS_FILE, CLIPAGIQAModel, check_config, verified_weights
 
 MODEL_PREFIX = "model."
@@ -120,11 +119,6 @@ def load_model(path, device: str | torch.device | None = None, backbone: str | N
     model = CLIPAGIQAModel.from_pretrained(str(local) if local.exists() else str(path),
                                            **({"backbone": backbone} if backbone else {}))
     return model.to(device) if device is not None else model
-
-
-def load(path, device: str | torch.device | None = None, backbone: str | None = None, batch_size: int = 32):
-    """A ready-to-call scorer from a saved folder or hub id: ``load(dir)(image_or_path_or_list)`` gives scores."""
-    return QualityScorer(load_model(path, device, backbone), batch_size=batch_size)
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,4 +1,10 @@
-"""Regression heads: image features + category prompt features -> one MOS per image. Batched, fp32."""
+"""Regression heads: image features + category prompt features (+ the generation prompt's text features) ->
+one score per target on the 0-5 training scale. Batched, fp32.
+
+Prompt-aware heads (``prompt_aware=True``) also read the frozen text features ``t`` of each image's generation
+prompt. The fusion is the one CLIPScore and its successors found to work with frozen CLIP features: the
+cosine of image and prompt, and their element-wise product (which of the prompt's directions the image shows).
+"""
 
 from __future__ import annotations
 
@@ -16,61 +22,92 @@ def full_precision(forward):
     """Run a head in fp32 even inside a mixed-precision autocast region (as the paper does)."""
 
     @functools.wraps(forward)
-    def wrapped(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
+    def wrapped(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
+                text_features: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(device_type=image_features.device.type, enabled=False):
-            return forward(self, image_features.float(), prompt_features.float())
+            text = text_features.float() if text_features is not None else None
+            return forward(self, image_features.float(), prompt_features.float(), text)
 
     return wrapped
+
+
+def prompt_fusion(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+    """[image * text, cosine(image, text)] of L2-normalised features: (batch, dim + 1)."""
+    product = image * text
+    return torch.cat([product, product.sum(dim=-1, keepdim=True)], dim=-1)
 
 
 class ConcatHead(nn.Module):
     """The paper's head: [normalised image, normalised prompts...] -> Dropout -> Linear -> ReLU -> Dropout -> Linear.
 
-    The prompt features do not depend on the image, so here they act as a learned constant input.
+    The category prompt features do not depend on the image, so here they act as a learned constant input.
+    Prompt-aware, the input also holds ``prompt_fusion(image, text)``. One output per target.
     """
 
-    def __init__(self, embed_dim: int, n_categories: int, hidden_dim: int = 512, dropout: float = 0.5):
+    def __init__(self, embed_dim: int, n_categories: int, hidden_dim: int = 512, dropout: float = 0.5,
+                 n_outputs: int = 1, prompt_aware: bool = False):
         super().__init__()
+        self.prompt_aware = prompt_aware
+        inputs = embed_dim * (1 + n_categories) + ((embed_dim + 1) if prompt_aware else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
-            nn.Linear(embed_dim * (1 + n_categories), hidden_dim),
+            nn.Linear(inputs, hidden_dim),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_dim, 1),
+            nn.Linear(hidden_dim, n_outputs),
         )
 
     @full_precision
-    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
+                text_features: torch.Tensor | None = None) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(prompt_features, dim=-1).flatten()
-        joined = torch.cat([image, prompts.expand(image.shape[0], -1)], dim=1)
-        return self.mlp(joined).squeeze(-1)
+        parts = [image, prompts.expand(image.shape[0], -1)]
+        if self.prompt_aware:
+            parts.append(prompt_fusion(image, F.normalize(text_features, dim=-1)))
+        return self.mlp(torch.cat(parts, dim=1))
 
 
 class SimilarityHead(nn.Module):
     """The image meets each category prompt: softmax over scaled cosine similarities gives a distribution
-    over the ordered quality levels; its expected level, mapped onto ``mos_range``, is the score."""
+    over the ordered quality levels; its expected level, on ``levels_range``, is the score.
 
-    def __init__(self, n_categories: int, mos_range: tuple[float, float] = (0.0, 5.0), logit_scale: float = 100.0):
+    Each target has its own logit scale and a learned offset per level (zero at the start, so one target is
+    exactly the single-target head). Prompt-aware, the cosine between image and generation prompt moves each
+    level's logit by a learned slope per target and level (zero at the start)."""
+
+    def __init__(self, n_categories: int, levels_range: tuple[float, float] = (0.0, 5.0), logit_scale: float = 100.0,
+                 n_outputs: int = 1, prompt_aware: bool = False):
         super().__init__()
-        low, high = mos_range
+        low, high = levels_range
         if not high > low:
-            raise ValueError(f"mos_range must be (low, high) with high > low, got {mos_range}")
-        self.log_scale = nn.Parameter(torch.tensor(math.log(logit_scale)))
+            raise ValueError(f"levels_range must be (low, high) with high > low, got {levels_range}")
+        self.prompt_aware = prompt_aware
+        self.log_scale = nn.Parameter(torch.full((n_outputs,), math.log(logit_scale)))
+        if n_outputs > 1:
+            self.level_offset = nn.Parameter(torch.zeros(n_outputs, n_categories))
+        if prompt_aware:
+            self.alignment_slope = nn.Parameter(torch.zeros(n_outputs, n_categories))
         self.register_buffer("levels", torch.linspace(low, high, n_categories), persistent=False)
 
     @full_precision
-    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
+                text_features: torch.Tensor | None = None) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(prompt_features, dim=-1)
-        probabilities = (self.log_scale.exp() * image @ prompts.T).softmax(dim=-1)
-        return probabilities @ self.levels
+        logits = self.log_scale.exp()[None, :, None] * (image @ prompts.T)[:, None, :]  # (batch, outputs, levels)
+        if hasattr(self, "level_offset"):
+            logits = logits + self.level_offset
+        if self.prompt_aware:
+            alignment = (image * F.normalize(text_features, dim=-1)).sum(dim=-1)
+            logits = logits + alignment[:, None, None] * self.alignment_slope
+        return logits.softmax(dim=-1) @ self.levels
 
 
 def build_head(name: str, embed_dim: int, n_categories: int, hidden_dim: int, dropout: float,
-               mos_range: tuple[float, float]) -> nn.Module:
+               levels_range: tuple[float, float], n_outputs: int = 1, prompt_aware: bool = False) -> nn.Module:
     if name == "concat":
-        return ConcatHead(embed_dim, n_categories, hidden_dim, dropout)
+        return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware)
     if name == "similarity":
-        return SimilarityHead(n_categories, mos_range)
+        return SimilarityHead(n_categories, levels_range, n_outputs=n_outputs, prompt_aware=prompt_aware)
     raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from pathlib import Path
 
 import torch
@@ -37,14 +38,18 @@ FROZEN_PREFIX = "clip."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 # What fixes the shape of the trained tensors: a model started from another takes these from it.
 ARCHITECTURE = {"backbone": DEFAULT_BACKBONE, "head": "concat", "categories": list(DEFAULT_CATEGORIES), "n_ctx": 16,
-                "ctx_init": None, "class_specific_ctx": False, "hidden_dim": 512}
+                "ctx_init": None, "class_specific_ctx": False, "hidden_dim": 512, "targets": ["quality"],
+                "use_prompt": False}
 
 
-def check_scale(scale) -> tuple[float, float]:
-    low, high = (float(v) for v in scale)
-    if not high > low:
-        raise ValueError(f"a MOS scale is (low, high) with high > low, got {tuple(scale)}")
-    return low, high
+def check_scales(scale, n_targets: int) -> list[list[float]]:
+    """One (low, high) per target; a single pair is shared by all targets."""
+    pairs = [scale] if len(scale) and not isinstance(scale[0], (list, tuple)) else list(scale)
+    if len(pairs) == 1:
+        pairs = pairs * n_targets
+    if len(pairs) != n_targets or any(len(p) != 2 or not float(p[1]) > float(p[0]) for p in pairs):
+        raise ValueError(f"a MOS scale is (low, high) with high > low, one per target ({n_targets}), got {scale}")
+    return [[float(low), float(high)] for low, high in pairs]
 
 
 def file_sha256(path: Path) -> str:
@@ -68,7 +73,11 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         ctx_init: words that initialise the context, e.g. ``"a photo of"``.
         class_specific_ctx: one context per category instead of one shared context.
         hidden_dim, dropout: size and dropout of the concat head.
-        mos_scale: the (low, high) MOS scale of the data it learns; scores come out on it.
+        targets: the names of what it predicts, one output each (e.g. ``[quality, align]``).
+        use_prompt: read each image's generation prompt (its frozen text features fused with the image's in
+            the head); False is the paper's model.
+        mos_scale: the (low, high) MOS scale of the data it learns, one per target (or one for all); scores
+            come out on it.
         frozen_dtype: hold the frozen encoders in this dtype (``float16``/``bfloat16`` halve their memory).
         attn_implementation: ``sdpa`` or ``eager``.
     """
@@ -76,15 +85,21 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
     def __init__(self, backbone: str = DEFAULT_BACKBONE, head: str = "concat",
                  categories: list[str] = list(DEFAULT_CATEGORIES), n_ctx: int = 16, ctx_init: str | None = None,
                  class_specific_ctx: bool = False, hidden_dim: int = 512, dropout: float = 0.5,
-                 mos_scale: tuple[float, float] = TRAINING_SCALE, frozen_dtype: str = "float32",
-                 attn_implementation: str = "sdpa"):
+                 targets: list[str] = ("quality",), use_prompt: bool = False,
+                 mos_scale: list = TRAINING_SCALE, frozen_dtype: str = "float32", attn_implementation: str = "sdpa"):
         super().__init__()
         if frozen_dtype not in DTYPES:
             raise ValueError(f"frozen_dtype must be one of {', '.join(DTYPES)}, got {frozen_dtype!r}")
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if not targets or len(set(targets)) != len(targets):
+            raise ValueError(f"targets must name at least one target, each once, got {targets}")
         self.arguments = {"backbone": backbone, "head": head, "categories": list(categories), "n_ctx": n_ctx,
                           "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx,
-                          "hidden_dim": hidden_dim, "dropout": dropout, "frozen_dtype": frozen_dtype,
+                          "hidden_dim": hidden_dim, "dropout": dropout, "targets": targets,
+                          "use_prompt": use_prompt, "frozen_dtype": frozen_dtype,
                           "attn_implementation": attn_implementation}
+        self.targets = targets
+        self.use_prompt = use_prompt
         loaded = load_backbone(backbone, attn_implementation, check_words=tuple(categories))
         self.clip = loaded.clip.requires_grad_(False)
         self.tokenizer = loaded.tokenizer
@@ -94,10 +109,11 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                                             class_specific_ctx)
         self.clip.to(DTYPES[frozen_dtype])
         self.head = build_head(head, self.clip.config.projection_dim, len(categories), hidden_dim, dropout,
-                               TRAINING_SCALE)
-        self.register_buffer("mos_scale", torch.tensor(check_scale(mos_scale), dtype=torch.float64))
+                               TRAINING_SCALE, n_outputs=len(targets), prompt_aware=use_prompt)
+        self.register_buffer("mos_scale", torch.tensor(check_scales(mos_scale, len(targets)), dtype=torch.float64))
         self.training_info: dict = {}  # what it learned from (data, split, metrics): goes into the model card
         self._prompt_memo: tuple | None = None
+        self._text_features: dict[str, torch.Tensor] = {}  # generation prompt -> frozen text features (CPU, fp32)
         self.clip.eval()
 
     # --- the frozen backbone -------------------------------------------------------------------------
@@ -127,26 +143,60 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                 self._prompt_memo = (key, self.prompt_learner(self.clip))
         return self._prompt_memo[1]
 
+    # --- generation prompts -----------------------------------------------------------------------------
+    @torch.no_grad()
+    def prepare_prompts(self, prompts) -> None:
+        """Encode the distinct generation prompts not seen yet, once each (kept in memory), in batches. Prompts
+        longer than the text encoder's window are truncated there, counted in one warning."""
+        new = sorted({str(p) for p in prompts} - set(self._text_features))
+        if not new:
+            return
+        max_length = self.clip.text_model.config.max_position_embeddings
+        too_long = [p for p in new if len(self.tokenizer(p)["input_ids"]) > max_length]
+        if too_long:
+            warnings.warn(f"{len(too_long)} of {len(new)} generation prompt(s) are longer than the text encoder's "
+                          f"{max_length} tokens and were truncated, e.g. {too_long[0][:80]!r}", stacklevel=2)
+        device = self.clip.text_projection.weight.device
+        for start in range(0, len(new), 256):
+            chunk = new[start: start + 256]
+            tokens = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
+            features = feature_output(self.clip.get_text_features(**{k: v.to(device) for k, v in tokens.items()}))
+            self._text_features.update(zip(chunk, features.float().cpu()))
+
+    def prompt_text_features(self, prompts) -> torch.Tensor:
+        """Frozen text features of each image's generation prompt, (batch, dim), on the model's device."""
+        if prompts is None or any(p is None or not str(p).strip() for p in prompts):
+            raise ValueError("this model reads each image's generation prompt (use_prompt=True): give a prompt for "
+                             "every image")
+        self.prepare_prompts(prompts)
+        device = self.clip.text_projection.weight.device
+        return torch.stack([self._text_features[str(p)] for p in prompts]).to(device)
+
     # --- scores ----------------------------------------------------------------------------------------
-    def training_scale_scores(self, image_features: torch.Tensor) -> torch.Tensor:
-        """Scores on ``TRAINING_SCALE`` (what the loss compares with ``to_training_scale(mos)``)."""
-        return self.head(image_features, self.prompt_features())
+    def training_scale_scores(self, image_features: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Scores on ``TRAINING_SCALE``, (batch, targets) (what the loss compares with ``to_training_scale``)."""
+        text = self.prompt_text_features(prompts) if self.use_prompt else None
+        return self.head(image_features, self.prompt_features(), text)
 
     def to_training_scale(self, mos: torch.Tensor) -> torch.Tensor:
-        low, high = self.mos_scale.tolist()
+        """MOS (batch, targets) on the data's scales -> the training scale."""
+        low, high = self.mos_scale[:, 0].float(), self.mos_scale[:, 1].float()
         return (mos.float() - low) * ((TRAINING_SCALE[1] - TRAINING_SCALE[0]) / (high - low)) + TRAINING_SCALE[0]
 
     def to_mos(self, scores: torch.Tensor) -> torch.Tensor:
-        low, high = self.mos_scale.tolist()
+        """Scores (batch, targets) on the training scale -> the data's scales."""
+        low, high = self.mos_scale[:, 0].float(), self.mos_scale[:, 1].float()
         return (scores.float() - TRAINING_SCALE[0]) * ((high - low) / (TRAINING_SCALE[1] - TRAINING_SCALE[0])) + low
 
-    def score_features(self, image_features: torch.Tensor) -> torch.Tensor:
-        """Predicted MOS (on ``mos_scale``) of precomputed image features."""
-        return self.to_mos(self.training_scale_scores(image_features))
+    def score_features(self, image_features: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Predicted MOS (on ``mos_scale``) of precomputed image features: (batch, targets)."""
+        return self.to_mos(self.training_scale_scores(image_features, prompts))
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Predicted MOS (on ``mos_scale``) of a batch of normalised images."""
-        return self.score_features(self.encode_images(pixel_values))
+    def forward(self, pixel_values: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Predicted MOS (on ``mos_scale``) of a batch of normalised images (and their generation prompts when
+        ``use_prompt``): (batch,) for one target, (batch, targets) for several."""
+        scores = self.score_features(self.encode_images(pixel_values), prompts)
+        return scores.squeeze(-1) if len(self.targets) == 1 else scores
 
     # --- trained tensors ---------------------------------------------------------------------------------
     def trained_state_dict(self) -> dict[str, torch.Tensor]:
@@ -234,14 +284,16 @@ def verified_weights(config: dict, weights_path: Path) -> dict[str, torch.Tensor
 def model_card(config: dict) -> str:
     """A README.md for the saved model: what it is, what it learned from, its scale and metrics, how to use it."""
     training = config.get("training") or {}
-    low, high = config["mos_scale"]
+    scales = ", ".join(f"{name} from {low:g} to {high:g}" for name, (low, high) in
+                       zip(config["targets"], config["mos_scale"]))
     lines = [
         "---", "library_name: clip-agiqa", "tags: [image-quality-assessment, aigc, clip]", "---", "",
         "# CLIP-AGIQA quality model", "",
         "Predicts the mean opinion score (MOS) people give an AI-generated image: a frozen CLIP "
         f"(`{config['backbone']}`), learned prompt context ({config['n_ctx']} vectors, categories "
         f"{', '.join(config['categories'])}) and a `{config['head']}` head (CLIP-AGIQA, Tang et al., ICPR 2024).", "",
-        f"- Output scale: MOS from {low:g} to {high:g}; higher is better.",
+        f"- Outputs (MOS, higher is better): {scales}.",
+        f"- Reads the generation prompt: {'yes (pass prompt=...)' if config['use_prompt'] else 'no'}.",
         f"- Backbone weights fingerprint: `{config['backbone_fingerprint']}` (checked on load).",
     ]
     for key, label in (("data", "Trained on"), ("target", "Target"), ("split", "Split")):

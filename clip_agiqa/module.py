@@ -32,7 +32,8 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
     for name, default in ARCHITECTURE.items():
         value, saved = given.get(name), source.get(name)
         # The backbone may be named differently (a local copy): its weights fingerprint is checked instead.
-        if value is not None and saved is not None and name != "backbone" and _differs(value, saved):
+        # Targets may be renamed by new data (e.g. quality -> mos): the tensors' shapes are checked instead.
+        if value is not None and saved is not None and name not in ("backbone", "targets") and _differs(value, saved):
             raise ValueError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
         resolved[name] = value if value is not None else (saved if saved is not None else default)
@@ -45,12 +46,15 @@ def _differs(a, b) -> bool:
 
 class ModelToData(Callback):
     """The one link between the task and the data: hands the task's model to the datamodule (image size, mean
-    and std; the feature cache's encoder) before any loader is made, and records the split beside the
-    checkpoints when training starts."""
+    and std; the feature cache's encoder) before any loader is made, encodes every generation prompt of the
+    data once when the model reads them, and records the split beside the checkpoints when training starts."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
-        if hasattr(trainer.datamodule, "use_model"):
-            trainer.datamodule.use_model(pl_module.model)
+        datamodule = trainer.datamodule
+        if hasattr(datamodule, "use_model"):
+            datamodule.use_model(pl_module.model)
+        if pl_module.model.use_prompt and hasattr(datamodule, "generation_prompts"):
+            pl_module.model.prepare_prompts(datamodule.generation_prompts())
 
     def on_fit_start(self, trainer, pl_module) -> None:
         datamodule = trainer.datamodule
@@ -68,8 +72,13 @@ class CLIPAGIQA(L.LightningModule):
             ``CLIPAGIQAModel``). Left out (None), they come from ``init_from`` when given, else the paper's
             defaults (ViT-B/16, concat head, terrible..perfect, 16 shared context vectors, hidden 512).
         dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``.
-        mos_scale: the data's MOS scale; the CLI links it from the datamodule (a benchmark's fixed scale, or the
-            range measured on the training split). Targets are mapped onto 0-5 for training, scores back.
+        targets, use_prompt: what the model predicts (one output each) and whether it reads each image's
+            generation prompt; left out, from ``init_from``, else ``[quality]`` and False (the paper).
+        mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
+            training, scores back.
+        data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
+            on the training split); the CLI links it from the datamodule, and it sets ``targets`` and
+            ``mos_scale``. None (e.g. unlabelled images to score) keeps them.
         loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale.
         optimizer: ``sgd`` (the paper) or ``adamw``; ``lr``, ``momentum``, ``weight_decay`` as usual.
         warmup_epochs, warmup_lr: epochs at a constant small lr, then cosine down to 0 at the last step.
@@ -87,8 +96,11 @@ class CLIPAGIQA(L.LightningModule):
         ctx_init: str | None = None,
         class_specific_ctx: bool | None = None,
         hidden_dim: int | None = None,
+        targets: list[str] | None = None,
+        use_prompt: bool | None = None,
         dropout: float = 0.5,
-        mos_scale: tuple[float, float] | None = None,
+        mos_scale: list | None = None,
+        data_targets: dict[str, tuple[float, float]] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         loss: Literal["mse", "l1"] = "mse",
@@ -102,11 +114,14 @@ class CLIPAGIQA(L.LightningModule):
         trainable: Literal["all", "prompt", "head"] = "all",
     ):
         super().__init__()
+        if data_targets:
+            targets, mos_scale = list(data_targets), [list(scale) for scale in data_targets.values()]
         start = read_trained_weights(init_from) if init_from else None
         given = {"backbone": backbone, "head": head, "categories": categories, "n_ctx": n_ctx,
-                 "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx, "hidden_dim": hidden_dim}
+                 "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx, "hidden_dim": hidden_dim,
+                 "targets": [targets] if isinstance(targets, str) else targets, "use_prompt": use_prompt}
         architecture = resolve_architecture(given, start)
-        mos_scale = tuple(mos_scale) if mos_scale is not None else TRAINING_SCALE
+        mos_scale = list(mos_scale) if mos_scale is not None else TRAINING_SCALE
         # Hyper-parameters hold the resolved architecture, so a checkpoint rebuilds without init_from.
         self.save_hyperparameters({
             **architecture, "dropout": dropout, "mos_scale": list(mos_scale), "frozen_dtype": frozen_dtype,
@@ -119,9 +134,15 @@ class CLIPAGIQA(L.LightningModule):
             self.model.check_fingerprint(start.backbone_fingerprint, start.source)
             self.model.load_trained_state(start.state, start.source, keep_scale=True)  # the data's scale here
         self._freeze_untrained_parts(trainable)
-        self.val_metrics = quality_metrics("val/")
-        self.test_metrics = quality_metrics("test/")
+        self.val_metrics = self._target_metrics("val/")
+        self.test_metrics = self._target_metrics("test/")
         self.val_loss = MeanMetric()
+
+    def _target_metrics(self, prefix: str) -> torch.nn.ModuleList:
+        """One metric collection per target: ``val/srcc`` ... for one target, ``val/<target>/srcc`` for several."""
+        targets = self.model.targets
+        return torch.nn.ModuleList([quality_metrics(prefix if len(targets) == 1 else f"{prefix}{t}/")
+                                    for t in targets])
 
     def _freeze_untrained_parts(self, trainable: str) -> None:
         if trainable not in ("all", "prompt", "head"):
@@ -134,9 +155,9 @@ class CLIPAGIQA(L.LightningModule):
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
 
-    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """Predicted MOS of a batch of normalised images."""
-        return self.model(pixel_values)
+    def forward(self, pixel_values: torch.Tensor, prompts=None) -> torch.Tensor:
+        """Predicted MOS of a batch of normalised images (see ``CLIPAGIQAModel.forward``)."""
+        return self.model(pixel_values, prompts)
 
     def configure_callbacks(self) -> list[Callback]:
         return [ModelToData()]
@@ -150,51 +171,66 @@ class CLIPAGIQA(L.LightningModule):
 
     # --- steps ---------------------------------------------------------------------------------------
     def _training_scale_scores(self, batch: dict) -> torch.Tensor:
+        """(batch, targets) scores on the training scale, from pixels or cached features."""
         features = batch["features"] if "features" in batch else self.model.encode_images(batch["image"])
-        return self.model.training_scale_scores(features)
+        return self.model.training_scale_scores(features, batch.get("prompt"))
+
+    @staticmethod
+    def _targets(batch: dict) -> torch.Tensor:
+        mos = batch["mos"]
+        return mos.reshape(len(mos), -1)  # (batch,) for one target, (batch, targets) for several
 
     def _per_sample_loss(self, scores: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
+        """Per sample, summed over targets, on the training scale."""
         target = self.model.to_training_scale(mos)
         loss = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
-        return loss(scores, target, reduction="none")
+        return loss(scores, target, reduction="none").sum(dim=-1)
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        loss = self._per_sample_loss(self._training_scale_scores(batch), batch["mos"]).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch["mos"]))
+        mos = self._targets(batch)
+        loss = self._per_sample_loss(self._training_scale_scores(batch), mos).mean()
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(mos))
         return loss
 
     def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None) -> torch.Tensor:
+        mos = self._targets(batch)
         scores = self._training_scale_scores(batch)
         prediction = self.model.to_mos(scores)
-        metrics.update(as_metric_input(prediction), as_metric_input(batch["mos"]))
+        for index, collection in enumerate(metrics):
+            collection.update(as_metric_input(prediction[:, index]), as_metric_input(mos[:, index]))
         if loss_metric is not None:  # every sample weighs the same, however the set is batched or sharded
-            loss_metric.update(self._per_sample_loss(scores, batch["mos"]).float())
-        return prediction
+            loss_metric.update(self._per_sample_loss(scores, mos).float())
+        return prediction.squeeze(-1) if prediction.shape[1] == 1 else prediction
 
-    def _log_metrics(self, metrics, loss_metric: MeanMetric | None = None, loss_name: str = "") -> None:
-        values = metrics.compute()  # synchronised across processes by torchmetrics
+    def _log_metrics(self, metrics, prefix: str, loss_metric: MeanMetric | None = None) -> None:
+        values = {}
+        for collection in metrics:
+            values.update(collection.compute())  # synchronised across processes by torchmetrics
+            collection.reset()
+        if len(metrics) > 1:  # the mean over targets picks the checkpoint
+            values[f"{prefix}srcc"] = torch.stack([values[f"{prefix}{t}/srcc"] for t in self.model.targets]).mean()
         if loss_metric is not None:
-            values[loss_name] = loss_metric.compute()
+            values[f"{prefix}loss"] = loss_metric.compute()
             loss_metric.reset()
-        metrics.reset()
         self.log_dict(values, prog_bar=True)
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluate(batch, self.val_metrics, self.val_loss)
 
     def on_validation_epoch_end(self) -> None:
-        self._log_metrics(self.val_metrics, self.val_loss, "val/loss")
+        self._log_metrics(self.val_metrics, "val/", self.val_loss)
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         # The scores go to callbacks (the test report's scatter plot and predictions table).
         return {"score": self._evaluate(batch, self.test_metrics).detach()}
 
     def on_test_epoch_end(self) -> None:
-        self._log_metrics(self.test_metrics)
+        self._log_metrics(self.test_metrics, "test/")
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        scores = self.model.to_mos(self._training_scale_scores(batch))
-        return {"index": batch["index"], "file_name": batch["file_name"], "score": scores.float().cpu(),
+        scores = self.model.to_mos(self._training_scale_scores(batch)).float().cpu()
+        return {"index": batch["index"], "file_name": batch["file_name"],
+                "score": scores.squeeze(-1) if scores.shape[1] == 1 else scores,
                 "error": batch.get("error", [""] * len(batch["file_name"]))}
 
     # --- optimisation --------------------------------------------------------------------------------

@@ -40,7 +40,7 @@ def test_save_pretrained_round_trips_with_identical_scores(tmp_path):
         after = loaded(pixels)
     assert torch.equal(after, before)  # the same weights and the very same computation: bit-equal
     config = json.loads((tmp_path / "saved" / CONFIG_FILE).read_text())
-    assert config["mos_scale"] == [27.0, 72.0] and config["backbone"] == "random:tiny"
+    assert config["mos_scale"] == [[27.0, 72.0]] and config["backbone"] == "random:tiny"
     assert len(config["weights_sha256"]) == 64 and config["backbone_fingerprint"] == model.backbone_fingerprint
     card = (tmp_path / "saved" / "README.md").read_text()
     assert "from 27 to 72" in card and "clip_agiqa.load" in card
@@ -59,7 +59,8 @@ def test_a_changed_weights_file_is_refused(tmp_path):
 def test_scores_come_out_on_the_data_scale_and_train_on_the_fixed_one():
     model = trained_tiny(scale=(27.0, 72.0), head="similarity")
     mos = torch.tensor([27.0, 49.5, 72.0])
-    torch.testing.assert_close(model.to_training_scale(mos), torch.tensor([0.0, 2.5, 5.0]))
+    mos = mos[:, None]  # (batch, targets)
+    torch.testing.assert_close(model.to_training_scale(mos), torch.tensor([[0.0], [2.5], [5.0]]))
     torch.testing.assert_close(model.to_mos(model.to_training_scale(mos)), mos)
     with torch.no_grad():
         scores = model(torch.randn(6, 3, 32, 32))
@@ -82,7 +83,7 @@ def test_prompt_features_follow_load_state_dict_and_moves():
     ctx = first.prompt_learner.ctx
     ctx.data = ctx.data.clone() + 0.5
     with torch.no_grad():
-        expected = first.to_mos(first.head(first.encode_images(pixels), first.prompt_learner(first.clip)))
+        expected = first.to_mos(first.head(first.encode_images(pixels), first.prompt_learner(first.clip))).squeeze(-1)
     torch.testing.assert_close(stale_free_scores(first, pixels), expected)
 
 
@@ -108,11 +109,12 @@ def test_cli_links_the_measured_scale_into_the_model(synthetic_root, tmp_path):
     cli = run_cli(["fit", *TINY_MODEL_ARGS, "--data", "MOSFolder", "--data.root", str(synthetic_root),
                    "--data.num_workers", "0", "--data.batch_size", "8", *trainer_args(tmp_path)])
     train_mos = [r.mos for r in cli.datamodule.split_records("train")]
-    assert cli.model.hparams.mos_scale == [min(train_mos), max(train_mos)]
-    torch.testing.assert_close(cli.model.model.mos_scale, torch.tensor([min(train_mos), max(train_mos)],
+    assert cli.model.hparams.mos_scale == [[min(train_mos), max(train_mos)]] and cli.model.hparams.targets == ["mos"]
+    torch.testing.assert_close(cli.model.model.mos_scale, torch.tensor([[min(train_mos), max(train_mos)]],
                                                                        dtype=torch.float64))
     about = json.loads((tmp_path / "checkpoints" / "data.json").read_text())
-    assert about["mos_scale"] == [min(train_mos), max(train_mos)] and about["mos_scale_from"] == "training split"
+    assert about["targets"] == {"mos": [min(train_mos), max(train_mos)]}
+    assert about["mos_scale_from"] == "training split"
 
 
 def test_a_hundred_point_scale_is_learned_without_a_model_option(synthetic_root, tmp_path):

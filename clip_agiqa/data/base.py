@@ -26,6 +26,18 @@ SPLITS_FILE = "splits.csv"
 DATA_FILE = "data.json"
 
 
+def target_value(record: Record, name: str) -> float:
+    """A record's value of one target (``mos`` holds it when the record names no targets)."""
+    return record.targets.get(name, record.mos)
+
+
+def target_tensor(record: Record, targets: list[str] | None) -> torch.Tensor:
+    """The record's MOS: a scalar for one target, one value per target (in order) for several."""
+    if not targets or len(targets) == 1:
+        return torch.tensor(target_value(record, targets[0]) if targets else record.mos, dtype=torch.float32)
+    return torch.tensor([target_value(record, name) for name in targets], dtype=torch.float32)
+
+
 class ImageDataset(Dataset):
     """Loads and transforms one record per item: ``image``, ``mos``, ``index``, ``file_name`` and ``error``.
 
@@ -34,9 +46,10 @@ class ImageDataset(Dataset):
     lose a whole predict run; a labelled one raises (``validate_records`` has named it before training).
     """
 
-    def __init__(self, records: list[Record], transform: ImageTransform):
+    def __init__(self, records: list[Record], transform: ImageTransform, targets: list[str] | None = None):
         self.records = records
         self.transform = transform
+        self.targets = targets
 
     def __len__(self) -> int:
         return len(self.records)
@@ -58,7 +71,8 @@ class ImageDataset(Dataset):
         image, error = self.image_or_placeholder(index)
         return {
             "image": self.transform(image),
-            "mos": torch.tensor(record.mos, dtype=torch.float32),
+            "mos": target_tensor(record, self.targets),
+            "prompt": record.prompt or "",
             "index": index,
             "file_name": record.file_name,
             "error": error,
@@ -196,18 +210,39 @@ class MOSDataModule(L.LightningDataModule):
         return ImageSettings(self.image_size or 224, CLIP_MEAN, CLIP_STD)
 
     @property
-    def mos_scale(self) -> tuple[float, float] | None:
-        """The (low, high) MOS scale of the target: a benchmark's fixed scale (``mos_range``), else the range of
-        the training split's MOS; None without labels (a folder to score)."""
-        if self.mos_range is not None:
-            return tuple(float(v) for v in self.mos_range)
-        mos = [r.mos for r in self.split_records("train")]
-        if not mos or any(math.isnan(m) for m in mos):
+    def targets(self) -> list[str]:
+        """The names of the targets a model learns from this data, in order (``target``: one name or a list)."""
+        target = getattr(self, "target", None) or "quality"
+        return [target] if isinstance(target, str) else list(target)
+
+    @property
+    def target_scales(self) -> dict[str, list[float]] | None:
+        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_range``), else the range of the
+        training split's values; None without labels (a folder to score)."""
+        train = self.split_records("train")
+        if not train or any(math.isnan(r.mos) for r in train):
             return None
-        low, high = min(mos), max(mos)
-        if not high > low:
-            raise ValueError(f"{self.root}: every training MOS is {low}: there is nothing to learn")
-        return low, high
+        scales = {}
+        for name in self.targets:
+            if self.mos_range is not None:
+                scales[name] = [float(v) for v in self.mos_range]
+                continue
+            values = [target_value(r, name) for r in train]
+            low, high = min(values), max(values)
+            if not high > low:
+                raise ValueError(f"{self.root}: every training value of {name} is {low}: there is nothing to learn")
+            scales[name] = [low, high]
+        return scales
+
+    def generation_prompts(self) -> list[str]:
+        """The prompt of every sample, for a model that reads them; samples without one are named."""
+        self.load()
+        missing = [r.file_name for r in self.records if not (r.prompt and str(r.prompt).strip())]
+        if missing:
+            raise ValueError(f"{self.root}: the model reads each image's generation prompt (use_prompt), but "
+                             f"{len(missing)} of {len(self.records)} sample(s) have none, e.g. "
+                             f"{', '.join(missing[:5])}")
+        return [r.prompt for r in self.records]
 
     def make_dataset(self, split: str) -> Dataset:
         records = self.split_records(split)
@@ -216,7 +251,7 @@ class MOSDataModule(L.LightningDataModule):
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
         if self.cache_views:
             return self.cached_dataset(records, transform)
-        return ImageDataset(records, transform)
+        return ImageDataset(records, transform, self.targets)
 
     def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
         """Features from the cache (built now where missing, with the attached model on its device)."""
@@ -263,9 +298,8 @@ class MOSDataModule(L.LightningDataModule):
         self.load()
         path = Path(directory) / SPLITS_FILE
         write_splits(path, self.records, self.assignment)
-        scale = self.mos_scale
         about = {"data": type(self).__name__, "root": str(self.root), **split_summary(self),
-                 "mos_scale": list(scale) if scale else None,
+                 "targets": self.target_scales,
                  "mos_scale_from": "fixed by the benchmark" if self.mos_range is not None else "training split"}
         (Path(directory) / DATA_FILE).write_text(json.dumps(about, indent=2) + "\n")
         return path

@@ -1,7 +1,11 @@
 """SyntheticAIGI: a generated demo dataset in the MOSFolder format, so the demo and tests need no network.
 
 Each picture is a random composition of shapes on a gradient; a distortion strength in [0, 1] (blur,
-noise, JPEG blocking, desaturation) is applied and sets its MOS: 5 * (1 - strength) plus rater noise.
+noise, JPEG blocking, desaturation) is applied and sets its quality MOS (``mos``): 5 * (1 - strength) plus
+rater noise. Each picture also has a generation prompt ("a red circle on a blue background") that it may
+not follow: with probability 1/2 the prompt names another shape colour, and 1/4 another shape too.
+The alignment MOS (``align``) says how well the picture matches its prompt (5 when it does, 2.5 for a wrong
+colour, 1 for a wrong colour and shape, plus rater noise): only a model that reads the prompt can predict it.
 """
 
 from __future__ import annotations
@@ -19,9 +23,10 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), 
            "purple": (150, 50, 180), "orange": (245, 140, 30)}
 SHAPES = ("circle", "square", "triangle")
 COMPLETE_MARKER = ".complete"
+FORMAT = "2"  # 2: the align column and prompts a picture may not follow
 
 
-def _picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
+def _picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple[str, str, str]]:
     names = list(COLOURS)
     background, colour = rng.choice(names, size=2, replace=False)
     shape = SHAPES[rng.integers(len(SHAPES))]
@@ -43,7 +48,7 @@ def _picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, str]:
     # Fine texture, so that blur and noise have something to destroy.
     texture = rng.normal(0, 12, size=(size, size, 1))
     image = Image.fromarray(np.clip(np.asarray(image, dtype=np.float64) + texture, 0, 255).astype(np.uint8))
-    return image, f"a {colour} {shape} on a {background} background"
+    return image, (str(colour), shape, str(background))
 
 
 def _distort(image: Image.Image, strength: float, rng: np.random.Generator) -> Image.Image:
@@ -58,23 +63,38 @@ def _distort(image: Image.Image, strength: float, rng: np.random.Generator) -> I
     return Image.open(io.BytesIO(buffer.getvalue())).convert("RGB")
 
 
+def _prompt(colour: str, shape: str, background: str, rng: np.random.Generator) -> tuple[str, float]:
+    """The generation prompt of a picture and the alignment MOS of the picture with it."""
+    alignment = 5.0
+    if rng.uniform() < 0.5:  # the generator missed the colour
+        colour = str(rng.choice([c for c in COLOURS if c not in (colour, background)]))
+        alignment = 2.5
+        if rng.uniform() < 0.5:  # ... and the shape
+            shape = str(rng.choice([s for s in SHAPES if s != shape]))
+            alignment = 1.0
+    alignment = float(np.clip(alignment + rng.normal(0, 0.3), 0, 5))
+    return f"a {colour} {shape} on a {background} background", alignment
+
+
 def write_synthetic_dataset(root: Path, num_images: int = 200, picture_size: int = 64, seed: int = 0) -> Path:
-    """Write ``num_images`` PNGs and ``metadata.csv`` (file_name,mos,prompt) into root; returns the CSV path."""
+    """Write ``num_images`` PNGs and ``metadata.csv`` (file_name,mos,align,prompt) into root; returns the CSV."""
     root.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
+    prompt_rng = np.random.default_rng([seed, 1])  # its own stream: the pictures and quality MOS stay as they were
     rows = []
     for index in range(num_images):
-        image, prompt = _picture(rng, picture_size)
+        image, (colour, shape, background) = _picture(rng, picture_size)
         strength = float(rng.uniform(0, 1))
         mos = float(np.clip(5 * (1 - strength) + rng.normal(0, 0.2), 0, 5))
         name = f"synthetic_{index:05d}.png"
         _distort(image, strength, rng).save(root / name)
-        rows.append((name, f"{mos:.4f}", prompt))
+        prompt, align = _prompt(colour, shape, background, prompt_rng)
+        rows.append((name, f"{mos:.4f}", f"{align:.4f}", prompt))
     with open(root / "metadata.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
-        writer.writerow(["file_name", "mos", "prompt"])
+        writer.writerow(["file_name", "mos", "align", "prompt"])
         writer.writerows(rows)
-    (root / COMPLETE_MARKER).write_text(f"{num_images} {picture_size} {seed}\n")
+    (root / COMPLETE_MARKER).write_text(f"{num_images} {picture_size} {seed} {FORMAT}\n")
     return root / "metadata.csv"
 
 
@@ -96,7 +116,7 @@ class SyntheticAIGI(MOSFolder):
     def _is_complete(self) -> bool:
         marker = self.root / COMPLETE_MARKER
         return marker.is_file() and marker.read_text().split() == [
-            str(self.num_images), str(self.picture_size), str(self.data_seed)]
+            str(self.num_images), str(self.picture_size), str(self.data_seed), FORMAT]
 
     def prepare_data(self) -> None:
         if not self._is_complete():
