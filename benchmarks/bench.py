@@ -94,7 +94,8 @@ def data_module(args, cache_views: int = 0, cache_dir: str | None = None, **kwar
 def worker_bare_encoder(args) -> dict:
     """The bare image encoder: CLIP, batches of pixels, get_image_features. Nothing else."""
     from clip_agiqa.backbone import feature_output, load_backbone
-    from clip_agiqa.data.transforms import ImageTransform, load_rgb
+    from clip_agiqa.data.images import load_rgb
+    from clip_agiqa.data.transforms import ImageTransform
 
     device = torch_device(args)
     backbone = load_backbone(args.backbone)

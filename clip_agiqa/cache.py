@@ -270,16 +270,19 @@ class FeatureCache:
 # --- the dataset training and evaluation read ------------------------------------------------------
 class CachedFeatures(Dataset):
     """Cached features in memory: ``features`` (one view, drawn at random per access when there are
-    several), ``mos``, ``index`` and ``file_name`` - the batch ``CLIPAGIQA`` reads instead of ``image``."""
+    several), ``mos`` (as ``ImageDataset`` gives it: a scalar for one target, one value per target for several),
+    ``prompt``, ``index``, ``file_name`` and ``error`` - the batch ``CLIPAGIQA`` reads instead of ``image``."""
 
     in_memory = True  # nothing to decode: loaders need no workers
 
-    def __init__(self, records: Sequence[Record], features: torch.Tensor):
+    def __init__(self, records: Sequence[Record], features: torch.Tensor, targets: list[str] | None = None):
+        from .data.base import target_tensor  # not at the top: data.base imports this module
+
         if features.dim() != 3 or features.shape[0] != len(records):
             raise ValueError(f"expected features (n_records={len(records)}, views, dim), got {tuple(features.shape)}")
         self.records = list(records)
         self.features = features
-        self.mos = torch.tensor([r.mos for r in records], dtype=torch.float32)
+        self.mos = [target_tensor(r, targets) for r in self.records]
 
     def __len__(self) -> int:
         return len(self.records)
@@ -287,8 +290,9 @@ class CachedFeatures(Dataset):
     def __getitem__(self, index: int) -> dict:
         views = self.features.shape[1]
         view = int(torch.randint(views, ())) if views > 1 else 0
-        return {"features": self.features[index, view], "mos": self.mos[index], "index": index,
-                "file_name": self.records[index].file_name}
+        record = self.records[index]
+        return {"features": self.features[index, view], "mos": self.mos[index], "prompt": record.prompt or "",
+                "index": index, "file_name": record.file_name, "error": ""}
 
 
 # --- wiring to a Trainer ---------------------------------------------------------------------------

@@ -20,13 +20,14 @@ from typing import Callable, Literal
 import numpy as np
 
 from .base import MOSDataModule
-from .records import Record, listed, parse_names, read_xlsx_rows
+from .records import Record, listed, parse_names, read_xlsx_rows, selected_targets
 
 MODELS = ("Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Unidiffuser")
 PROMPTS_PER_MODEL = 100
 IMAGES_PER_PROMPT = 4
 NUM_IMAGES = len(MODELS) * PROMPTS_PER_MODEL * IMAGES_PER_PROMPT
 TARGET_FILES = {"quality": "mosz1.mat", "authenticity": "mosz2.mat", "correspondence": "mosz3.mat"}
+Target = Literal["quality", "authenticity", "correspondence"]
 MOS_FOLDERS = ("DATA/MOS", "DATA", "MOS", ".")
 PROMPTS_FILE = "AIGCIQA2023_Prompts.xlsx"
 LAYOUT = ("AIGCIQA2023 as downloaded: Image/<Model>/NNN-k.png (or allimg/{n}.png) and "
@@ -65,24 +66,25 @@ class AIGCIQA2023(MOSDataModule):
     """AIGCIQA2023.
 
     Args:
-        target: ``quality`` (mosz1), ``authenticity`` (mosz2) or ``correspondence`` (mosz3).
+        target: ``quality`` (mosz1), ``authenticity`` (mosz2) or ``correspondence`` (mosz3), or a list of them
+            (``[quality, authenticity, correspondence]``: one model, one output each).
         (the rest: see ``MOSDataModule``)
     """
 
     mos_range = (0.0, 100.0)
 
-    def __init__(self, root: str, target: Literal["quality", "authenticity", "correspondence"] = "quality",
-                 **kwargs):
+    def __init__(self, root: str, target: Target | list[Target] = "quality", **kwargs):
         super().__init__(root, **kwargs)
-        if target not in TARGET_FILES:
-            raise ValueError(f"AIGCIQA2023 target must be one of {', '.join(TARGET_FILES)}, got {target!r}")
+        selected_targets(target, TARGET_FILES, "AIGCIQA2023")
         self.target = target
 
     def mos_folder(self) -> Path:
+        """The first of ``MOS_FOLDERS`` that holds the .mat file of every selected target."""
+        needed = [TARGET_FILES[name] for name in self.targets]
         for folder in MOS_FOLDERS:
-            if (self.root / folder / TARGET_FILES[self.target]).is_file():
+            if all((self.root / folder / file).is_file() for file in needed):
                 return self.root / folder
-        raise FileNotFoundError(f"{TARGET_FILES[self.target]} not found in {self.root} "
+        raise FileNotFoundError(f"{', '.join(needed)} not found together in {self.root} "
                                 f"(looked in {', '.join(MOS_FOLDERS)}); expected {LAYOUT}")
 
     def image_path(self) -> Callable[[str, int], Path]:
@@ -126,6 +128,6 @@ class AIGCIQA2023(MOSDataModule):
             name, prompt_index = sample_name(n)
             values = {key: float(mos[n]) for key, mos in targets.items()}
             prompt = prompts[prompt_index] if prompts else f"prompt {prompt_index:03d}"
-            records.append(Record(name, image_path(name, n), values[self.target], prompt=prompt,
+            records.append(Record(name, image_path(name, n), values[self.targets[0]], prompt=prompt,
                                   generator=name.split("/")[0], targets=values))
         return records

@@ -257,7 +257,7 @@ class MOSDataModule(L.LightningDataModule):
         """Features from the cache (built now where missing, with the attached model on its device)."""
         cache = cache_for_trainer(self.trainer, self.model, self.cache_dir, self.root, self.eval_batch_size,
                                   self.num_workers)
-        return CachedFeatures(records, cache.features(records, transform, self.cache_views))
+        return CachedFeatures(records, cache.features(records, transform, self.cache_views), self.targets)
 
     def setup(self, stage: str | None = None) -> None:
         self.load()

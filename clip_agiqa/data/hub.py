@@ -23,15 +23,17 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .base import ImageDataset, MOSDataModule
-from .records import Record, parse_mos, require_columns, require_unique
-from .transforms import ImageTransform, load_rgb
+from .base import ImageDataset, MOSDataModule, target_tensor
+from .images import load_rgb, to_rgb
+from .records import Record, parse_targets, require_columns, require_unique, selected_targets
+from .transforms import ImageTransform
 
 
 def decode_image(value, name: str) -> Image.Image:
-    """An undecoded ``datasets`` image (``{"bytes", "path"}``) as RGB, or an error naming the sample."""
+    """An undecoded ``datasets`` image (``{"bytes", "path"}``) as RGB the way image files are read (``to_rgb``:
+    EXIF orientation, 16-bit, transparency), or an error naming the sample."""
     if isinstance(value, Image.Image):
-        return value.convert("RGB")
+        return to_rgb(value)
     if not isinstance(value, dict) or (value.get("bytes") is None and not value.get("path")):
         raise ValueError(f"sample {name}: the image column holds no image ({type(value).__name__})")
     if value.get("bytes") is None:
@@ -39,7 +41,7 @@ def decode_image(value, name: str) -> Image.Image:
     try:
         with Image.open(io.BytesIO(value["bytes"])) as image:
             image.load()
-            return image.convert("RGB")
+            return to_rgb(image)
     except (OSError, ValueError, SyntaxError) as error:
         raise ValueError(f"cannot read the image of sample {name}: {error}") from error
 
@@ -47,9 +49,9 @@ def decode_image(value, name: str) -> Image.Image:
 class HubImageDataset(ImageDataset):
     """Map-style: the records' images come from rows of a ``datasets.Dataset``."""
 
-    def __init__(self, records: list[Record], transform: ImageTransform, table, image_column: str,
-                 rows: dict[str, int]):
-        super().__init__(records, transform)
+    def __init__(self, records: list[Record], transform: ImageTransform, targets: list[str], table,
+                 image_column: str, rows: dict[str, int]):
+        super().__init__(records, transform, targets)
         self.table, self.image_column, self.rows = table, image_column, rows
 
     def load_image(self, index: int) -> Image.Image:
@@ -91,8 +93,10 @@ class HFDataset(MOSDataModule):
         path: hub id or local folder (``root`` is accepted as the same thing).
         name: the dataset configuration (hub datasets with several).
         hf_split: which split of the ``datasets`` dataset to read; the split protocol divides it.
-        image_column, target_column: the image and MOS columns.
-        prompt_column: the prompt column, if any (needed for ``split: prompt``).
+        image_column: the image column.
+        target_column: the MOS column, or a list of numeric columns (one model, one output each).
+        prompt_column: the generation prompt column, if any (needed for ``split: prompt`` and a model that
+            reads prompts, ``use_prompt``).
         file_name_column: a column that names each sample (default: the image path).
         streaming: read the dataset as a stream (``IterableDataset``) instead of downloading it.
         shuffle_buffer: examples held by the streaming shuffle.
@@ -103,7 +107,7 @@ class HFDataset(MOSDataModule):
     mos_range = None  # whatever the dataset's MOS column holds
 
     def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
-                 hf_split: str = "train", image_column: str = "image", target_column: str = "mos",
+                 hf_split: str = "train", image_column: str = "image", target_column: str | list[str] = "mos",
                  prompt_column: str | None = "prompt", file_name_column: str | None = None,
                  streaming: bool = False, shuffle_buffer: int = 1000, hf_cache_dir: str | None = None, **kwargs):
         if (path or root) is None:
@@ -111,6 +115,7 @@ class HFDataset(MOSDataModule):
         if path and root and path != root:
             raise ValueError(f"HFDataset: give path or root, not both ({path!r}, {root!r})")
         super().__init__(path or root, **kwargs)
+        selected_targets(target_column, None, "HFDataset")
         if self.skip_bad_images:
             raise ValueError("skip_bad_images needs image files to scan; HFDataset reports a bad image by its "
                              "sample name instead")
@@ -120,6 +125,7 @@ class HFDataset(MOSDataModule):
         self.path = path or root
         self.name, self.hf_split = name, hf_split
         self.image_column, self.target_column = image_column, target_column
+        self.target = target_column  # the targets' names are the dataset's column names
         self.prompt_column, self.file_name_column = prompt_column, file_name_column
         self.streaming, self.shuffle_buffer, self.hf_cache_dir = streaming, shuffle_buffer, hf_cache_dir
         self.table = None
@@ -142,7 +148,7 @@ class HFDataset(MOSDataModule):
             dataset = datasets.load_dataset(str(local) if local.exists() else self.path, self.name,
                                             split=self.hf_split, streaming=streaming, cache_dir=self.hf_cache_dir)
         columns = list(dataset.column_names or dataset.features or [])
-        wanted = [self.image_column, self.target_column, self.file_name_column,
+        wanted = [self.image_column, *self.targets, self.file_name_column,
                   self.prompt_column if self.prompt_column in columns else None]
         require_columns(columns, [c for c in wanted if c], f"dataset {self.path} ({self.hf_split})")
         return dataset.select_columns([c for c in wanted if c]).cast_column(self.image_column,
@@ -174,16 +180,18 @@ class HFDataset(MOSDataModule):
             meta = dataset.select_columns([c for c in dataset.column_names if c != self.image_column]).to_list()
             paths = dataset.data.column(self.image_column).combine_chunks().field("path").to_pylist()
             examples = ((row, {**m, self.image_column: {"path": p}}) for row, (m, p) in enumerate(zip(meta, paths)))
-        values = []  # (row, MOS): every bad one is named at once
+        values = []  # (row, {target: MOS}): every bad one is named at once
         for position, (row, example) in enumerate(examples):
             name = self.sample_name(example, row)
-            values.append((position, example[self.target_column]))
+            values.append((position, {target: example[target] for target in self.targets}))
             prompt = example.get(self.prompt_column) if self.prompt_column else None
-            records.append(Record(name, Path(name), math.nan, prompt=prompt or None))
+            records.append(Record(name, Path(name), math.nan, prompt=str(prompt) if prompt else None))
             self.rows[name] = position
         require_unique([r.file_name for r in records], source, [position for position, _ in values])
-        for record, mos in zip(records, parse_mos(values, source, self.target_column)):
-            record.mos, record.targets = mos, {self.target_column: mos}
+        targets = parse_targets(values, self.targets, source)
+        for index, record in enumerate(records):
+            record.targets = {target: mos[index] for target, mos in targets.items()}
+            record.mos = record.targets[self.targets[0]]
         return records
 
     def validate_records(self, records: list[Record]) -> list[Record]:
@@ -199,20 +207,21 @@ class HFDataset(MOSDataModule):
         if not records:
             raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
-        return HubImageDataset(records, transform, self.table, self.image_column, self.rows)
+        return HubImageDataset(records, transform, self.targets, self.table, self.image_column, self.rows)
 
     def _world(self) -> tuple[int, int]:
         trainer = self.trainer
         return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def stream(self, split: str, train: bool):
-        """The split's examples as items (image tensor, mos, index, file_name), this rank's part only."""
+        """The split's examples as items (``image``, ``mos``, ``prompt``, ``index``, ``file_name``, ``error``, as
+        ``ImageDataset`` gives them), this rank's part only."""
         from datasets.distributed import split_dataset_by_node
 
         records = self.split_records(split)
         if not records:
             raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
-        index = {r.file_name: (i, r.mos) for i, r in enumerate(records)}
+        index = {r.file_name: (i, r) for i, r in enumerate(records)}
         transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale)
         stream = self.open(streaming=True)
         if train:  # the same seed on every rank, so the ranks' parts stay disjoint after shuffling
@@ -223,9 +232,10 @@ class HFDataset(MOSDataModule):
 
         def to_item(example: dict) -> dict:
             name = self.sample_name(example, None)
-            position, mos = index[name]
+            position, record = index[name]
             return {"image": transform(decode_image(example[self.image_column], name)),
-                    "mos": torch.tensor(mos, dtype=torch.float32), "index": position, "file_name": name}
+                    "mos": target_tensor(record, self.targets), "prompt": record.prompt or "", "index": position,
+                    "file_name": name, "error": ""}
 
         stream = stream.filter(lambda example: self.sample_name(example, None) in index)
         return stream.map(to_item, remove_columns=list(stream.column_names or [])), len(records)

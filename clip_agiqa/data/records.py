@@ -113,6 +113,33 @@ def parse_names(values: list[tuple[int, object]], source: str, column: str) -> l
     return names
 
 
+def parse_targets(rows: list[tuple[int, dict]], columns: list[str], source: str) -> dict[str, list[float]]:
+    """{column: finite float MOS} of ``table``'s rows for each column, or one error naming every bad row of
+    every column (up to a limit each)."""
+    values, problems = {}, []
+    for name in columns:
+        try:
+            values[name] = parse_mos(column(rows, name), source, name)
+        except ValueError as error:
+            problems.append(str(error))
+    if problems:
+        raise ValueError("; ".join(problems))
+    return values
+
+
+def selected_targets(target, valid: Iterable[str] | None, dataset: str) -> list[str]:
+    """``target`` (one name or a list) as a list of names, each once and (when ``valid`` is given) one of
+    ``valid``; otherwise an error that names the dataset's valid targets."""
+    names = [target] if isinstance(target, str) else list(target or [])
+    if not names or len(set(names)) != len(names):
+        raise ValueError(f"{dataset} target must name one target or a list of distinct ones, got {target!r}")
+    unknown = [name for name in names if valid is not None and name not in valid]
+    if unknown:
+        raise ValueError(f"{dataset} target must be one of {', '.join(valid)} (or a list of them), got "
+                         f"{', '.join(map(repr, unknown))}")
+    return names
+
+
 def require_columns(columns, required: list[str], source: str) -> None:
     missing = [c for c in required if c not in columns]
     if missing:

@@ -9,8 +9,8 @@ import torch
 from PIL import Image
 
 from ..backbone import ImageSettings
-# Re-exported until data/hub.py, tests/test_cache.py and benchmarks/bench.py import it from .images.
-from .images import load_rgb  # noqa: F401
+
+RESIZE_INTERPOLATION = Image.Resampling.BICUBIC  # CLIP's preprocessing; part of the feature cache's key
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
@@ -60,19 +60,19 @@ class ImageTransform:
         """Every setting that changes the output (used to key cached features)."""
         return {"size": self.settings.size, "mean": list(self.settings.mean), "std": list(self.settings.std),
                 "train": self.train, "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio),
-                "flip": self.flip}
+                "flip": self.flip, "interpolation": Image.Resampling(RESIZE_INTERPOLATION).name}
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         size = self.settings.size
         if self.train:
             box = random_crop_box(image.width, image.height, self.crop_scale, self.crop_ratio, generator)
-            image = image.resize((size, size), Image.BICUBIC, box=box)
+            image = image.resize((size, size), RESIZE_INTERPOLATION, box=box)
             if self.flip and float(torch.rand((), generator=generator)) < 0.5:
                 image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
             scale = size / min(image.width, image.height)
             width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), Image.BICUBIC)
+            image = image.resize((width, height), RESIZE_INTERPOLATION)
             left, top = (width - size) // 2, (height - size) // 2
             image = image.crop((left, top, left + size, top + size))
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
