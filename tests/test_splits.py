@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from clip_agiqa.data import MOSFolder, Record
-from clip_agiqa.data.splits import assign, kfold_split, paper_split, random_split, read_splits, write_splits
+from clip_agiqa.data.splits import (assign, kfold_split, paper_split, predefined_split, random_split, read_splits,
+                                    write_splits)
 
 
 def records(n: int, per_prompt: int = 3) -> list[Record]:
@@ -74,14 +75,14 @@ def test_predefined_split_reads_a_run_splits_file(tmp_path):
     rows = records(20)
     assignment = random_split(20, 0.2, 0.1, 0)
     write_splits(tmp_path / "splits.csv", rows, assignment)
-    assert read_splits(tmp_path / "splits.csv", [r.file_name for r in rows], 0.1, 0) == assignment
+    assert read_splits(tmp_path / "splits.csv", [r.file_name for r in rows]) == assignment
 
 
-def test_predefined_split_without_val_draws_val_from_train(tmp_path):
-    names = [f"n{i}" for i in range(20)]
-    path = write_csv(tmp_path / "s.csv", [["file_name", "split"]] + [[n, "test" if i < 4 else "train"]
-                                                                     for i, n in enumerate(names)])
-    assignment = read_splits(path, names, 0.25, 0)
+def test_predefined_split_without_val_or_prompts_draws_val_from_train_at_random(tmp_path):
+    rows = [Record(f"n{i}", Path(f"n{i}"), 1.0) for i in range(20)]
+    path = write_csv(tmp_path / "s.csv", [["file_name", "split"]] + [[r.file_name, "test" if i < 4 else "train"]
+                                                                     for i, r in enumerate(rows)])
+    assignment = predefined_split(path, rows, 0.25, 0)
     assert Counter(assignment) == {"train": 12, "val": 4, "test": 4} and assignment[:4] == ["test"] * 4
 
 
@@ -96,7 +97,7 @@ def test_predefined_split_without_val_draws_val_from_train(tmp_path):
 def test_predefined_split_errors_name_the_file_and_row(tmp_path, rows, message):
     path = write_csv(tmp_path / "s.csv", rows)
     with pytest.raises(ValueError, match=message) as error:
-        read_splits(path, ["n0", "n1"], 0.0, 0)
+        read_splits(path, ["n0", "n1"])
     assert str(path) in str(error.value)
 
 
@@ -125,3 +126,113 @@ def test_predefined_protocol_reuses_an_earlier_split(synthetic_root, tmp_path):
     again = MOSFolder(str(synthetic_root), split="predefined", splits_file=str(path))
     again.setup()
     assert again.assignment == first.assignment
+
+
+# --- published split folders (IPCE's layout) and the validation set drawn from train ----------------------------
+AGIQA3K_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align", "std_align"]
+GENERATORS = ("AttnGAN", "DALLE2", "glide")
+
+
+def agiqa3k_prompted_root(root: Path, prompts: int = 12) -> Path:
+    """A tiny AGIQA-3K root in the real layout (data.csv + images beside it) where, as in the real set, image i of
+    every generator has prompt i: 3 images per prompt."""
+    from test_datasets import placeholder
+
+    rows = [[f"{generator}_normal_{i:03d}.jpg", f"prompt number {i}", "", "", "", f"{(i * 7 + g) % 5}.5", "0.5",
+             f"{(i * 3 + g) % 5}.25", "0.5"] for g, generator in enumerate(GENERATORS) for i in range(prompts)]
+    root.mkdir(parents=True, exist_ok=True)
+    write_csv(root / "data.csv", [AGIQA3K_HEADER, *rows])
+    for number, row in enumerate(rows):
+        placeholder(root / row[0], number)
+    return root
+
+
+def ipce_folder(folder: Path, root: Path, test_prompts: set[int], test_file: str = "val.csv") -> Path:
+    """An IPCE split folder for an AGIQA-3K root: train.csv and val.csv (its test set) with data.csv's columns."""
+    with open(root / "data.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    folder.mkdir(parents=True, exist_ok=True)
+    in_test = [int(row[0].rsplit("_", 1)[1][:3]) in test_prompts for row in rows]
+    write_csv(folder / "train.csv", [header] + [r for r, t in zip(rows, in_test) if not t])
+    write_csv(folder / test_file, [header] + [r for r, t in zip(rows, in_test) if t])
+    return folder
+
+
+def prompts_of(data, split: str) -> set[str]:
+    return {r.prompt for r in data.split_records(split)}
+
+
+def test_an_ipce_split_folder_loads_and_val_is_drawn_by_prompt_when_test_is_prompt_disjoint(tmp_path):
+    from clip_agiqa.data import AGIQA3K
+
+    root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
+    folder = ipce_folder(tmp_path / "Database" / "AGIQA-3K" / "1", root, test_prompts={0, 5, 9})
+    data = AGIQA3K(str(root), split="predefined", splits_file=str(folder), val_size=0.25)
+    data.setup()
+    assert Counter(data.assignment) == {"train": 21, "val": 6, "test": 9}  # val.csv is the test set; 2 of 9 prompts
+    assert prompts_of(data, "test") == {"prompt number 0", "prompt number 5", "prompt number 9"}
+    assert not prompts_of(data, "val") & prompts_of(data, "train")
+    assert not prompts_of(data, "val") & prompts_of(data, "test")
+    recorded = dict(csv.reader(open(data.save_splits(tmp_path / "run"))))
+    assert [recorded[r.file_name] for r in data.records] == data.assignment  # splits.csv holds the drawn val
+
+
+def test_val_is_drawn_at_random_when_train_and_test_share_prompts_and_by_prompt_under_split_prompt(tmp_path):
+    rows = records(60, per_prompt=3)
+    shared = write_csv(tmp_path / "s.csv", [["file_name", "split"]] + [[r.file_name, "test" if i % 5 == 0 else "train"]
+                                                                       for i, r in enumerate(rows)])
+    at_random = predefined_split(shared, rows, 0.2, 0)
+    assert at_random == assign("predefined", rows, test_size=0.2, val_size=0.2, seed=0, splits_file=str(shared))
+    val = {r.prompt for r, s in zip(rows, at_random) if s == "val"}
+    assert val & {r.prompt for r, s in zip(rows, at_random) if s == "train"}  # random: images of one prompt split
+    with pytest.warns(UserWarning, match=r"share \d+ prompt\(s\), so the test set is not prompt-disjoint"):
+        by_prompt = assign("prompt", rows, test_size=0.2, val_size=0.2, seed=0, splits_file=str(shared))
+    assert not {r.prompt for r, s in zip(rows, by_prompt) if s == "val"} & {r.prompt for r, s in zip(rows, by_prompt)
+                                                                             if s == "train"}
+
+
+def test_a_split_folder_with_test_csv_keeps_val_csv_as_val(tmp_path):
+    names = [f"n{i}.png" for i in range(6)]
+    for split, part in (("train", names[:3]), ("val", names[3:4]), ("test", names[4:])):
+        write_csv(tmp_path / f"{split}.csv", [["image_name", "MOS"]] + [[n, "1.0"] for n in part])
+    assert read_splits(tmp_path, names) == ["train"] * 3 + ["val"] + ["test"] * 2
+
+
+def test_ipce_aigciqa2023_rows_join_the_model_folder_and_agiqa1k_rows_name_the_image(tmp_path):
+    names = ["Controlnet/000-1.png", "DALLE/000-1.png", "stable-diffusion/003-2.png"]
+    write_csv(tmp_path / "train.csv", [["model", "image_name", "mosz1", "mosz2", "mosz3", "prompt"],
+                                       ["Controlnet", "000-1.png", "3.0", "2.3", "2.9", "a corgi"],
+                                       ["DALLE", "000-1.png", "3.4", "3.3", "3.3", "a corgi"]])
+    write_csv(tmp_path / "val.csv", [["model", "image_name", "mosz1", "mosz2", "mosz3", "prompt"],
+                                     ["stable-diffusion", "003-2.png", "2.6", "2.8", "2.8", "a bench"]])
+    assert read_splits(tmp_path, names) == ["train", "train", "test"]
+    agiqa1k = tmp_path / "agiqa1k"
+    agiqa1k.mkdir()
+    write_csv(agiqa1k / "train.csv", [["Image", "Prompt", "MOS"], ["deepai_0_0_0_0.jpg", "bird", "2.7"]])
+    write_csv(agiqa1k / "val.csv", [["Image", "Prompt", "MOS"], ["deepai_0_0_0_1.jpg", "bird", "4.1"]])
+    assert read_splits(agiqa1k, ["deepai_0_0_0_0.jpg", "deepai_0_0_0_1.jpg"]) == ["train", "test"]
+
+
+@pytest.mark.parametrize("files, message", [
+    ({"train.csv": [["name"], ["a.png"]]}, r"needs train\.csv and test\.csv \(or val\.csv.*holds train\.csv"),
+    ({"train.csv": [["file", "mos"], ["a.png", "1"]], "val.csv": [["file"], ["b.png"]]},
+     r"train\.csv: no image name column \(one of file_name, name, image_name, image\); the columns are file, mos"),
+    ({"train.csv": [["name", "mos"], ["a.png", "1"], ["", "2"]], "val.csv": [["name"], ["b.png"]]},
+     r"train\.csv, row 3: empty name"),
+    ({"train.csv": [["name"], ["a.png"]], "val.csv": [["name"], ["b.png"], ["a.png"]]},
+     r"val\.csv, row 3: a\.png is listed twice \(first at .*train\.csv, row 2\)"),
+    ({"train.csv": [["name"], ["a.png"]], "val.csv": [["name"], ["b.png"], ["0.png"]]},
+     r"1 name\(s\) are not samples of this dataset, e\.g\. 0\.png; its samples are named like a\.png, b\.png"),
+    ({"train.csv": [["name"], ["a.png"]], "val.csv": [["name"]]}, r"1 of 2 samples have no split, e\.g\. b\.png"),
+])
+def test_split_folder_errors_name_the_file_and_row(tmp_path, files, message):
+    for name, rows in files.items():
+        write_csv(tmp_path / name, rows)
+    with pytest.raises((ValueError, FileNotFoundError), match=message) as error:
+        read_splits(tmp_path, ["a.png", "b.png"])
+    assert str(tmp_path) in str(error.value)
+
+
+def test_a_missing_splits_path_says_what_it_expects(tmp_path):
+    with pytest.raises(FileNotFoundError, match="a CSV file_name,split or a folder with train.csv"):
+        read_splits(tmp_path / "nowhere", ["a"])

@@ -4,29 +4,46 @@ Protocols (``split``):
     random      samples shuffled with the seed; ``test_size`` for test, ``val_size`` of the rest for val.
     prompt      the same over prompts: no prompt appears in two of train/val/test (the honest protocol
                 for generated images, where one prompt yields several images of similar quality).
+                With a ``splits_file``, train and test come from the file and val is drawn by prompt.
     kfold       ``folds`` equal parts of the shuffled samples; part ``fold`` is test, ``val_size`` of
                 the rest is val. Run ``fold = 0 .. folds-1`` for cross-validation.
-    predefined  a CSV ``file_name,split`` (split in train/val/test), e.g. a published split or the
-                ``splits.csv`` of an earlier run. Without val rows, val is drawn from train.
+    predefined  ``splits_file``: a published split or the ``splits.csv`` of an earlier run (see below).
     paper       the published CLIP-AGIQA code: sklearn's ``train_test_split(test_size=0.2,
                 random_state=42)`` over the annotation file's order, no validation set. For
                 reproduction only: the test set is also the validation set that picks the checkpoint.
+
+A ``splits_file`` is either
+    a CSV ``file_name,split`` (split in train/val/test), e.g. an earlier run's ``splits.csv``; or
+    a split folder in IPCE's layout (``Database/<benchmark>/<k>/``): ``train.csv`` and ``test.csv``, or
+        ``train.csv`` and ``val.csv`` read as the test set when there is no ``test.csv`` (with all three,
+        ``val.csv`` is val). Rows name the image in a ``file_name``, ``name``, ``image_name`` or ``Image``
+        column (the first present, any capitalisation); the dataset's own columns beside it are not read.
+        A ``model`` column is joined in front of a name that is not a sample itself (IPCE's AIGCIQA2023
+        rows: ``model=DALLE, image_name=000-1.png`` -> ``DALLE/000-1.png``).
+Every sample must be listed once and every name must be one of the dataset's own sample names (AGIQA-3K
+``AttnGAN_normal_000.jpg``, AIGCIQA2023 ``<Model>/NNN-k.png`` whatever its image layout); the error
+names the file, row and a few offending names. Without val rows, val (``val_size`` of train) is drawn
+the way the test set was: by prompt when train and test share no prompt (always with ``split: prompt``),
+at random otherwise. The run's ``splits.csv`` records the result.
 """
 
 from __future__ import annotations
 
 import csv
 import math
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from .records import Record
+from .records import Record, read_csv_rows
 
 SPLITS = ("train", "val", "test")
 PROTOCOLS = ("random", "prompt", "kfold", "predefined", "paper")
 PAPER_SEED = 42
 PAPER_TEST_SIZE = 0.2
+NAME_COLUMNS = ("file_name", "name", "image_name", "image")  # a split folder's name column, any capitalisation
+PREFIX_COLUMN = "model"  # IPCE's AIGCIQA2023 rows: the generator's folder of the image
 
 
 def random_split(n: int, test_size: float, val_size: float, seed: int) -> list[str]:
@@ -59,6 +76,18 @@ def _draw_val(assignment: list[str], val_size: float, seed: int) -> list[str]:
     for position in np.random.default_rng(seed).permutation(len(train))[:n_val]:
         assignment[train[position]] = "val"
     return assignment
+
+
+def _draw_val_by_prompt(assignment: list[str], prompts: list[str | None], val_size: float, seed: int) -> list[str]:
+    """Move ``val_size`` of the train prompts (seeded, sorted first: any record order) with all their images
+    to val, so that val shares no prompt with train."""
+    train_prompts = sorted({p for p, s in zip(prompts, assignment) if s == "train"})
+    n_val = max(1, round(len(train_prompts) * val_size))
+    if len(train_prompts) - n_val < 1:
+        raise ValueError(f"{len(train_prompts)} training prompts are too few for val_size={val_size}")
+    chosen = {train_prompts[i] for i in np.random.default_rng(seed).permutation(len(train_prompts))[:n_val]}
+    return ["val" if s == "train" and p in chosen else s for p, s in zip(prompts, assignment)]
+
 
 
 def prompt_split(prompts: list[str | None], test_size: float, val_size: float, seed: int) -> list[str]:
@@ -96,12 +125,12 @@ def paper_split(annotation_order: list[str], names: list[str]) -> list[str]:
     return ["test" if name in test else "train" for name in names]
 
 
-def read_splits(path: Path, names: list[str], val_size: float, seed: int) -> list[str]:
-    """The assignment of ``names`` from a ``file_name,split`` CSV; every error names the file and row."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise FileNotFoundError(f"splits file {path} not found (split=predefined needs a CSV file_name,split)")
-    given: dict[str, str] = {}
+Given = list[tuple[tuple[str, ...], str, str]]  # (names to try, in order; split; "file, row N")
+
+
+def _read_split_csv(path: Path) -> Given:
+    """The rows of a ``file_name,split`` CSV."""
+    given = []
     with open(path, newline="", encoding="utf-8-sig") as handle:
         reader = csv.DictReader(handle)
         columns = reader.fieldnames or []
@@ -113,19 +142,102 @@ def read_splits(path: Path, names: list[str], val_size: float, seed: int) -> lis
                 raise ValueError(f"{path}, row {row_number}: empty file_name")
             if split not in SPLITS:
                 raise ValueError(f"{path}, row {row_number}: split {row['split']!r} is not one of {', '.join(SPLITS)}")
-            if name in given:
-                raise ValueError(f"{path}, row {row_number}: {name} is listed twice")
-            given[name] = split
-    unknown = sorted(set(given) - set(names))
+            given.append(((name,), split, f"{path}, row {row_number}"))
+    return given
+
+
+def _read_split_table(path: Path, split: str) -> Given:
+    """The image names of one CSV of a split folder (IPCE's ``train.csv``, ``val.csv``), all in ``split``."""
+    rows = read_csv_rows(path)
+    if not rows:
+        raise ValueError(f"{path} is empty: expected a header row with a name column ({', '.join(NAME_COLUMNS)})")
+    (_, header), body = rows[0], rows[1:]
+    columns = {str(c).strip().lower(): i for i, c in reversed(list(enumerate(header)))}
+    name_column = next((columns[c] for c in NAME_COLUMNS if c in columns), None)
+    if name_column is None:
+        raise ValueError(f"{path}: no image name column (one of {', '.join(NAME_COLUMNS)}); the columns are "
+                         f"{', '.join(map(str, header))}")
+    prefix_column = columns.get(PREFIX_COLUMN)
+    given = []
+    for number, row in body:
+        name = row[name_column].strip().replace("\\", "/") if name_column < len(row) else ""
+        if not name:
+            raise ValueError(f"{path}, row {number}: empty {header[name_column]}")
+        prefix = row[prefix_column].strip() if prefix_column is not None and prefix_column < len(row) else ""
+        given.append(((name, f"{prefix}/{name}") if prefix else (name,), split, f"{path}, row {number}"))
+    return given
+
+
+def _read_split_folder(path: Path) -> Given:
+    """A split folder in IPCE's layout: train.csv + test.csv, or train.csv + val.csv read as the test set."""
+    files = {split: path / f"{split}.csv" for split in SPLITS if (path / f"{split}.csv").is_file()}
+    if "train" not in files or not ({"val", "test"} & set(files)):
+        raise FileNotFoundError(f"split folder {path} needs train.csv and test.csv (or val.csv, read as the test "
+                                f"set); it holds {', '.join(sorted(p.name for p in path.iterdir())) or 'nothing'}")
+    if "test" not in files:
+        files["test"] = files.pop("val")
+    return [entry for split, file in files.items() for entry in _read_split_table(file, split)]
+
+
+def read_splits(path: Path, names: list[str]) -> list[str]:
+    """The assignment of ``names`` that a split file or folder gives (see the module docstring; val may be
+    absent); every error names the file and row."""
+    path = Path(path).expanduser()
+    if path.is_dir():
+        given = _read_split_folder(path)
+    elif path.is_file():
+        given = _read_split_csv(path)
+    else:
+        raise FileNotFoundError(f"splits file {path} not found (a CSV file_name,split or a folder with train.csv "
+                                f"and test.csv or val.csv)")
+    known = set(names)
+    assigned: dict[str, tuple[str, str]] = {}
+    unknown = []
+    for candidates, split, where in given:
+        name = next((c for c in candidates if c in known), None)
+        if name is None:
+            unknown.append(candidates[-1])
+        elif name in assigned:
+            raise ValueError(f"{where}: {name} is listed twice (first at {assigned[name][1]})")
+        else:
+            assigned[name] = (split, where)
     if unknown:
-        raise ValueError(f"{path}: {len(unknown)} name(s) are not samples of this dataset, e.g. {', '.join(unknown[:5])}")
-    unlisted = [name for name in names if name not in given]
+        raise ValueError(f"{path}: {len(unknown)} name(s) are not samples of this dataset, e.g. "
+                         f"{', '.join(unknown[:5])}; its samples are named like {', '.join(names[:2])}")
+    unlisted = [name for name in names if name not in assigned]
     if unlisted:
-        raise ValueError(f"{path}: {len(unlisted)} of {len(names)} samples have no split, e.g. {', '.join(unlisted[:5])}")
-    assignment = [given[name] for name in names]
-    if "val" not in given.values() and val_size > 0:
-        assignment = _draw_val(assignment, val_size, seed)
-    return assignment
+        raise ValueError(f"{path}: {len(unlisted)} of {len(names)} samples have no split, e.g. "
+                         f"{', '.join(unlisted[:5])}")
+    return [assigned[name][0] for name in names]
+
+
+def shared_prompts(assignment: list[str], prompts: list[str | None]) -> set | None:
+    """The prompts found in both train and test; None when a sample has no prompt."""
+    if any(p is None or not str(p).strip() for p in prompts):
+        return None
+    return {p for p, s in zip(prompts, assignment) if s == "train"} & {p for p, s in zip(prompts, assignment)
+                                                                       if s == "test"}
+
+
+def predefined_split(path: Path, records: list[Record], val_size: float, seed: int,
+                     by_prompt: bool = False) -> list[str]:
+    """The split a file or folder gives; without val, val is drawn from train as the test set was: by prompt
+    when train and test share no prompt (always with ``by_prompt``), at random otherwise."""
+    assignment = read_splits(path, [r.file_name for r in records])
+    if "val" in assignment or val_size <= 0:
+        return assignment
+    prompts = [r.prompt for r in records]
+    shared = shared_prompts(assignment, prompts)
+    if by_prompt:
+        if shared is None:
+            raise ValueError(f"split=prompt draws val by prompt, but some samples of {path} have no prompt")
+        if shared:
+            warnings.warn(f"{path}: train and test share {len(shared)} prompt(s), so the test set is not "
+                          f"prompt-disjoint; val is drawn by prompt all the same", stacklevel=2)
+        return _draw_val_by_prompt(assignment, prompts, val_size, seed)
+    if shared is not None and not shared:
+        return _draw_val_by_prompt(assignment, prompts, val_size, seed)
+    return _draw_val(assignment, val_size, seed)
 
 
 def assign(protocol: str, records: list[Record], *, test_size: float, val_size: float, seed: int,
@@ -135,14 +247,17 @@ def assign(protocol: str, records: list[Record], *, test_size: float, val_size: 
     names = [r.file_name for r in records]
     if protocol == "random":
         return random_split(len(records), test_size, val_size, seed)
+    if protocol == "prompt" and splits_file:
+        return predefined_split(Path(splits_file), records, val_size, seed, by_prompt=True)
     if protocol == "prompt":
         return prompt_split([r.prompt for r in records], test_size, val_size, seed)
     if protocol == "kfold":
         return kfold_split(len(records), folds, fold, val_size, seed)
     if protocol == "predefined":
         if not splits_file:
-            raise ValueError("split=predefined needs splits_file: a CSV with columns file_name,split")
-        return read_splits(Path(splits_file), names, val_size, seed)
+            raise ValueError("split=predefined needs splits_file: a CSV with columns file_name,split, or a split "
+                             "folder (train.csv + test.csv or val.csv)")
+        return predefined_split(Path(splits_file), records, val_size, seed)
     if protocol == "paper":
         return paper_split(annotation_order or names, names)
     raise ValueError(f"unknown split protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
