@@ -1,10 +1,11 @@
 """Run reports: the test predictions and their scatter plot (PNG always, W&B when active), the split and config.
 
 At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score) and ``test_scatter.png``
-(predicted score vs MOS, drawn with PIL) into the run folder (``trainer.log_dir``). When a ``WandbLogger``
-is active it also logs a W&B scatter plot, the predictions table and the PNG; at the start of training it
-logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb`` logs the resolved
-LightningCLI config to the W&B run.
+(predicted score vs MOS, drawn with PIL) into the run folder (``trainer.log_dir``); a model of several targets
+gets ``<target>_mos,<target>_score`` columns per target and ``test_scatter_<target>.png`` each. When a
+``WandbLogger`` is active it also logs the predictions table, and per target a W&B scatter plot and the PNG; at
+the start of training it logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb``
+logs the resolved LightningCLI config to the W&B run.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image, ImageDraw
 
 PREDICTIONS_FILE = "test_predictions.csv"
-SCATTER_FILE = "test_scatter.png"
+SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png (``scatter_file``)
 SPLIT_ARGS = ("split", "seed", "test_size", "val_size", "folds", "fold", "target")
 
 
@@ -80,6 +81,22 @@ def draw_scatter(mos, score, path: Path, title: str = "", size: int = 480) -> Pa
     return path
 
 
+def scatter_file(target: str, targets: list[str]) -> str:
+    return SCATTER_FILE if len(targets) == 1 else f"test_scatter_{target}.png"
+
+
+def prediction_columns(targets: list[str]) -> list[str]:
+    """``file_name,mos,score`` for one target; ``file_name`` and ``<target>_mos,<target>_score`` per target."""
+    if len(targets) == 1:
+        return ["file_name", "mos", "score"]
+    return ["file_name", *[f"{target}_{kind}" for target in targets for kind in ("mos", "score")]]
+
+
+def as_values(value) -> list[float]:
+    """One target's float or several targets' list, as a list."""
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
 def split_summary(datamodule) -> dict:
     """Protocol arguments and sizes of the datamodule's split (whatever of them it has)."""
     summary = {name: getattr(datamodule, name) for name in SPLIT_ARGS if hasattr(datamodule, name)}
@@ -87,6 +104,8 @@ def split_summary(datamodule) -> dict:
     if assignment is not None:
         for split in ("train", "val", "test"):
             summary[f"n_{split}"] = sum(1 for s in assignment if s == split)
+    if isinstance(summary.get("target"), (list, tuple)):
+        summary["target"] = ",".join(summary["target"])
     return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in summary.items()}
 
 
@@ -104,7 +123,10 @@ class TestReport(Callback):
         self.dirpath = dirpath
         self.max_table_rows = max_table_rows
         self._rows: list = []
-        self.predictions: list[tuple[str, float, float]] = []  # (file_name, mos, score) of the last test
+        # (file_name, mos, score) of the last test: floats for one target, lists in ``targets`` order for several
+        self.predictions: list[tuple[str, float | list[float], float | list[float]]] = []
+        self.targets: list[str] = ["quality"]
+        self.files: list[Path] = []  # what the last test wrote
 
     # --- the split, once training starts -------------------------------------------------------------
     def on_train_start(self, trainer, pl_module) -> None:
@@ -125,12 +147,13 @@ class TestReport(Callback):
     # --- test predictions ----------------------------------------------------------------------------
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self._rows = []
+        self.targets = list(getattr(getattr(pl_module, "model", None), "targets", None) or ["quality"])
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
         if not self.enabled or not isinstance(outputs, dict) or "score" not in outputs:
             return
         indices = torch.as_tensor(batch["index"]).tolist()
-        mos = batch["mos"].float().cpu().tolist()
+        mos = batch["mos"].float().cpu().tolist()  # (batch,) for one target: floats; (batch, targets): lists
         scores = outputs["score"].float().cpu().tolist()
         self._rows.extend(zip(indices, batch["file_name"], mos, scores))
 
@@ -140,32 +163,48 @@ class TestReport(Callback):
         rows = _all_rows(trainer, self._rows)
         self._rows = []
         self.predictions = [(name, mos, score) for _, name, mos, score in rows]
+        self.files = []
         folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)  # log_dir: call on all ranks
         if trainer.is_global_zero and self.predictions:
             self.write(folder, trainer)
 
+    def table_rows(self) -> list[list]:
+        """Rows in ``prediction_columns`` order: the name, then each target's MOS and score."""
+        return [[name, *[v for pair in zip(as_values(mos), as_values(score)) for v in pair]]
+                for name, mos, score in self.predictions]
+
     def write(self, folder: Path, trainer) -> None:
         folder.mkdir(parents=True, exist_ok=True)
+        rows = self.table_rows()
         with open(folder / PREDICTIONS_FILE, "w", newline="") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["file_name", "mos", "score"])
-            writer.writerows((name, f"{mos:.6f}", f"{score:.6f}") for name, mos, score in self.predictions)
-        mos = [row[1] for row in self.predictions]
-        score = [row[2] for row in self.predictions]
-        png = draw_scatter(mos, score, folder / SCATTER_FILE, title="test")
+            writer.writerow(prediction_columns(self.targets))
+            writer.writerows([row[0], *(f"{value:.6f}" for value in row[1:])] for row in rows)
+        pngs = {}
+        for position, target in enumerate(self.targets):
+            mos = [row[1 + 2 * position] for row in rows]
+            score = [row[2 + 2 * position] for row in rows]
+            title = "test" if len(self.targets) == 1 else f"test {target}"
+            pngs[target] = draw_scatter(mos, score, folder / scatter_file(target, self.targets), title=title)
+        self.files = [folder / PREDICTIONS_FILE, *pngs.values()]
         for logger in wandb_loggers(trainer):
-            self._log_to_wandb(logger, png)
+            self._log_to_wandb(logger, rows, pngs)
 
-    def _log_to_wandb(self, logger, png: Path) -> None:
+    def _log_to_wandb(self, logger, rows: list[list], pngs: dict[str, Path]) -> None:
+        """One table with every column; per target a scatter plot of it and the PNG (``test/scatter`` and
+        ``test/scatter_png`` for one target, ``test/scatter/<target>`` ... for several)."""
         import wandb
 
-        table = wandb.Table(columns=["file_name", "mos", "score"],
-                            data=[list(row) for row in self.predictions[: self.max_table_rows]])
-        logger.experiment.log({
-            "test/predictions": table,
-            "test/scatter": wandb.plot.scatter(table, "mos", "score", title="predicted score vs MOS (test)"),
-            "test/scatter_png": wandb.Image(str(png)),
-        })
+        columns = prediction_columns(self.targets)
+        table = wandb.Table(columns=columns, data=rows[: self.max_table_rows])
+        logged = {"test/predictions": table}
+        for position, (target, png) in enumerate(pngs.items()):
+            suffix = "" if len(self.targets) == 1 else f"/{target}"
+            mos, score = columns[1 + 2 * position], columns[2 + 2 * position]
+            title = "predicted score vs MOS (test)" if len(self.targets) == 1 else f"predicted {target} vs MOS (test)"
+            logged[f"test/scatter{suffix}"] = wandb.plot.scatter(table, mos, score, title=title)
+            logged[f"test/scatter_png{suffix}"] = wandb.Image(str(png))
+        logger.experiment.log(logged)
 
 
 class ConfigToWandb(SaveConfigCallback):
