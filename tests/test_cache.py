@@ -103,6 +103,19 @@ def test_key_changes_with_backbone_and_transform_settings(tiny_model, images, tm
         assert entry_key(encoder, base, record) != entry_key(cache.encoder, base, record), name
 
 
+def test_key_changes_with_the_resize_interpolation(tiny_model, images, tmp_path, monkeypatch):
+    from PIL import Image
+
+    from clip_agiqa.data import transforms
+
+    cache = make_cache(tiny_model, tmp_path / "cache")
+    for make in (train_transform, eval_transform):
+        before = cache.entry_path(make(tiny_model), images[0])
+        with monkeypatch.context() as patch:
+            patch.setattr(transforms, "RESIZE_INTERPOLATION", Image.Resampling.BILINEAR)
+            assert cache.entry_path(make(tiny_model), images[0]) != before
+
+
 def test_the_trainer_cache_keys_the_model_attention_kernel(tmp_path):
     trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)
     encoders = {}
@@ -175,6 +188,19 @@ def test_cached_dataset_draws_one_of_the_views(tiny_model, images, tmp_path):
     seen = {int(torch.nonzero((features[0] == dataset[0]["features"]).all(dim=1))[0]) for _ in range(40)}
     assert seen == {0, 1, 2}
     assert dataset[2]["mos"] == 2.0 and dataset[2]["file_name"] == images[2].file_name
+
+
+def test_cached_items_carry_mos_prompt_and_error_as_image_items(tiny_model, images, tmp_path):
+    transform = eval_transform(tiny_model)
+    for index, record in enumerate(images):
+        record.targets, record.prompt = {"quality": float(index), "align": 10.0 + index}, f"prompt {index}"
+    features = make_cache(tiny_model, tmp_path / "cache").features(images, transform)
+    for targets in (["quality"], ["align", "quality"]):
+        cached, decoded = CachedFeatures(images, features, targets)[1], ImageDataset(images, transform, targets)[1]
+        assert {"mos", "prompt", "index", "file_name", "error"} <= set(cached)
+        for key in ("mos", "prompt", "index", "file_name", "error"):
+            assert torch.equal(cached[key], decoded[key]) if key == "mos" else cached[key] == decoded[key], key
+    assert CachedFeatures(images, features, ["align", "quality"])[1]["mos"].tolist() == [11.0, 1.0]
 
 
 def datamodule(root: Path, cache_dir: Path, cache_views: int) -> MOSFolder:

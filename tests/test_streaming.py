@@ -111,6 +111,55 @@ def test_streamed_training_runs_equal_steps_on_every_rank_and_reshuffles(saved_d
     assert orders[0] != orders[1]
 
 
+def test_items_carry_every_target_prompt_and_error_streamed_or_not(imagefolder, tmp_path):
+    """The same keys as ImageDataset's items: mos one value per target (in order), the prompt, no error."""
+    for streaming in (False, True):
+        data = hf(imagefolder, tmp_path, target_column=["align", "mos"], streaming=streaming)
+        data.setup()
+        assert data.targets == ["align", "mos"]
+        records = {r.file_name: r for r in data.records}
+        batch = next(iter(data.test_dataloader()))
+        assert {"image", "mos", "prompt", "index", "file_name", "error"} <= set(batch), streaming
+        assert batch["mos"].shape == (len(batch["file_name"]), 2) and batch["error"] == [""] * len(batch["error"])
+        for name, mos, prompt in zip(batch["file_name"], batch["mos"], batch["prompt"]):
+            record = records[name]
+            assert mos.tolist() == pytest.approx([record.targets["align"], record.targets["mos"]])
+            assert prompt == record.prompt and prompt.startswith("a "), streaming
+
+
+def test_streamed_items_of_a_dataset_without_prompts_have_empty_prompts(saved_dataset, tmp_path):
+    data = hf(saved_dataset, tmp_path, target_column="score", file_name_column="name", prompt_column=None,
+              streaming=True)
+    data.setup()
+    batch = next(iter(data.test_dataloader()))
+    assert batch["prompt"] == [""] * len(batch["file_name"]) and batch["mos"].dim() == 1
+    with pytest.raises(ValueError, match="generation prompt"):
+        data.generation_prompts()
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "I;16", "exif"])
+def test_image_bytes_decode_as_image_files_do(tmp_path, mode):
+    """Transparency over white, 16-bit scaled, EXIF orientation applied: ``decode_image`` = ``load_rgb``."""
+    import numpy as np
+
+    from clip_agiqa.data.hub import decode_image
+    from clip_agiqa.data.images import load_rgb
+
+    path = tmp_path / ("image.jpg" if mode == "exif" else "image.png")
+    if mode == "RGBA":
+        Image.new("RGBA", (6, 4), (200, 10, 10, 0)).save(path)
+    elif mode == "I;16":
+        Image.fromarray(np.full((4, 6), 40000, dtype=np.uint16)).save(path)
+    else:
+        exif = Image.Exif()
+        exif[0x0112] = 6  # rotated: a viewer shows it 4 wide, 6 high
+        Image.new("RGB", (6, 4), (10, 200, 10)).save(path, exif=exif)
+    expected = np.asarray(load_rgb(path))
+    for value in ({"bytes": path.read_bytes(), "path": None}, Image.open(path)):
+        decoded = decode_image(value, "sample")
+        assert decoded.mode == "RGB" and np.array_equal(np.asarray(decoded), expected), type(value).__name__
+
+
 def test_streaming_without_names_asks_for_a_name_column(tmp_path):
     import datasets
 
