@@ -98,6 +98,25 @@ def test_wandb_run_holds_metrics_config_split_plot_and_table(synthetic_root, tmp
     assert (run_dir / "test_scatter.png").is_file()
 
 
+def test_wandb_gets_one_table_and_a_scatter_plot_per_target(synthetic_root, tmp_path, wandb_runs):
+    import wandb
+
+    run_dir = tmp_path / "run"
+    cli = run_cli(["fit", "--config", WANDB_CONFIG, *TINY_MODEL_ARGS, *folder_args(synthetic_root),
+                   "--data.target", "[mos, align]", "--trainer.max_epochs", "1", "--trainer.default_root_dir",
+                   str(run_dir), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"])
+    cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
+
+    [run] = wandb_runs
+    table = run.logged_value("test/predictions")
+    assert table.columns == ["file_name", "mos_mos", "mos_score", "align_mos", "align_score"] and len(table.data) == 8
+    for target in ("mos", "align"):
+        assert isinstance(run.logged_value(f"test/scatter/{target}"), wandb.plot.CustomChart)
+        assert isinstance(run.logged_value(f"test/scatter_png/{target}"), wandb.Image)
+        assert (run_dir / f"test_scatter_{target}.png").is_file()
+    assert run.config["split"]["target"] == "mos,align"
+
+
 def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, wandb_runs):
     out = tmp_path / "bench"
     run_cli(["benchmark", "--config", str(REPO / "experiments" / "demo.yaml"), "--config", WANDB_CONFIG,
