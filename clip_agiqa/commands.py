@@ -10,7 +10,8 @@ import sys
 
 # Commands outside LightningCLI: name -> module with main(argv). Imported only when used, so `score` and
 # `export` start without Lightning.
-COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark", "score": "clip_agiqa.scoring"}
+COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark", "score": "clip_agiqa.scoring",
+            "compare": "clip_agiqa.compare"}
 TRAINING_CLI = "clip_agiqa.cli"
 DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
 

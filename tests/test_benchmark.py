@@ -81,7 +81,9 @@ def test_benchmark_refuses_splits_that_would_repeat_before_any_fit(synthetic_roo
 
 def test_benchmark_plans_the_data_the_fit_would_get(synthetic_root):
     data = benchmark.planned_data([DEMO], [*folder_args(synthetic_root), "--data.split", "kfold", "--data.folds", "4"])
-    assert (data["split"], data["folds"], data["root"]) == ("kfold", 4, str(synthetic_root))
+    assert data["class_path"] == "clip_agiqa.MOSFolder"
+    init_args = data["init_args"]
+    assert (init_args["split"], init_args["folds"], init_args["root"]) == ("kfold", 4, str(synthetic_root))
 
 
 def test_summary_statistics():
@@ -94,11 +96,20 @@ def test_summary_statistics():
     assert stats["rmse"]["min"] == pytest.approx(0.8) and stats["plcc"]["max"] == pytest.approx(0.8)
 
 
-def test_a_last_checkpoint_cut_short_by_a_kill_is_set_aside(tmp_path, capsys):
-    (tmp_path / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    assert benchmark.usable_last_checkpoint(tmp_path) is None
-    assert (tmp_path / "last.damaged.ckpt").is_file() and not (tmp_path / "last.ckpt").exists()
-    assert "the split starts over" in capsys.readouterr().out
+def test_a_last_checkpoint_cut_short_by_a_kill_sets_the_checkpoints_folder_aside(tmp_path, capsys):
+    # fit refuses a checkpoints/ folder that holds other checkpoints: the restart needs an empty one.
+    checkpoints = tmp_path / "checkpoints"
+    checkpoints.mkdir()
+    (checkpoints / "best.ckpt").write_bytes(b"an earlier best")
+    (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
+    assert benchmark.usable_last_checkpoint(checkpoints) is None
+    assert not checkpoints.exists()
+    assert sorted(p.name for p in (tmp_path / "checkpoints.damaged").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert "checkpoints/ kept as checkpoints.damaged/, the split starts over" in capsys.readouterr().out
+    checkpoints.mkdir()
+    (checkpoints / "last.ckpt").write_bytes(b"cut short again")
+    benchmark.usable_last_checkpoint(checkpoints)
+    assert (tmp_path / "checkpoints.damaged2" / "last.ckpt").is_file()
 
 
 @pytest.mark.slow

@@ -1,0 +1,65 @@
+"""``clip-agiqa compare OUT_A OUT_B ...``: the summaries of several benchmark folders in one table, with their
+protocols (split kind, where the checkpoint was chosen, number of splits), e.g. the paper protocol against the
+prompt-disjoint one on the same model, so that the optimism of selecting on test is a measured number. When
+the folders tested on other datasets (``benchmark --test_on``), their cross-dataset matrices are joined.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .benchmark import (CROSS_NOTE, RESULTS_FILE, SETTINGS_FILE, cross_matrix, is_cross, mean_std, metric_label,
+                        read_results, summarise)
+
+TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
+
+
+def read_benchmark(folder: Path) -> tuple[dict, list[dict]]:
+    """A benchmark folder's protocol (from benchmark.json) and result rows, or a clear error."""
+    if not (folder / RESULTS_FILE).is_file():
+        raise SystemExit(f"{folder}: no {RESULTS_FILE}; give folders written by `clip-agiqa benchmark`")
+    settings = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).is_file() else {}
+    about = settings.get("protocol") or {}
+    return {"data": about.get("data", "?"), "split": about.get("split", "?"), "selection": about.get("selection", "?"),
+            "planned": settings.get("splits", "?")}, read_results(folder)
+
+
+def comparison(folders: list[Path]) -> str:
+    """Markdown: one row per benchmark folder, then the joined cross-dataset matrix if any."""
+    headers = ["benchmark", "data", "split", "selected on", "splits", *map(metric_label, TABLE_METRICS),
+               "SRCC - first row"]
+    lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
+    first_srcc = None
+    trained = []
+    for folder in folders:
+        about, rows = read_benchmark(folder)
+        own = [r for r in rows if not is_cross(r)]
+        srcc = summarise(own, ["srcc"])["srcc"]["mean"]
+        first_srcc = srcc if first_srcc is None else first_srcc
+        cells = [folder.name, about["data"], about["split"], about["selection"], f"{len(own)} of {about['planned']}",
+                 *(mean_std(own, key) for key in TABLE_METRICS), f"{srcc - first_srcc:+.4f}"]
+        lines.append("| " + " | ".join(map(str, cells)) + " |")
+        if any(is_cross(r) for r in rows):
+            trained.append((f"{about['data']} ({folder.name})", rows))
+    lines += ["", "mean ± sample std over the splits. Selected on test (the paper split: no validation set) is "
+              "optimistic; selected on val is the honest figure."]
+    if trained:
+        lines += ["", "## Cross-dataset", "", CROSS_NOTE, *cross_matrix(trained)]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> str:
+    parser = argparse.ArgumentParser(prog="clip-agiqa compare",
+                                     description="Several benchmark folders (clip-agiqa benchmark --out) in one table.")
+    parser.add_argument("folders", nargs="+", type=Path, metavar="OUT", help="benchmark result folders")
+    parser.add_argument("--output", type=Path, help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    table = comparison(args.folders)
+    print(table, end="", flush=True)
+    if args.output is not None:
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        args.output.write_text(table)
+        print(f"wrote {args.output}", flush=True)
+    return table
