@@ -10,6 +10,7 @@ import yaml
 
 from conftest import REPO, run_cli
 from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
+from clip_agiqa.reporting import scatter_file
 from experiment_helpers import as_flags, configured, data_class, make_data_root, shrink_args
 
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
@@ -17,14 +18,18 @@ pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 EXPERIMENTS = REPO / "experiments"
 README = REPO / "README.md"
 PROMPT_DISJOINT = ("model/clip_agiqa.yaml", "protocol/prompt_disjoint.yaml")
+PROMPT_AWARE = ("model/clip_agiqa_prompt.yaml", "protocol/prompt_disjoint.yaml")
+BENCHMARK_PARTS = ("agiqa3k_quality", "agiqa3k_align", "agiqa1k", "aigciqa2023_quality", "aigciqa2023_authenticity",
+                   "aigciqa2023_correspondence", "aigciqa20k")
+ALL_TARGETS_PARTS = ("agiqa3k_all_targets", "aigciqa2023_all_targets")  # several targets in one model
 # The shipped combinations, in the order the README gives them: data part, model part, protocol part.
 COMBINATIONS = [
-    *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in (
-        "agiqa3k_quality", "agiqa3k_align", "agiqa1k", "aigciqa2023_quality", "aigciqa2023_authenticity",
-        "aigciqa2023_correspondence", "aigciqa20k")],
+    *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in BENCHMARK_PARTS],
     ("data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/paper.yaml"),
     ("data/custom.yaml", "model/clip_agiqa.yaml", "protocol/random.yaml"),
     ("demo.yaml",),  # one self-contained file (make demo)
+    *[(f"data/{name}.yaml", *PROMPT_AWARE) for name in BENCHMARK_PARTS + ALL_TARGETS_PARTS],
+    *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in ALL_TARGETS_PARTS],
 ]
 OVERLAYS = {"wandb.yaml"}  # added with one more --config on top of a combination
 PARTS = {kind: sorted(p.name for p in (EXPERIMENTS / kind).glob("*.yaml")) for kind in ("data", "model", "protocol")}
@@ -60,8 +65,14 @@ def test_combination_fits_and_tests_through_the_cli(parts, synthetic_root, tmp_p
         warnings.simplefilter("ignore")  # AGIQA-1K's duplicated name, the paper split's warning
         cli = run_cli(["fit", *configs, *as_flags(shrink)])
         tested = cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)[0]
-    assert {"test/srcc", "test/plcc", "test/krcc", "test/rmse"} <= set(tested)
-    assert (run_dir / "checkpoints" / "splits.csv").is_file() and (run_dir / "test_scatter.png").is_file()
+    targets = cli.model.model.targets
+    assert targets == cli.datamodule.targets
+    assert cli.model.model.use_prompt == (PROMPT_AWARE[0] in parts)
+    per_target = [""] if len(targets) == 1 else [f"{target}/" for target in targets]
+    expected_metrics = {f"test/{t}{name}" for t in per_target for name in ("srcc", "plcc", "krcc", "rmse")}
+    assert expected_metrics | {"test/srcc"} <= set(tested)
+    assert (run_dir / "checkpoints" / "splits.csv").is_file()
+    assert all((run_dir / scatter_file(target, targets)).is_file() for target in targets)
 
     # Every value each part sets reaches the run (a later part wins), unless the smoke run shrinks it.
     shrunk = {key.replace(".", ".init_args.", 1) if key.startswith(("model.", "data.")) else key for key in shrink}
@@ -111,7 +122,7 @@ def test_model_part_names_the_whole_recipe(name):
     assert set(config) == {"model"}, f"model/{name}: a model part sets only the model"
     model = config["model"]["init_args"]
     for key in ("backbone", "head", "categories", "n_ctx", "hidden_dim", "dropout", "loss", "optimizer", "lr",
-                "momentum", "weight_decay", "warmup_epochs", "warmup_lr"):
+                "momentum", "weight_decay", "warmup_epochs", "warmup_lr", "use_prompt"):
         assert key in model, f"model/{name}: model.{key} is not set"
 
 
