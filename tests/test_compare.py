@@ -46,7 +46,8 @@ def fake_benchmark(folder, data: str, tested: dict[str, list[float]]):
 
 
 def test_compare_joins_the_cross_dataset_matrices(tmp_path):
-    fake_benchmark(tmp_path / "a", "agiqa3k_quality", {"agiqa3k_quality": [0.8, 0.7], "aigciqa2023_quality": [0.5, 0.6]})
+    fake_benchmark(tmp_path / "a", "agiqa3k_quality", {"agiqa3k_quality": [0.8, 0.7],
+                                                       "aigciqa2023_quality": [0.5, 0.6]})
     fake_benchmark(tmp_path / "b", "aigciqa2023_quality", {"aigciqa2023_quality": [0.9, 0.8],
                                                            "agiqa3k_quality": [0.4, 0.4]})
     table = comparison([tmp_path / "a", tmp_path / "b"])
