@@ -29,7 +29,7 @@ from .callbacks import ScoreWriter
 from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
                    MOSDataModule, MOSFolder, SyntheticAIGI)
 from .module import CLIPAGIQA
-from .reporting import PREDICTIONS_FILE, SCATTER_FILE, ConfigToWandb, TestReport, place_wandb_logs
+from .reporting import ConfigToWandb, TestReport, place_wandb_logs
 
 CHECKPOINTS = "checkpoints"
 # Model options that fix the network: a checkpoint's values must not silently replace chosen ones.
@@ -211,9 +211,8 @@ class AGIQACLI(LightningCLI):
     @rank_zero_only
     def after_test(self) -> None:
         report = self._get(self.config_init, "report")
-        if report.enabled and report.predictions:
-            folder = Path(report.dirpath or self.trainer.log_dir)
-            print(f"wrote {folder / PREDICTIONS_FILE} and {folder / SCATTER_FILE}")
+        if report.enabled and report.files:
+            print(f"wrote {', '.join(str(path) for path in report.files)}")
         self._tell_metrics_file()
 
     @rank_zero_only

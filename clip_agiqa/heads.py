@@ -3,7 +3,8 @@ one score per target on the 0-5 training scale. Batched, fp32.
 
 Prompt-aware heads (``prompt_aware=True``) also read the frozen text features ``t`` of each image's generation
 prompt. The fusion is the one CLIPScore and its successors found to work with frozen CLIP features: the
-cosine of image and prompt, and their element-wise product (which of the prompt's directions the image shows).
+cosine of image and prompt, their element-wise product (which of the prompt's directions the image shows),
+and the prompt's features themselves (what was asked for), concatenated to the paper head's input.
 """
 
 from __future__ import annotations
@@ -32,9 +33,9 @@ def full_precision(forward):
 
 
 def prompt_fusion(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-    """[image * text, cosine(image, text)] of L2-normalised features: (batch, dim + 1)."""
+    """[text, image * text, cosine(image, text)] of L2-normalised features: (batch, 2 dim + 1)."""
     product = image * text
-    return torch.cat([product, product.sum(dim=-1, keepdim=True)], dim=-1)
+    return torch.cat([text, product, product.sum(dim=-1, keepdim=True)], dim=-1)
 
 
 class ConcatHead(nn.Module):
@@ -48,7 +49,7 @@ class ConcatHead(nn.Module):
                  n_outputs: int = 1, prompt_aware: bool = False):
         super().__init__()
         self.prompt_aware = prompt_aware
-        inputs = embed_dim * (1 + n_categories) + ((embed_dim + 1) if prompt_aware else 0)
+        inputs = embed_dim * (1 + n_categories) + ((2 * embed_dim + 1) if prompt_aware else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(inputs, hidden_dim),

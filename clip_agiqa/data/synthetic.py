@@ -3,9 +3,9 @@
 Each picture is a random composition of shapes on a gradient; a distortion strength in [0, 1] (blur,
 noise, JPEG blocking, desaturation) is applied and sets its quality MOS (``mos``): 5 * (1 - strength) plus
 rater noise. Each picture also has a generation prompt ("a red circle on a blue background") that it may
-not follow: with probability 1/2 the prompt names another shape colour, and 1/4 another shape too.
+not follow: with probability 1/2 the prompt names another background colour, and 1/4 another shape too.
 The alignment MOS (``align``) says how well the picture matches its prompt (5 when it does, 2.5 for a wrong
-colour, 1 for a wrong colour and shape, plus rater noise): only a model that reads the prompt can predict it.
+background, 1 for a wrong background and shape, plus rater noise): only a model that reads the prompt can predict it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), 
            "purple": (150, 50, 180), "orange": (245, 140, 30)}
 SHAPES = ("circle", "square", "triangle")
 COMPLETE_MARKER = ".complete"
-FORMAT = "2"  # 2: the align column and prompts a picture may not follow
+FORMAT = "3"  # 3: the align column; prompts may name another background colour and shape
 
 
 def _picture(rng: np.random.Generator, size: int) -> tuple[Image.Image, tuple[str, str, str]]:
@@ -66,8 +66,8 @@ def _distort(image: Image.Image, strength: float, rng: np.random.Generator) -> I
 def _prompt(colour: str, shape: str, background: str, rng: np.random.Generator) -> tuple[str, float]:
     """The generation prompt of a picture and the alignment MOS of the picture with it."""
     alignment = 5.0
-    if rng.uniform() < 0.5:  # the generator missed the colour
-        colour = str(rng.choice([c for c in COLOURS if c not in (colour, background)]))
+    if rng.uniform() < 0.5:  # the generator missed the background colour
+        background = str(rng.choice([c for c in COLOURS if c not in (colour, background)]))
         alignment = 2.5
         if rng.uniform() < 0.5:  # ... and the shape
             shape = str(rng.choice([s for s in SHAPES if s != shape]))
