@@ -8,6 +8,8 @@ On the offline ``random:vit-b-16`` backbone (ViT-B/16 sized, random weights) and
   peak RSS of predict / of the bare encoder                (each in a fresh subprocess; goal <= 1.3)
   exported model / resumable checkpoint size               (goal <= 10 MB / <= 25 MB)
   cache build images/s / bare encoder images/s             (goal >= 0.8)
+  cached epoch time, prompt-aware / prompt-blind model      (goal <= 1.3)
+  clip-agiqa score (image + prompt) / bare image + text encoders, images/s   (goal >= 0.9)
   fit time of 100 epochs on 3,000 images, extrapolated, cache on and off
 
 Prints a table and writes it as JSON (``--output``). On a GPU::
@@ -46,6 +48,8 @@ GOALS = {  # figure -> (comparison, goal)
     "export_size_mb": ("<=", 10.0),
     "checkpoint_size_mb": ("<=", 25.0),
     "cache_build_vs_encoder_throughput": (">=", 0.8),
+    "prompt_aware_vs_blind_cached_epoch": ("<=", 1.3),
+    "score_vs_encoders_throughput": (">=", 0.9),
 }
 # What a full-size run looks like for the extrapolation: AGIQA-3K, the default split, 100 epochs, K = 8.
 FULL_IMAGES, FULL_EPOCHS, FULL_VIEWS = 3000, 100, 8
@@ -156,7 +160,68 @@ def gpu_memory(device: torch.device) -> dict:
     return {"peak_gpu_memory_mb": torch.cuda.max_memory_allocated(device) / 2**20}
 
 
-WORKERS = {"bare": worker_bare_encoder, "predict": worker_predict}
+def score_inputs(args) -> tuple[list, list[str]]:
+    """Decoded images and their generation prompts (outside every timer), in name order."""
+    import csv
+
+    from clip_agiqa.data.images import load_rgb
+
+    rows = sorted(csv.DictReader(open(args.data / "metadata.csv")), key=lambda r: r["file_name"])
+    rows = rows[: args.throughput_images]
+    return [load_rgb(args.data / r["file_name"]) for r in rows], [r["prompt"] for r in rows]
+
+
+def worker_bare_encoders(args) -> dict:
+    """The bare image and text encoders: pixels and each image's prompt through get_image/text_features."""
+    from clip_agiqa.backbone import feature_output, load_backbone
+    from clip_agiqa.data.transforms import ImageTransform
+
+    device = torch_device(args)
+    backbone = load_backbone(args.backbone)
+    clip = backbone.clip.eval().requires_grad_(False).to(device)
+    transform = ImageTransform(backbone.image_settings, train=False)
+    images, prompts = score_inputs(args)
+    timed_images, elapsed = 0, 0.0
+    for number, start_index in enumerate(range(0, len(images), args.batch_size)):
+        chunk = slice(start_index, start_index + args.batch_size)
+        synchronize(device)
+        start = time.perf_counter()
+        pixels = torch.stack([transform(image) for image in images[chunk]]).to(device)
+        tokens = backbone.tokenizer(prompts[chunk], padding=True, truncation=True, return_tensors="pt").to(device)
+        with torch.no_grad(), autocast(args, device):
+            feature_output(clip.get_image_features(pixel_values=pixels))
+            feature_output(clip.get_text_features(**tokens))
+        synchronize(device)
+        if number > 0:  # the first batch warms up
+            elapsed += time.perf_counter() - start
+            timed_images += len(pixels)
+    return {"images_per_s": timed_images / elapsed, "images": timed_images, "seconds": elapsed,
+            "peak_rss_mb": peak_rss_mb()}
+
+
+def worker_score(args) -> dict:
+    """QualityScorer (what `clip-agiqa score` runs) of a saved prompt-aware model on the same images and prompts."""
+    from clip_agiqa import CLIPAGIQAModel, QualityScorer
+
+    device = torch_device(args)
+    folder = Path(tempfile.mkdtemp(prefix="clip-agiqa-bench-model-"))
+    CLIPAGIQAModel(args.backbone, use_prompt=True).save_pretrained(folder)
+    scorer = QualityScorer(CLIPAGIQAModel.from_pretrained(folder), device=device, batch_size=args.batch_size,
+                           precision={"32-true": "32", "bf16-mixed": "bf16", "16-mixed": "16"}[args.precision])
+    images, prompts = score_inputs(args)
+    scorer.score_many(images[: args.batch_size], prompts[: args.batch_size])  # warm-up batch
+    scorer.model._text_features.clear()  # every prompt encoded inside the timer, as the bare encoders do
+    synchronize(device)
+    start = time.perf_counter()
+    scorer.score_many(images[args.batch_size:], prompts[args.batch_size:])
+    synchronize(device)
+    elapsed = time.perf_counter() - start
+    timed = len(images) - args.batch_size
+    return {"images_per_s": timed / elapsed, "images": timed, "seconds": elapsed, "peak_rss_mb": peak_rss_mb()}
+
+
+WORKERS = {"bare": worker_bare_encoder, "predict": worker_predict, "bare_encoders": worker_bare_encoders,
+           "score": worker_score}
 
 
 def best_of(runs: list[dict]) -> dict:
@@ -235,16 +300,33 @@ def measure_fit(args, model, cache_dir: Path) -> dict:
             "train_images": n_train, "val_images": n_val}
 
 
+def measure_prompt_aware_epochs(args, cache_dir: Path) -> dict:
+    """Cached epochs of the prompt-blind and the prompt-aware model on the cache measure_fit built, alternated
+    twice; each model's fastest median (load elsewhere only ever slows an epoch down)."""
+    from clip_agiqa import CLIPAGIQA
+
+    epochs = {"blind": [], "aware": []}
+    for _ in range(2):
+        for name in epochs:
+            timer = epoch_timer()
+            data = data_module(args, cache_views=args.cache_views, cache_dir=str(cache_dir))
+            trainer(args, max_epochs=args.cached_epochs, callbacks=[timer], enable_checkpointing=False).fit(
+                CLIPAGIQA(args.backbone, use_prompt=name == "aware"), data)
+            epochs[name].append(timer.epochs)
+    medians = {name: min(statistics.median(times[1:] or times) for times in runs) for name, runs in epochs.items()}
+    return {"epoch_blind_s": medians["blind"], "epoch_aware_s": medians["aware"], "epochs": epochs}
+
+
 def measure_text_step(args, model) -> dict:
     """Forward + backward of the prompt text path, cut after EOS vs padded to 77 tokens."""
     from clip_agiqa.prompts import PromptLearner
 
     device = torch_device(args)
-    clip = model.clip.to(device)
+    clip = model.model.clip.to(device)
     learners = {}
     for cut in (True, False):
         torch.manual_seed(0)
-        learners[cut] = PromptLearner(clip, model.tokenizer, cut_after_eos=cut).to(device)
+        learners[cut] = PromptLearner(clip, model.model.tokenizer, cut_after_eos=cut).to(device)
     times, outputs = {}, {}
     for cut, learner in learners.items():
         samples = []
@@ -277,17 +359,10 @@ def measure_text_step(args, model) -> dict:
 def measure_sizes(fit_trainer, model, workdir: Path) -> dict:
     checkpoint = workdir / "resumable.ckpt"
     fit_trainer.save_checkpoint(checkpoint)
-    try:
-        from clip_agiqa.export import export_checkpoint
+    from clip_agiqa.export import export_checkpoint
 
-        folder = export_checkpoint(checkpoint, workdir / "export")
-        export_bytes, how = sum(p.stat().st_size for p in folder.iterdir()), "clip_agiqa.export"
-    except ImportError:  # before `clip-agiqa export` existed: the trained tensors alone
-        from safetensors.torch import save_file
-
-        state = {k: v.contiguous() for k, v in model.state_dict().items() if not k.startswith("clip.")}
-        save_file(state, str(workdir / "model.safetensors"))
-        export_bytes, how = (workdir / "model.safetensors").stat().st_size, "safetensors of the trained tensors"
+    folder = export_checkpoint(checkpoint, workdir / "export")
+    export_bytes, how = sum(p.stat().st_size for p in folder.iterdir()), "clip_agiqa.export (save_pretrained)"
     trained = sum(p.numel() for p in model.trainable_parameters())
     return {"checkpoint_mb": checkpoint.stat().st_size / 1e6, "export_mb": export_bytes / 1e6, "export_by": how,
             "trained_parameters": trained}
@@ -316,6 +391,7 @@ def extrapolate(fit: dict) -> dict:
 
 def table(results: dict) -> list[dict]:
     bare, predict, fit, text, sizes = (results[k] for k in ("bare_encoder", "predict", "fit", "text_step", "sizes"))
+    prompt_epochs, score, encoders = results["prompt_epochs"], results["score"], results["bare_encoders"]
     return [
         figure("predict_vs_encoder_throughput", predict["images_per_s"] / bare["images_per_s"],
                f"predict {predict['images_per_s']:.2f} img/s, bare encoder {bare['images_per_s']:.2f} img/s"),
@@ -333,6 +409,12 @@ def table(results: dict) -> list[dict]:
         figure("cache_build_vs_encoder_throughput", fit["build_views_per_s"] / bare["images_per_s"],
                f"build {fit['build_views_per_s']:.2f} views/s ({fit['build_views']} in {fit['build_s']:.1f} s), "
                f"bare encoder {bare['images_per_s']:.2f} img/s"),
+        figure("prompt_aware_vs_blind_cached_epoch", prompt_epochs["epoch_aware_s"] / prompt_epochs["epoch_blind_s"],
+               f"cached epoch prompt-aware {prompt_epochs['epoch_aware_s']:.3f} s, prompt-blind "
+               f"{prompt_epochs['epoch_blind_s']:.3f} s"),
+        figure("score_vs_encoders_throughput", score["images_per_s"] / encoders["images_per_s"],
+               f"score {score['images_per_s']:.2f} img/s, bare image + text encoders "
+               f"{encoders['images_per_s']:.2f} img/s (each image with its own prompt)"),
     ]
 
 
@@ -406,13 +488,13 @@ def main(argv=None) -> dict:
                       "--throughput-images", str(args.throughput_images)]
     started = time.perf_counter()
     results = {"environment": environment(args)}
-    runs = {"bare": [], "predict": []}
-    for repeat in range(args.repeats):  # alternated, so a burst of load elsewhere hits both alike
+    runs = {"bare": [], "predict": [], "bare_encoders": [], "score": []}
+    for repeat in range(args.repeats):  # alternated, so a burst of load elsewhere hits all alike
         for name in runs:
-            print(f"{name} ({'bare image encoder' if name == 'bare' else 'trainer.predict'}, fresh process, "
-                  f"{repeat + 1}/{args.repeats}) ...", flush=True)
+            print(f"{name} (fresh process, {repeat + 1}/{args.repeats}) ...", flush=True)
             runs[name].append(run_worker(args, name))
     results["bare_encoder"], results["predict"] = best_of(runs["bare"]), best_of(runs["predict"])
+    results["bare_encoders"], results["score"] = best_of(runs["bare_encoders"]), best_of(runs["score"])
     save_partial(args.output, results)
     print("fit, cache off then on ...", flush=True)
     model = CLIPAGIQA(args.backbone)
@@ -422,6 +504,8 @@ def main(argv=None) -> dict:
     results["fit"] = fit
     save_partial(args.output, results)
     results["text_step"] = measure_text_step(args, model)
+    print("cached epochs, prompt-aware vs prompt-blind ...", flush=True)
+    results["prompt_epochs"] = measure_prompt_aware_epochs(args, workdir / "feature_cache")
     results["fit_extrapolated"] = extrapolate(fit)
     results["table"] = table(results)
     results["bench_seconds"] = time.perf_counter() - started
