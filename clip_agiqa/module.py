@@ -58,9 +58,10 @@ class ModelToData(Callback):
 
     def on_fit_start(self, trainer, pl_module) -> None:
         datamodule = trainer.datamodule
-        if trainer.is_global_zero and hasattr(datamodule, "save_splits"):
-            callback = trainer.checkpoint_callback
-            directory = getattr(callback, "dirpath", None) or trainer.log_dir or trainer.default_root_dir
+        # Beside the checkpoints, else in the logger's folder; a run that keeps neither has no folder to mark.
+        directory = getattr(trainer.checkpoint_callback, "dirpath", None) or (trainer.log_dir if trainer.loggers
+                                                                              else None)
+        if trainer.is_global_zero and directory and hasattr(datamodule, "save_splits"):
             datamodule.save_splits(Path(directory))
 
 
