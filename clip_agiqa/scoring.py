@@ -8,7 +8,6 @@ Command line: ``clip-agiqa score MODEL INPUT... --output scores.csv`` (see ``mai
 from __future__ import annotations
 
 import argparse
-import csv
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -18,7 +17,8 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from .data.images import load_rgb, to_rgb
-from .data.records import IMAGE_EXTENSIONS, list_images
+from .data.records import (IMAGE_EXTENSIONS, column, list_images, parse_names, read_csv_rows, require_unique,
+                           table)
 from .data.transforms import ImageTransform
 from .export import load_model
 from .score_csv import warn_unreadable, write_scores
@@ -162,21 +162,13 @@ def load(path, device: str | torch.device | None = None, backbone: str | None = 
 # --- clip-agiqa score --------------------------------------------------------------------------------------
 def read_score_list(path: Path) -> tuple[dict[str, Path], dict[str, str] | None]:
     """A CSV ``file_name[,prompt]`` (names relative to the CSV's folder) -> files and prompts."""
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.DictReader(handle)
-        columns = [c.strip() for c in reader.fieldnames or []]
-        if "file_name" not in columns:
-            raise ValueError(f"{path}: needs a file_name column (and optionally prompt); the columns are "
-                             f"{', '.join(columns) or 'none (the file is empty)'}")
-        files, prompts = {}, {}
-        for row_number, row in enumerate(reader, start=2):
-            row = {(k or "").strip(): (v or "").strip() for k, v in row.items()}
-            if not row.get("file_name"):
-                continue  # a blank row
-            files[row["file_name"]] = path.parent / row["file_name"]
-            if "prompt" in columns:
-                prompts[row["file_name"]] = row["prompt"]
-    return files, (prompts if "prompt" in columns else None)
+    rows = table(read_csv_rows(path), ["file_name"], str(path))
+    names = parse_names(column(rows, "file_name"), str(path), "file_name")
+    require_unique(names, str(path), [number for number, _ in rows])
+    files = {name: path.parent / name for name in names}
+    if "prompt" not in rows[0][1]:
+        return files, None
+    return files, {name: str(prompt or "").strip() for name, (_, prompt) in zip(names, column(rows, "prompt"))}
 
 
 def gather_inputs(inputs: list[str]) -> tuple[dict[str, Path], dict[str, str] | None]:
