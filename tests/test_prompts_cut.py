@@ -50,5 +50,5 @@ def test_cut_prompts_give_the_same_features_and_gradients(attn_implementation, o
 
 
 def test_the_model_uses_cut_prompts_by_default(tiny_model):
-    learner = tiny_model.prompt_learner
+    learner = tiny_model.model.prompt_learner
     assert learner.prompt_embeddings().shape[1] == int(learner.eos_index.max()) + 1 < MAX_LENGTH
