@@ -33,7 +33,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data.records import Record
+from .data.records import Record, target_tensor
 from .data.images import load_rgb
 from .data.transforms import ImageTransform
 
@@ -276,7 +276,6 @@ class CachedFeatures(Dataset):
     in_memory = True  # nothing to decode: loaders need no workers
 
     def __init__(self, records: Sequence[Record], features: torch.Tensor, targets: list[str] | None = None):
-        from .data.base import target_tensor  # not at the top: data.base imports this module
 
         if features.dim() != 3 or features.shape[0] != len(records):
             raise ValueError(f"expected features (n_records={len(records)}, views, dim), got {tuple(features.shape)}")

@@ -51,8 +51,10 @@ def test_metrics_on_two_processes_equal_one(odd_dataset, subcommand, prefix):
     root, data, checkpoint = odd_dataset
     single = logged_metrics(run_on(1, subcommand, root, data, checkpoint, f"{subcommand}1"))
     double = logged_metrics(run_on(2, subcommand, root, data, checkpoint, f"{subcommand}2"))
+    # Each process scores its own batches, whose fp32 predictions may differ in the last bits from the
+    # single-process ones; on these 9 images a near-zero PLCC moves by up to ~2e-6 from that alone.
     for name in ("srcc", "plcc", "krcc", "rmse"):
-        assert double[prefix + name] == pytest.approx(single[prefix + name], abs=1e-6), name
+        assert double[prefix + name] == pytest.approx(single[prefix + name], abs=1e-5), name
 
 
 def test_predictions_on_two_processes_equal_one(odd_dataset):

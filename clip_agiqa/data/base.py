@@ -17,25 +17,13 @@ from torch.utils.data import DataLoader, Dataset
 from ..backbone import CLIP_MEAN, CLIP_STD, ImageSettings
 from ..cache import CachedFeatures, cache_for_trainer
 from ..reporting import split_summary
-from .records import Record, check_records
+from .records import Record, check_records, target_tensor, target_value
 from .splits import SPLITS, assign, write_splits
 from .images import BACKGROUND, load_rgb, require_readable, scan_images
 from .transforms import ImageTransform
 
 SPLITS_FILE = "splits.csv"
 DATA_FILE = "data.json"
-
-
-def target_value(record: Record, name: str) -> float:
-    """A record's value of one target (``mos`` holds it when the record names no targets)."""
-    return record.targets.get(name, record.mos)
-
-
-def target_tensor(record: Record, targets: list[str] | None) -> torch.Tensor:
-    """The record's MOS: a scalar for one target, one value per target (in order) for several."""
-    if not targets or len(targets) == 1:
-        return torch.tensor(target_value(record, targets[0]) if targets else record.mos, dtype=torch.float32)
-    return torch.tensor([target_value(record, name) for name in targets], dtype=torch.float32)
 
 
 class ImageDataset(Dataset):

@@ -23,9 +23,9 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from .base import ImageDataset, MOSDataModule, target_tensor
+from .base import ImageDataset, MOSDataModule
 from .images import load_rgb, to_rgb
-from .records import Record, parse_targets, require_columns, require_unique, selected_targets
+from .records import Record, parse_targets, require_columns, require_unique, selected_targets, target_tensor
 from .transforms import ImageTransform
 
 

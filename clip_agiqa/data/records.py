@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 import openpyxl
+import torch
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
@@ -195,3 +196,15 @@ def require_unique(names: list[str], source: str, rows: list[int]) -> None:
     if duplicated:
         shown = [f"{name} at rows {', '.join(map(str, where))}" for name, where in duplicated.items()]
         raise ValueError(f"{source}: {len(duplicated)} duplicated name(s): {listed(shown, '; ')}")
+
+
+def target_value(record: Record, name: str) -> float:
+    """A record's value of one target (``mos`` holds it when the record names no targets)."""
+    return record.targets.get(name, record.mos)
+
+
+def target_tensor(record: Record, targets: list[str] | None) -> torch.Tensor:
+    """The record's MOS: a scalar for one target, one value per target (in order) for several."""
+    if not targets or len(targets) == 1:
+        return torch.tensor(target_value(record, targets[0]) if targets else record.mos, dtype=torch.float32)
+    return torch.tensor([target_value(record, name) for name in targets], dtype=torch.float32)
