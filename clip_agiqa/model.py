@@ -148,7 +148,7 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
     def prepare_prompts(self, prompts) -> None:
         """Encode the distinct generation prompts not seen yet, once each (kept in memory), in batches. Prompts
         longer than the text encoder's window are truncated there, counted in one warning."""
-        new = sorted({str(p) for p in prompts} - set(self._text_features))
+        new = sorted({str(p) for p in prompts if str(p) not in self._text_features})  # per step: no set of all
         if not new:
             return
         max_length = self.clip.text_model.config.max_position_embeddings
