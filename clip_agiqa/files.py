@@ -21,7 +21,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
             yield handle
             handle.flush()
             os.fsync(handle.fileno())
-        os.chmod(temporary, 0o666 & ~current_umask())
+        os.chmod(temporary, 0o666 & ~UMASK)  # mkstemp makes 0600; written files read like any other
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -29,7 +29,10 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
         raise
 
 
-def current_umask() -> int:
-    mask = os.umask(0)
+def _read_umask() -> int:
+    mask = os.umask(0)  # the only way to read it; done once at import, before any thread could write a file
     os.umask(mask)
     return mask
+
+
+UMASK = _read_umask()
