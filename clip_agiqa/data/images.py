@@ -1,26 +1,135 @@
 """Reading images as people see them: one loader for training, evaluation, the feature cache and scoring.
 
-Every image becomes 8-bit RGB the way a viewer shows it: EXIF orientation applied; 16-bit (``I;16``,
-``I;16B``, ``I``) scaled from 0..65535 and float (``F``) from 0..1 to 0..255 (not clipped to white);
-transparency (``RGBA``, ``LA``, ``PA``, palette or greyscale with a transparent colour) composited over
-a white background (``BACKGROUND``); CMYK converted; animated files (GIF, APNG, WebP) give their
-first frame.
+Every image becomes 8-bit RGB the way a colour-managed viewer shows it: EXIF orientation applied; an
+embedded ICC profile converted to sRGB (``PIL.ImageCms``; untagged images are taken as sRGB, a damaged
+profile is ignored as viewers do); 16-bit (``I;16``, ``I;16B``, ``I``) scaled from 0..65535 and float
+(``F``) from 0..1 to 0..255 (not clipped to white); transparency (``RGBA``, ``LA``, ``PA``, palette or
+greyscale with a transparent colour) composited over a white background (``BACKGROUND``); CMYK converted;
+animated files (GIF, APNG, WebP) give their first frame.
+
+Every file is treated as possibly hostile: only regular files are opened (a FIFO, device or socket named
+``.png`` is refused by type, never opened, so it cannot hang a run); only Pillow's decoders that run no
+outside program are tried (``READABLE_FORMATS``: EPS, which runs Ghostscript, is not); and images that would
+explode in memory are refused from their header, before decoding: more than ``MAX_PIXELS`` pixels, or an
+aspect ratio above ``MAX_ASPECT_RATIO`` (a 274-byte PNG of 1 x 100,000 pixels becomes 224 x 22,400,000
+after the resize of the short side).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import io
 import os
+import re
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image, ImageCms, ImageFile, ImageOps
 
+from ..errors import InputError
 from .records import Record
 
 BACKGROUND = (255, 255, 255)  # white, as browsers and viewers show transparent pixels on a page
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" holds 16-bit files (PNG, TIFF) in PIL
-READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError)
+MAX_PIXELS = 89_478_485  # Pillow's own warning threshold: 0.27 GB as RGB; 8K x 8K (67 M) fits
+MAX_ASPECT_RATIO = 50  # long side / short side; 50 keeps the eval resize under 224 x 11,200
+UNSAFE_FORMATS = {"EPS": "runs Ghostscript", "MPEG": "no decoder", "IPTC": "not a picture"}
+READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageCms.PyCMSError)
+
+# Pillow warns between MAX_PIXELS and twice that; such images are refused here with their size instead.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+
+def _readable_formats() -> tuple[str, ...]:
+    """Pillow's formats that decode pixels here without an outside program (no stubs, no EPS)."""
+    Image.init()
+    return tuple(sorted(name for name, (factory, _) in Image.OPEN.items() if name not in UNSAFE_FORMATS
+                        and not (isinstance(factory, type) and issubclass(factory, ImageFile.StubImageFile))))
+
+
+READABLE_FORMATS = _readable_formats()
+IMAGE_EXTENSIONS = frozenset(suffix for suffix, name in Image.registered_extensions().items()
+                             if name in READABLE_FORMATS)  # .jpg .png .gif .webp .avif .tif .bmp ...
+
+
+class ImageError(InputError):
+    """An image that cannot be used; ``reason`` is the short why ("empty file", "not found", ...) that the
+    score CSVs' ``error`` column holds, the message also names the file."""
+
+    def __init__(self, path, reason: str):
+        super().__init__(f"cannot read image {path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+class ImageNotFound(ImageError, FileNotFoundError):
+    """The image file is not there."""
+
+
+def error_reason(error: BaseException) -> str:
+    """The short reason of an image error for an ``error`` column (the row already names the file)."""
+    return error.reason if isinstance(error, ImageError) else (str(error) or type(error).__name__)
+
+
+FILE_TYPES = ((stat.S_ISDIR, "a folder"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+              (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def file_problem(path) -> str | None:
+    """Why ``path`` is not a regular file to open ("not found", "a FIFO (named pipe), not a regular file"...),
+    or None. Only ``os.stat`` (links followed): a special file is never opened, so it cannot block."""
+    try:
+        mode = os.stat(path).st_mode
+    except (FileNotFoundError, NotADirectoryError):
+        return "not found"
+    except OSError as error:
+        return error.strerror or type(error).__name__
+    if stat.S_ISREG(mode):
+        return None
+    kind = next((name for test, name in FILE_TYPES if test(mode)), "a special file")
+    return f"{kind}, not a regular file"
+
+
+def size_problem(width: int, height: int) -> str | None:
+    """Why an image of this size is refused before decoding (the limit named), or None."""
+    if width * height > MAX_PIXELS:
+        return f"{width} x {height} pixels: {width * height:,} pixels exceed the limit {MAX_PIXELS:,}"
+    ratio = max(width, height) / max(min(width, height), 1)
+    if ratio > MAX_ASPECT_RATIO:
+        shown = f"{ratio:,.1f}".rstrip("0").rstrip(".")
+        return f"{width} x {height} pixels: aspect ratio {shown} exceeds the limit {MAX_ASPECT_RATIO}"
+    return None
+
+
+def read_problem(error: Exception, path) -> str:
+    """A short reason for a read error (PIL's "cannot identify" message repeats the full path)."""
+    if isinstance(error, Image.UnidentifiedImageError):
+        return "empty file" if os.path.getsize(path) == 0 else "not an image"
+    if isinstance(error, Image.DecompressionBombError):  # refused by Pillow at open, above twice MAX_PIXELS
+        found = re.search(r"\((\d+) pixels\)", str(error))
+        return f"{int(found.group(1)):,} pixels exceed the limit {MAX_PIXELS:,}" if found else str(error)
+    return str(error) or type(error).__name__
+
+
+@contextlib.contextmanager
+def open_image(path):
+    """``Image.open`` of a regular file, its header checked against the limits; pixels not decoded yet.
+    Raises ``ImageError`` (``ImageNotFound``) naming the file and the reason."""
+    problem = file_problem(path)
+    if problem is not None:
+        raise (ImageNotFound if problem == "not found" else ImageError)(path, problem)
+    try:
+        with Image.open(path, formats=READABLE_FORMATS) as image:
+            problem = size_problem(*image.size)
+            if problem is not None:
+                raise ImageError(path, problem)
+            yield image
+    except ImageError:
+        raise
+    except READ_ERRORS as error:
+        raise ImageError(path, read_problem(error, path)) from error
 
 
 def _scaled_to_8bit(image: Image.Image) -> Image.Image:
@@ -30,48 +139,69 @@ def _scaled_to_8bit(image: Image.Image) -> Image.Image:
     return Image.fromarray(np.clip(np.rint(pixels * (255.0 / full_scale)), 0, 255).astype(np.uint8), "L")
 
 
+SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
+PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour space -> the PIL mode it describes
+
+
+@functools.lru_cache(maxsize=16)  # a data set has few distinct profiles; building a transform costs ms
+def srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
+    """The transform from an embedded ICC profile to sRGB for ``mode`` pixels, or None when the profile
+    cannot be read or describes another colour space (the image is then shown untagged, as viewers do)."""
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(icc))
+        if PROFILE_MODES.get(source.profile.xcolor_space.strip()) != mode:
+            return None
+        return ImageCms.buildTransform(source, SRGB, mode, "RGB")
+    except (OSError, ValueError, TypeError, ImageCms.PyCMSError):
+        return None
+
+
 def to_rgb(image: Image.Image) -> Image.Image:
-    """An opened image (its current frame) as the RGB picture a viewer shows; see the module docstring."""
+    """An opened image (its current frame) as the RGB picture a viewer shows; see the module docstring.
+    Refuses (``ImageError``) a size over the limits, as the loader does before decoding."""
+    problem = size_problem(*image.size)
+    if problem is not None:
+        raise ImageError(getattr(image, "filename", "") or "in memory", problem)
+    icc = image.info.get("icc_profile")
     image = ImageOps.exif_transpose(image)
     if image.mode in SIXTEEN_BIT_MODES or image.mode == "F":
         image = _scaled_to_8bit(image)
+    alpha = None
     if image.has_transparency_data:
-        rgba = image.convert("RGBA")
-        image = Image.alpha_composite(Image.new("RGBA", rgba.size, BACKGROUND + (255,)), rgba)
-    return image.convert("RGB")
+        image = image.convert("LA" if image.mode == "LA" else "RGBA")
+        alpha = image.getchannel("A")
+        image = image.convert(image.mode[:-1])  # the colour channels: L or RGB
+    elif image.mode not in PROFILE_MODES.values():
+        image = image.convert("RGB")  # palette, 1-bit, YCbCr ...
+    transform = srgb_transform(bytes(icc), image.mode) if icc else None
+    image = ImageCms.applyTransform(image, transform) if transform is not None else image.convert("RGB")
+    if alpha is None:
+        return image
+    image.putalpha(alpha)
+    return Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND + (255,)), image).convert("RGB")
 
 
 def load_rgb(path) -> Image.Image:
-    """Open an image file and return it as displayed (``to_rgb``), or an error that names the file."""
-    try:
-        with Image.open(path) as image:
-            image.load()  # the first frame of an animated file
-            return to_rgb(image)
-    except FileNotFoundError:
-        raise FileNotFoundError(f"image file not found: {path}") from None
-    except READ_ERRORS as error:
-        raise ValueError(f"cannot read image {path}: {read_problem(error, path)}") from error
-
-
-def read_problem(error: Exception, path) -> str:
-    """A short reason for a read error (PIL's "cannot identify" message repeats the full path)."""
-    if isinstance(error, Image.UnidentifiedImageError):
-        return "empty file" if os.path.getsize(path) == 0 else "not an image"
-    return str(error) or type(error).__name__
+    """Open an image file and return it as displayed (``to_rgb``), or an ``ImageError`` naming the file
+    (``ImageNotFound``, also a ``FileNotFoundError``, when it is not there)."""
+    with open_image(path) as image:
+        image.load()  # the first frame of an animated file
+        return to_rgb(image)
 
 
 def header_problem(path: Path) -> str | None:
-    """Why the file is not a readable image (empty, not an image, a damaged PNG...), or None.
+    """Why the file is not a readable image (not a regular file, empty, not an image, over the size
+    limits, a damaged PNG...), or None.
 
     Cheap: PIL's ``verify`` checks the structure (and a PNG's checksums) without decoding the pixels,
     so a JPEG cut short inside its pixel data still passes and fails later, when it is decoded.
     """
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.verify()
         return None
-    except READ_ERRORS as error:
-        return read_problem(error, path)
+    except ImageError as error:
+        return error.reason
 
 
 def require_readable(records: list[Record], source: str) -> None:
@@ -80,18 +210,18 @@ def require_readable(records: list[Record], source: str) -> None:
     if problems:
         shown = "; ".join(f"{name} ({problem})" for name, problem in problems[:5])
         more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise ValueError(f"{source}: {len(problems)} of {len(records)} image(s) cannot be read: {shown}{more}. "
+        raise InputError(f"{source}: {len(problems)} of {len(records)} image(s) cannot be read: {shown}{more}. "
                          "Replace or remove them, or leave them out with --data.skip_bad_images true")
 
 
 def readable_image(path: Path) -> bool:
     """Whether the image decodes fully (JPEGs in draft mode: truncation still shows, at a fraction of the cost)."""
     try:
-        with Image.open(path) as image:
+        with open_image(path) as image:
             image.draft("RGB", (64, 64))
             image.load()
         return True
-    except READ_ERRORS:
+    except ImageError:
         return False
 
 
@@ -104,3 +234,53 @@ def scan_images(records: list[Record]) -> list[Record]:
         bad_names = {r.file_name for r in bad}
         records = [r for r in records if r.file_name not in bad_names]
     return records
+
+
+# --- folder scans -------------------------------------------------------------------------------------------
+def _identity(path) -> tuple[int, int]:
+    found = os.stat(path)
+    return found.st_dev, found.st_ino
+
+
+def scan_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
+    """Every image under ``root`` (recursively, links followed once, sorted) and what the scan left out, with
+    why: a file of no format the loader reads, a special file (FIFO, device, socket: never opened), a folder
+    that cannot be listed. Hidden files and folders (``.name``, e.g. ``.feature_cache``) are not looked into."""
+    images, skipped = [], []
+    seen = {_identity(root)}
+
+    def unreadable(error: OSError) -> None:
+        skipped.append((Path(error.filename), f"folder cannot be read ({error.strerror})"))
+
+    for folder, folders, files in os.walk(root, onerror=unreadable, followlinks=True):
+        kept = []
+        for name in sorted(folders):
+            try:
+                key = _identity(os.path.join(folder, name))
+            except OSError:
+                continue
+            if not name.startswith(".") and key not in seen:  # a link back up is walked once
+                seen.add(key)
+                kept.append(name)
+        folders[:] = kept
+        for name in files:
+            path = Path(folder, name)
+            if name.startswith("."):
+                continue
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                skipped.append((path, "not an image format the loader reads"))
+            elif (problem := file_problem(path)) is not None:
+                skipped.append((path, problem))
+            else:
+                images.append(path)
+    return sorted(images), sorted(skipped)
+
+
+def warn_skipped(root: Path, skipped: list[tuple[Path, str]], limit: int = 5) -> None:
+    """One warning that counts and names what a folder scan left out (see ``scan_folder``)."""
+    if skipped:
+        shown = "; ".join(f"{path.relative_to(root) if path.is_relative_to(root) else path} ({why})"
+                          for path, why in skipped[:limit])
+        more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
+        warnings.warn(f"{root}: left out {len(skipped)} file(s) or folder(s) that are not images to read: "
+                      f"{shown}{more}", stacklevel=2)
