@@ -20,9 +20,10 @@ from lightning.pytorch import Callback
 from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image, ImageDraw
 
+from .data.splits import split_summary  # the data side owns its summary
+
 PREDICTIONS_FILE = "test_predictions.csv"
 SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png (``scatter_file``)
-SPLIT_ARGS = ("split", "seed", "test_size", "val_size", "folds", "fold", "target")
 
 
 def wandb_loggers(trainer) -> list:
@@ -41,11 +42,9 @@ def _all_rows(trainer, rows: list) -> list:
 
 
 def _correlations(mos: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    from scipy.stats import pearsonr, spearmanr
+    from .metrics import correlation  # the package's one correlation helper
 
-    if len(mos) < 2 or np.ptp(mos) == 0 or np.ptp(score) == 0:
-        return float("nan"), float("nan")
-    return float(spearmanr(score, mos)[0]), float(pearsonr(score, mos)[0])
+    return correlation("srcc", score, mos), correlation("plcc", score, mos)
 
 
 def draw_scatter(mos, score, path: Path, title: str = "", size: int = 480) -> Path:
@@ -95,18 +94,6 @@ def prediction_columns(targets: list[str]) -> list[str]:
 def as_values(value) -> list[float]:
     """One target's float or several targets' list, as a list."""
     return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def split_summary(datamodule) -> dict:
-    """Protocol arguments and sizes of the datamodule's split (whatever of them it has)."""
-    summary = {name: getattr(datamodule, name) for name in SPLIT_ARGS if hasattr(datamodule, name)}
-    assignment = getattr(datamodule, "assignment", None)
-    if assignment is not None:
-        for split in ("train", "val", "test"):
-            summary[f"n_{split}"] = sum(1 for s in assignment if s == split)
-    if isinstance(summary.get("target"), (list, tuple)):
-        summary["target"] = ",".join(summary["target"])
-    return {k: (v if isinstance(v, (int, float, str, bool)) or v is None else str(v)) for k, v in summary.items()}
 
 
 class TestReport(Callback):
