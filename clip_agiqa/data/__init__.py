@@ -1,7 +1,8 @@
-"""Datamodules: every dataset shares MOSDataModule (split protocol, transforms, DDP-exact loaders).
+"""Data: readers (a dataset's files -> records, no Lightning) and the one datamodule that takes a reader
+(split protocol, transforms, DDP-exact loaders); ``AGIQA3K`` etc. are thin datamodules naming their reader.
 
-The datamodules (Lightning) are imported on first use, so the light modules here (records, images,
-transforms) serve scoring without Lightning.
+Everything is imported on first use, so the light modules here (records, readers, images, transforms) serve
+scoring without Lightning. Nothing here imports the model side (a test enforces it).
 """
 
 from importlib import import_module
@@ -11,6 +12,10 @@ _EXPORTS = {
     "AGIQA1K": ".agiqa1k", "AGIQA3K": ".agiqa3k", "AIGCIQA20K": ".aigciqa20k", "AIGCIQA2023": ".aigciqa2023",
     "HFDataset": ".hub", "ImageFolder": ".folder", "MOSFolder": ".folder", "Record": ".records",
     "SyntheticAIGI": ".synthetic", "write_synthetic_dataset": ".synthetic",
+    "Reader": ".readers", "AGIQA3KReader": ".agiqa3k", "AGIQA1KReader": ".agiqa1k",
+    "AIGCIQA2023Reader": ".aigciqa2023", "AIGCIQA20KReader": ".aigciqa20k", "MOSFolderReader": ".folder",
+    "ImageFolderReader": ".folder", "HubReader": ".hub", "SyntheticReader": ".synthetic",
+    "ImageSettings": ".transforms",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -6,20 +6,42 @@ holds ``data.csv`` with the images beside it or in one sub-folder.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from .base import MOSDataModule
-from .records import (Record, column, find_image_folder, parse_names, parse_targets, read_csv_rows, require_unique,
-                      selected_targets, table)
+from .readers import Reader
+from .records import (MissingFile, Record, column, find_image_folder, generator_of, parse_names, parse_targets,
+                      read_csv_rows, require_unique, table)
 
 TARGET_COLUMNS = {"quality": "mos_quality", "align": "mos_align"}
 Target = Literal["quality", "align"]
 LAYOUT = "AGIQA-3K as downloaded: data.csv (name,prompt,...,mos_quality,...,mos_align,...) and the images beside it"
 
 
-def generator_of(name: str) -> str:
-    """``sd1.5_lowcorr_210.jpg`` -> ``sd1.5``."""
-    return name.split("_", 1)[0]
+class AGIQA3KReader(Reader):
+    """``data.csv`` (name, prompt, mos_quality, mos_align, ...) and the images beside it or in one sub-folder."""
+
+    name = "AGIQA3K"
+    targets = tuple(TARGET_COLUMNS)
+    mos_range = (0.0, 5.0)
+    annotation_file = "data.csv"
+
+    def read(self, root: Path) -> list[Record]:
+        path = root / self.annotation_file
+        if not path.is_file():
+            raise MissingFile(f"{path} not found: expected {LAYOUT}")
+        rows = table(read_csv_rows(path), ["name", "prompt", *TARGET_COLUMNS.values()], str(path))
+        names = parse_names(column(rows, "name"), str(path), "name")
+        require_unique(names, str(path), [number for number, _ in rows])
+        by_column = parse_targets(rows, list(TARGET_COLUMNS.values()), str(path))
+        folder = find_image_folder(root, names, LAYOUT)
+        records = []
+        for index, (name, (number, row)) in enumerate(zip(names, rows)):
+            values = {key: by_column[file_column][index] for key, file_column in TARGET_COLUMNS.items()}
+            records.append(Record(name, folder / name, values["quality"], prompt=(row["prompt"] or "").strip(),
+                                  generator=generator_of(name), targets=values, where=f"{path}, row {number}"))
+        return records
 
 
 class AGIQA3K(MOSDataModule):
@@ -31,27 +53,5 @@ class AGIQA3K(MOSDataModule):
         (the rest: see ``MOSDataModule``)
     """
 
-    annotation_file = "data.csv"
-    mos_range = (0.0, 5.0)
-
     def __init__(self, root: str, target: Target | list[Target] = "quality", **kwargs):
-        super().__init__(root, **kwargs)
-        selected_targets(target, TARGET_COLUMNS, "AGIQA3K")
-        self.target = target
-
-    def load_records(self) -> list[Record]:
-        path = self.root / self.annotation_file
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: expected {LAYOUT}")
-        rows = table(read_csv_rows(path), ["name", "prompt", *TARGET_COLUMNS.values()], str(path))
-        names = parse_names(column(rows, "name"), str(path), "name")
-        require_unique(names, str(path), [number for number, _ in rows])
-        by_column = parse_targets(rows, list(TARGET_COLUMNS.values()), str(path))
-        targets = {key: by_column[name] for key, name in TARGET_COLUMNS.items()}
-        folder = find_image_folder(self.root, names, LAYOUT)
-        records = []
-        for index, (name, (_, row)) in enumerate(zip(names, rows)):
-            values = {key: mos[index] for key, mos in targets.items()}
-            records.append(Record(name, folder / name, values[self.targets[0]], prompt=(row["prompt"] or "").strip(),
-                                  generator=generator_of(name), targets=values))
-        return records
+        super().__init__(root, reader=AGIQA3KReader(), target=target, **kwargs)

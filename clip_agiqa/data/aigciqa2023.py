@@ -19,8 +19,10 @@ from typing import Callable, Literal
 
 import numpy as np
 
+from ..errors import InputError
 from .base import MOSDataModule
-from .records import Record, listed, parse_names, read_xlsx_rows, selected_targets
+from .readers import Reader
+from .records import MissingFile, Record, listed, parse_names, read_xlsx_rows, selected_targets
 
 MODELS = ("Controlnet", "DALLE", "Glide", "Lafite", "stable-diffusion", "Unidiffuser")
 PROMPTS_PER_MODEL = 100
@@ -48,18 +50,93 @@ def read_mos(path: Path) -> np.ndarray:
     try:
         content = loadmat(path)
     except Exception as error:  # scipy raises several types for a damaged file
-        raise ValueError(f"cannot read {path}: {error}") from error
+        raise InputError(f"cannot read {path}: {error}") from error
     if "MOSz" not in content:
         variables = [k for k in content if not k.startswith("__")]
-        raise ValueError(f"{path}: no variable MOSz; it holds {', '.join(variables) or 'nothing'}")
+        raise InputError(f"{path}: no variable MOSz; it holds {', '.join(variables) or 'nothing'}")
     values = np.asarray(content["MOSz"], dtype=np.float64).reshape(-1)
     if values.size != NUM_IMAGES:
-        raise ValueError(f"{path}: MOSz holds {values.size} values, but AIGCIQA2023 has {NUM_IMAGES} images "
+        raise InputError(f"{path}: MOSz holds {values.size} values, but AIGCIQA2023 has {NUM_IMAGES} images "
                          f"({len(MODELS)} models x {PROMPTS_PER_MODEL} prompts x {IMAGES_PER_PROMPT})")
     bad = [f"row {n + 1} ({sample_name(int(n))[0]}) is {values[n]}" for n in np.flatnonzero(~np.isfinite(values))]
     if bad:
-        raise ValueError(f"{path}: {len(bad)} MOSz value(s) are not finite: {listed(bad)}")
+        raise InputError(f"{path}: {len(bad)} MOSz value(s) are not finite: {listed(bad)}")
     return values
+
+
+class AIGCIQA2023Reader(Reader):
+    """``Image/<Model>/NNN-k.png`` (or ``allimg/{n}.png``), ``mosz{1,2,3}.mat`` and optionally the prompts' .xlsx.
+
+    Args:
+        needed: the targets whose .mat files must be found together (the others are read when present).
+    """
+
+    name = "AIGCIQA2023"
+    targets = tuple(TARGET_FILES)
+    mos_range = (0.0, 100.0)
+
+    def __init__(self, needed: list[str] | tuple[str, ...] = ("quality",)):
+        super().__init__()
+        self.needed = list(needed)
+
+    def __repr__(self) -> str:
+        return f"AIGCIQA2023Reader(needed={self.needed!r})"
+
+    def mos_folder(self, root: Path) -> Path:
+        """The first of ``MOS_FOLDERS`` that holds the .mat file of every needed target."""
+        needed = [TARGET_FILES[name] for name in self.needed]
+        for folder in MOS_FOLDERS:
+            if all((root / folder / file).is_file() for file in needed):
+                return root / folder
+        raise MissingFile(f"{', '.join(needed)} not found together in {root} "
+                          f"(looked in {', '.join(MOS_FOLDERS)}); expected {LAYOUT}")
+
+    @staticmethod
+    def image_path(root: Path) -> Callable[[str, int], Path]:
+        """(``<Model>/NNN-k.png``, n) -> the image file, for whichever layout the root has."""
+        image_dir = root / "Image"
+        if image_dir.is_dir():
+            folders = {p.name.lower(): p for p in image_dir.iterdir() if p.is_dir()}  # any capitalisation
+
+            def nested(name: str, n: int) -> Path:
+                model, file = name.split("/")
+                return folders.get(model.lower(), image_dir / model) / file
+            return nested
+        flat = root / "allimg"
+        if flat.is_dir():
+            # 0-based as the .mat order; some copies number from 1.
+            offset = 1 if not (flat / "0.png").exists() and (flat / f"{NUM_IMAGES}.png").exists() else 0
+            return lambda name, n: flat / f"{n + offset}.png"
+        raise MissingFile(f"{root} holds neither Image/ nor allimg/: expected {LAYOUT}")
+
+    @staticmethod
+    def prompts(root: Path) -> list[str] | None:
+        for folder in (".", "DATA"):
+            path = root / folder / PROMPTS_FILE
+            if path.is_file():
+                rows = read_xlsx_rows(path)
+                if len(rows) != PROMPTS_PER_MODEL:
+                    raise InputError(f"{path}: expected {PROMPTS_PER_MODEL} rows (category, sub-category, prompt), "
+                                     f"found {len(rows)}")
+                return parse_names([(number, row[2] if len(row) > 2 else None) for number, row in rows], str(path),
+                                   "prompt (third column)")
+        return None
+
+    def read(self, root: Path) -> list[Record]:
+        if not root.is_dir():
+            raise MissingFile(f"dataset folder {root} not found; expected {LAYOUT}")
+        image_path = self.image_path(root)
+        folder = self.mos_folder(root)
+        targets = {key: read_mos(folder / file) for key, file in TARGET_FILES.items() if (folder / file).is_file()}
+        prompts = self.prompts(root)
+        records = []
+        for n in range(NUM_IMAGES):
+            name, prompt_index = sample_name(n)
+            values = {key: float(mos[n]) for key, mos in targets.items()}
+            prompt = prompts[prompt_index] if prompts else f"prompt {prompt_index:03d}"
+            records.append(Record(name, image_path(name, n), values[self.needed[0]], prompt=prompt,
+                                  generator=name.split("/")[0], targets=values, where=f"{folder}, MOSz row {n + 1}"))
+        return records
 
 
 class AIGCIQA2023(MOSDataModule):
@@ -71,63 +148,6 @@ class AIGCIQA2023(MOSDataModule):
         (the rest: see ``MOSDataModule``)
     """
 
-    mos_range = (0.0, 100.0)
-
     def __init__(self, root: str, target: Target | list[Target] = "quality", **kwargs):
-        super().__init__(root, **kwargs)
-        selected_targets(target, TARGET_FILES, "AIGCIQA2023")
-        self.target = target
-
-    def mos_folder(self) -> Path:
-        """The first of ``MOS_FOLDERS`` that holds the .mat file of every selected target."""
-        needed = [TARGET_FILES[name] for name in self.targets]
-        for folder in MOS_FOLDERS:
-            if all((self.root / folder / file).is_file() for file in needed):
-                return self.root / folder
-        raise FileNotFoundError(f"{', '.join(needed)} not found together in {self.root} "
-                                f"(looked in {', '.join(MOS_FOLDERS)}); expected {LAYOUT}")
-
-    def image_path(self) -> Callable[[str, int], Path]:
-        """(``<Model>/NNN-k.png``, n) -> the image file, for whichever layout the root has."""
-        image_dir = self.root / "Image"
-        if image_dir.is_dir():
-            folders = {p.name.lower(): p for p in image_dir.iterdir() if p.is_dir()}  # any capitalisation
-
-            def nested(name: str, n: int) -> Path:
-                model, file = name.split("/")
-                return folders.get(model.lower(), image_dir / model) / file
-            return nested
-        flat = self.root / "allimg"
-        if flat.is_dir():
-            # 0-based as the .mat order; some copies number from 1.
-            offset = 1 if not (flat / "0.png").exists() and (flat / f"{NUM_IMAGES}.png").exists() else 0
-            return lambda name, n: flat / f"{n + offset}.png"
-        raise FileNotFoundError(f"{self.root} holds neither Image/ nor allimg/: expected {LAYOUT}")
-
-    def prompts(self) -> list[str] | None:
-        for folder in (".", "DATA"):
-            path = self.root / folder / PROMPTS_FILE
-            if path.is_file():
-                rows = read_xlsx_rows(path)
-                if len(rows) != PROMPTS_PER_MODEL:
-                    raise ValueError(f"{path}: expected {PROMPTS_PER_MODEL} rows (category, sub-category, prompt), "
-                                     f"found {len(rows)}")
-                return parse_names([(number, row[2] if len(row) > 2 else None) for number, row in rows], str(path),
-                                   "prompt (third column)")
-        return None
-
-    def load_records(self) -> list[Record]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"dataset folder {self.root} not found; expected {LAYOUT}")
-        image_path = self.image_path()
-        folder = self.mos_folder()
-        targets = {key: read_mos(folder / file) for key, file in TARGET_FILES.items() if (folder / file).is_file()}
-        prompts = self.prompts()
-        records = []
-        for n in range(NUM_IMAGES):
-            name, prompt_index = sample_name(n)
-            values = {key: float(mos[n]) for key, mos in targets.items()}
-            prompt = prompts[prompt_index] if prompts else f"prompt {prompt_index:03d}"
-            records.append(Record(name, image_path(name, n), values[self.targets[0]], prompt=prompt,
-                                  generator=name.split("/")[0], targets=values))
-        return records
+        needed = selected_targets(target, TARGET_FILES, "AIGCIQA2023")
+        super().__init__(root, reader=AIGCIQA2023Reader(needed), target=target, **kwargs)

@@ -14,13 +14,16 @@ from PIL import Image
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from ..backbone import CLIP_MEAN, CLIP_STD, ImageSettings
 from ..cache import CachedFeatures, cache_for_trainer
-from ..reporting import split_summary
-from .records import Record, check_records, target_tensor, target_value
-from .splits import SPLITS, assign, write_splits
-from .images import BACKGROUND, load_rgb, require_readable, scan_images
-from .transforms import ImageTransform
+from ..errors import InputError
+from ..files import atomic_write
+from ..text import first_and_more
+from .checks import image_problems
+from .images import BACKGROUND, load_rgb
+from .readers import Reader
+from .records import Record, check_records, require_inside_root, selected_targets, target_tensor, target_value
+from .splits import SPLITS, assign, split_summary, write_splits
+from .transforms import ImageSettings, ImageTransform
 
 SPLITS_FILE = "splits.csv"
 DATA_FILE = "data.json"
@@ -68,10 +71,13 @@ class ImageDataset(Dataset):
 
 
 class MOSDataModule(L.LightningDataModule):
-    """Base of every dataset: subclasses only say how to read their records (``load_records``).
+    """The one datamodule: a reader's records -> split -> datasets -> loaders. ``--data AGIQA3K`` etc. are thin
+    subclasses that name their reader (``clip_agiqa.data.readers``) and its options.
 
     Args:
         root: the dataset folder.
+        reader: turns root into records (``Reader``); subclasses pass theirs.
+        target: the target(s) to learn, one of the reader's (default: its first) or a list of them.
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for val/test/predict.
         num_workers: DataLoader worker processes that decode and transform images.
         test_size: fraction of samples held out for test.
@@ -79,25 +85,33 @@ class MOSDataModule(L.LightningDataModule):
         seed: seed of the split (the same seed gives the same split on any machine).
         crop_scale: area range of the training random resized crop.
         predict_split: which samples ``predict`` scores: ``test``, ``val``, ``train`` or ``all``.
-        image_size: input size when no model is attached (otherwise the backbone's settings are used).
+        test_split: which samples ``test`` evaluates: ``test``, or ``all`` (another dataset's every image: the
+            benchmark's ``--test_on``).
+        image_size: input size when neither ``image_settings`` are given nor a model is attached.
+        image_settings: the backbone's image settings (size, mean, std), e.g. from
+            ``clip_agiqa.backbone.image_settings_of(backbone id)``; default: a model's, when one is handed over.
+        allow_outside_root: read images that resolve outside ``root`` (``../`` or absolute names, symlinks that
+            lead out); refused by default, since a shared folder's annotations must not reach other files.
         split: the split protocol: ``random``, ``prompt`` (no prompt in two of train/val/test), ``kfold``,
             ``predefined`` (``splits_file``) or ``paper`` (the published 80/20 split, val = test; for
             reproduction only). See ``clip_agiqa.data.splits``.
         folds, fold: the number of folds and the test fold (``split: kfold``).
         splits_file: a CSV ``file_name,split`` (``split: predefined``), e.g. an earlier run's splits.csv.
         skip_bad_images: decode every image once before training and leave out unreadable ones (one
-            warning counts them); otherwise an unreadable image stops the run with its file name.
+            warning counts them); otherwise an unreadable image stops the run with its file name. Either check
+            runs once per file version (``clip_agiqa.data.checks``: recorded in the cache folder, threaded, on one
+            rank under DDP).
         cache_views: cache the frozen image features (``clip_agiqa.cache``): this many augmented views per
             training image, one centre view for val/test/predict; 0 (default) encodes every image every time.
         cache_dir: the cache folder (default: ``<root>/.feature_cache``, or the run folder's
             ``feature_cache`` when root is read-only).
     """
 
-    mos_range: tuple[float, float] | None = None  # a benchmark's fixed MOS scale; else measured on train
-
     def __init__(
         self,
         root: str,
+        reader: Reader | None = None,
+        target: str | list[str] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
         num_workers: int = 2,
@@ -106,6 +120,7 @@ class MOSDataModule(L.LightningDataModule):
         seed: int = 0,
         crop_scale: tuple[float, float] = (0.08, 1.0),
         predict_split: str = "test",
+        test_split: str = "test",
         image_size: int | None = None,
         split: Literal["random", "prompt", "kfold", "predefined", "paper"] = "random",
         folds: int = 5,
@@ -114,9 +129,16 @@ class MOSDataModule(L.LightningDataModule):
         skip_bad_images: bool = False,
         cache_views: int = 0,
         cache_dir: str | None = None,
+        image_settings: ImageSettings | None = None,
+        allow_outside_root: bool = False,
     ):
         super().__init__()
         self.root = Path(root).expanduser()
+        self.reader = reader or Reader()
+        if target is not None or self.reader.targets:
+            selected_targets(self.reader.targets[0] if target is None else target, self.reader.targets,
+                             self.reader.name)
+        self.target = target if target is not None else (self.reader.targets or ("quality",))[0]
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -125,6 +147,7 @@ class MOSDataModule(L.LightningDataModule):
         self.seed = seed
         self.crop_scale = tuple(crop_scale)
         self.predict_split = predict_split
+        self.test_split = test_split
         self.image_size = image_size
         self.split = split
         self.folds = folds
@@ -132,17 +155,32 @@ class MOSDataModule(L.LightningDataModule):
         self.splits_file = splits_file
         self.skip_bad_images = skip_bad_images
         if cache_views < 0:
-            raise ValueError(f"cache_views must be 0 (no cache) or a number of views, got {cache_views}")
+            raise InputError(f"cache_views must be 0 (no cache) or a number of views, got {cache_views}")
         self.cache_views = cache_views
         self.cache_dir = cache_dir
+        self.given_image_settings = image_settings
+        self.allow_outside_root = allow_outside_root
         self.annotation_order: list[str] | None = None
-        self.model = None  # the CLIPAGIQAModel handed over by use_model
+        self.encoder = None  # the FrozenEncoder handed over by use_encoder
+        self.read_prompts = False  # cached datasets carry the generation prompts' features (use_encoder)
+        self._prompt_table = None
         self.records: list[Record] | None = None
         self.assignment: list[str] | None = None
 
-    # --- what subclasses provide ---------------------------------------------------------------------
+    # --- the reader's records -------------------------------------------------------------------------
+    @property
+    def mos_range(self) -> tuple[float, float] | None:
+        """The benchmark's fixed MOS scale (the reader's), or None: measured on the training split."""
+        return self.reader.mos_range
+
     def load_records(self) -> list[Record]:
-        raise NotImplementedError
+        """The reader's records, ``mos`` being the first selected target."""
+        records = self.reader.read(self.root)
+        first = self.targets[0]
+        for record in records:
+            if first in record.targets:
+                record.mos = record.targets[first]
+        return records
 
     def assign_splits(self, records: list[Record]) -> list[str]:
         if self.split == "paper":
@@ -152,19 +190,40 @@ class MOSDataModule(L.LightningDataModule):
                           stacklevel=2)
         return assign(self.split, records, test_size=self.test_size, val_size=self.val_size, seed=self.seed,
                       folds=self.folds, fold=self.fold, splits_file=self.splits_file,
-                      annotation_order=self.annotation_order)
+                      annotation_order=self.annotation_order, left_out=self.reader.left_out)
 
     def validate_records(self, records: list[Record]) -> list[Record]:
-        """Checked records: missing files and unreadable images all named at once, before any training.
-
-        ``skip_bad_images`` leaves unreadable images out instead. Unlabelled records (a folder to score)
-        are not pre-checked: predict lists an unreadable one in its CSV with the error.
-        """
+        """Checked records: missing files named at once, images outside the root refused, and with
+        ``skip_bad_images`` the images that do not decode left out (one warning). The header check of the
+        others waits for ``check_images`` (prepare_data / setup), so reading the split needs no image."""
         check_records(records, str(self.root))
+        if not self.allow_outside_root:
+            require_inside_root(records, self.root)
         if self.skip_bad_images:
-            return scan_images(records)
-        require_readable([r for r in records if not math.isnan(r.mos)], str(self.root))
+            bad = image_problems(records, "decode", self.check_folder())
+            if bad:
+                warnings.warn(f"skip_bad_images: left out {len(bad)} of {len(records)} unreadable image(s), e.g. "
+                              f"{first_and_more([r.file_name for r, _ in bad], 5)}", stacklevel=2)
+                bad_names = {r.file_name for r, _ in bad}
+                records = [r for r in records if r.file_name not in bad_names]
         return records
+
+    def check_folder(self) -> Path | None:
+        """Where the record of passed image checks goes: the cache folder (``cache_dir``, else the root's)."""
+        return Path(self.cache_dir).expanduser() if self.cache_dir else self.root / ".feature_cache"
+
+    def check_images(self) -> None:
+        """One error that counts and names every labelled image whose header is unreadable, before any training.
+        Unlabelled records (a folder to score) are not pre-checked: predict lists an unreadable one in its CSV."""
+        self.load()
+        if self.skip_bad_images:
+            return  # every image was decoded by load
+        labelled = [r for r in self.records if not math.isnan(r.mos)]
+        problems = image_problems(labelled, "header", self.check_folder())
+        if problems:
+            shown = first_and_more([f"{r.file_name} ({problem})" for r, problem in problems], 5, "; ")
+            raise InputError(f"{self.root}: {len(problems)} of {len(labelled)} image(s) cannot be read: {shown}. "
+                             "Replace or remove them, or leave them out with --data.skip_bad_images true")
 
     # --- shared machinery ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -182,43 +241,49 @@ class MOSDataModule(L.LightningDataModule):
         if split == "all":
             return list(self.records)
         if split not in SPLITS:
-            raise ValueError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
+            raise InputError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)} or all")
         if split == "val" and self.split == "paper":
             split = "test"  # the published protocol has no validation set
         return [r for r, s in zip(self.records, self.assignment) if s == split]
 
-    def use_model(self, model) -> None:
-        """Take the image settings (size, mean, std) from a ``CLIPAGIQAModel``, and encode the feature cache
-        with it. The training task hands its model over through a callback before any loader is made."""
-        self.model = model
+    def use_encoder(self, encoder, read_prompts: bool = False) -> None:
+        """Take the image settings (size, mean, std) and the feature cache's encoders from a frozen-encoder handle
+        (``clip_agiqa.frozen.FrozenEncoder``, what ``CLIPAGIQAModel.frozen_encoder()`` hands out; never the model).
+        With ``read_prompts``, cached datasets also carry each sample's generation-prompt features. The training
+        task hands it over through a callback before any loader is made."""
+        self.encoder = encoder
+        self.read_prompts = read_prompts
+        self._prompt_table = None
 
     def image_settings(self) -> ImageSettings:
-        if self.model is not None:
-            return self.model.image_settings
-        return ImageSettings(self.image_size or 224, CLIP_MEAN, CLIP_STD)
+        """The settings given, else those of the encoder handed over (``use_encoder``), else CLIP's at ``image_size``."""
+        if self.given_image_settings is not None:
+            return self.given_image_settings
+        if self.encoder is not None:
+            return self.encoder.image_settings
+        return ImageSettings(self.image_size or 224)
 
     @property
     def targets(self) -> list[str]:
         """The names of the targets a model learns from this data, in order (``target``: one name or a list)."""
-        target = getattr(self, "target", None) or "quality"
+        target = self.target or "quality"
         return [target] if isinstance(target, str) else list(target)
 
     @property
     def target_scales(self) -> dict[str, list[float]] | None:
-        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_range``), else the range of the
-        training split's values; None without labels (a folder to score)."""
+        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_range``: known without reading
+        anything), else the range of the training split's values; None without labels (a folder to score)."""
+        if self.mos_range is not None:
+            return {name: [float(v) for v in self.mos_range] for name in self.targets}
         train = self.split_records("train")
         if not train or any(math.isnan(r.mos) for r in train):
             return None
         scales = {}
         for name in self.targets:
-            if self.mos_range is not None:
-                scales[name] = [float(v) for v in self.mos_range]
-                continue
             values = [target_value(r, name) for r in train]
             low, high = min(values), max(values)
             if not high > low:
-                raise ValueError(f"{self.root}: every training value of {name} is {low}: there is nothing to learn")
+                raise InputError(f"{self.root}: every training value of {name} is {low}: there is nothing to learn")
             scales[name] = [low, high]
         return scales
 
@@ -227,7 +292,7 @@ class MOSDataModule(L.LightningDataModule):
         self.load()
         missing = [r.file_name for r in self.records if not (r.prompt and str(r.prompt).strip())]
         if missing:
-            raise ValueError(f"{self.root}: the model reads each image's generation prompt (use_prompt), but "
+            raise InputError(f"{self.root}: the model reads each image's generation prompt (use_prompt), but "
                              f"{len(missing)} of {len(self.records)} sample(s) have none, e.g. "
                              f"{', '.join(missing[:5])}")
         return [r.prompt for r in self.records]
@@ -235,29 +300,50 @@ class MOSDataModule(L.LightningDataModule):
     def make_dataset(self, split: str) -> Dataset:
         records = self.split_records(split)
         if not records:
-            raise ValueError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")
+            raise InputError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
         if self.cache_views:
             return self.cached_dataset(records, transform)
         return ImageDataset(records, transform, self.targets)
 
     def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
-        """Features from the cache (built now where missing, with the attached model on its device)."""
-        cache = cache_for_trainer(self.trainer, self.model, self.cache_dir, self.root, self.eval_batch_size,
+        """Features from the cache (built now where missing, with the encoder handed over, on its device), memory-mapped;
+        with ``read_prompts``, the generation prompts' features too (every prompt of the data encoded once)."""
+        cache = cache_for_trainer(self.trainer, self.encoder, self.cache_dir, self.root, self.eval_batch_size,
                                   self.num_workers)
-        return CachedFeatures(records, cache.features(records, transform, self.cache_views), self.targets)
+        if self.read_prompts and self._prompt_table is None:
+            self._prompt_table = cache.prompt_table(self.generation_prompts())
+        features = cache.features(records, transform, self.cache_views)
+        return CachedFeatures(records, features, self.targets, self._prompt_table if self.read_prompts else None)
+
+    def prepare_data(self) -> None:
+        """The image check on one process per node (Lightning calls this before ``setup``); it records what
+        passed, so the other ranks' ``setup`` finds every file checked."""
+        self.check_images()
 
     def setup(self, stage: str | None = None) -> None:
-        self.load()
+        self.check_images()
 
-    def _loader(self, dataset: Dataset, train: bool) -> DataLoader:
-        sampler = None
+    def world(self) -> tuple[int, int]:
+        """(rank, world size) of the trainer this datamodule serves; (0, 1) without one."""
         trainer = self.trainer
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def dataloader(self, split: str, rank: int | None = None, world_size: int | None = None) -> DataLoader:
+        """An evaluation loader over ``split`` (train, val, test or all) for this process of ``world_size``
+        (default: the trainer's): what a caller outside Lightning's fit/test uses, e.g. a cross-dataset test."""
+        default_rank, default_world = self.world()
+        return self._loader(self.make_dataset(split), train=False,
+                            world=(default_rank if rank is None else rank,
+                                   default_world if world_size is None else world_size))
+
+    def _loader(self, dataset: Dataset, train: bool, world: tuple[int, int] | None = None) -> DataLoader:
+        sampler = None
+        rank, world_size = world or self.world()
         workers = 0 if getattr(dataset, "in_memory", False) else self.num_workers  # cached features: nothing to decode
-        if not train and trainer is not None and trainer.world_size > 1:
+        if not train and world_size > 1:
             # Lightning's default sampler pads with repeated samples, which biases SRCC/PLCC.
-            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size,
-                                                   rank=trainer.global_rank, shuffle=False)
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=world_size, rank=rank, shuffle=False)
         return DataLoader(
             dataset,
             batch_size=self.batch_size if train else self.eval_batch_size,
@@ -266,6 +352,7 @@ class MOSDataModule(L.LightningDataModule):
             num_workers=workers,
             persistent_workers=workers > 0,
             pin_memory=torch.cuda.is_available(),
+            collate_fn=getattr(dataset, "collate_fn", None),  # cached features come batched (CachedFeatures)
         )
 
     def train_dataloader(self) -> DataLoader:
@@ -275,7 +362,7 @@ class MOSDataModule(L.LightningDataModule):
         return self._loader(self.make_dataset("val"), train=False)
 
     def test_dataloader(self) -> DataLoader:
-        return self._loader(self.make_dataset("test"), train=False)
+        return self._loader(self.make_dataset(self.test_split), train=False)
 
     def predict_dataloader(self) -> DataLoader:
         return self._loader(self.make_dataset(self.predict_split), train=False)
@@ -289,5 +376,6 @@ class MOSDataModule(L.LightningDataModule):
         about = {"data": type(self).__name__, "root": str(self.root), **split_summary(self),
                  "targets": self.target_scales,
                  "mos_scale_from": "fixed by the benchmark" if self.mos_range is not None else "training split"}
-        (Path(directory) / DATA_FILE).write_text(json.dumps(about, indent=2) + "\n")
+        with atomic_write(Path(directory) / DATA_FILE) as handle:
+            handle.write(json.dumps(about, indent=2) + "\n")
         return path

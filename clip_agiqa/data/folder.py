@@ -3,10 +3,59 @@ columns), or a bare folder to score."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from ..errors import InputError
 from .base import MOSDataModule
-from .records import (Record, column, list_images, parse_names, parse_targets, read_csv_rows, require_unique,
-                      selected_targets, table)
+from .readers import Reader
+from .records import (MissingFile, Record, column, list_images, parse_names, parse_targets, read_csv_rows,
+                      require_unique, selected_targets, table)
 from .splits import SPLITS
+
+
+class MOSFolderReader(Reader):
+    """``metadata`` inside the root: ``file_name``, the ``columns`` holding targets, optional ``prompt``.
+
+    Names are relative to the root; one that resolves outside it is refused by the datamodule (see
+    ``allow_outside_root``)."""
+
+    name = "MOSFolder"
+    mos_range = None  # measured on the training split
+
+    def __init__(self, metadata: str = "metadata.csv", columns: list[str] | tuple[str, ...] = ("mos",)):
+        super().__init__()
+        self.metadata = metadata
+        self.targets = tuple(columns)
+
+    def __repr__(self) -> str:
+        return f"MOSFolderReader(metadata={self.metadata!r}, columns={list(self.targets)!r})"
+
+    def read(self, root: Path) -> list[Record]:
+        path = root / self.metadata
+        columns = list(self.targets)
+        if not path.is_file():
+            raise MissingFile(f"{path} not found: {self.name} expects a {self.metadata} "
+                              f"with columns file_name,{','.join(columns)}[,prompt] inside {root}")
+        rows = table(read_csv_rows(path), ["file_name", *columns], str(path))
+        names = parse_names(column(rows, "file_name"), str(path), "file_name")
+        require_unique(names, str(path), [number for number, _ in rows])
+        targets = parse_targets(rows, columns, str(path))
+        return [Record(name, root / name, targets[columns[0]][index], prompt=row.get("prompt") or None,
+                       targets={name_: values[index] for name_, values in targets.items()},
+                       where=f"{path}, row {number}")
+                for index, (name, (number, row)) in enumerate(zip(names, rows))]
+
+
+class ImageFolderReader(Reader):
+    """Every image under the root (recursively), unlabelled."""
+
+    name = "ImageFolder"
+    targets = None
+
+    def read(self, root: Path) -> list[Record]:
+        if not root.is_dir():
+            raise MissingFile(f"image folder {root} not found")
+        return [Record(str(p.relative_to(root)), p, float("nan")) for p in list_images(root)]
 
 
 class MOSFolder(MOSDataModule):
@@ -19,24 +68,9 @@ class MOSFolder(MOSDataModule):
     """
 
     def __init__(self, root: str, metadata: str = "metadata.csv", target: str | list[str] = "mos", **kwargs):
-        super().__init__(root, **kwargs)
-        selected_targets(target, None, "MOSFolder")
+        reader = MOSFolderReader(metadata, selected_targets(target, None, "MOSFolder"))
+        super().__init__(root, reader=reader, target=target, **kwargs)
         self.metadata = metadata
-        self.target = target
-
-    def load_records(self) -> list[Record]:
-        path = self.root / self.metadata
-        if not path.is_file():
-            raise FileNotFoundError(f"{path} not found: MOSFolder expects a {self.metadata} "
-                                    f"with columns file_name,{','.join(self.targets)}[,prompt] inside {self.root}")
-        rows = table(read_csv_rows(path), ["file_name", *self.targets], str(path))
-        names = parse_names(column(rows, "file_name"), str(path), "file_name")
-        require_unique(names, str(path), [number for number, _ in rows])
-        targets = parse_targets(rows, self.targets, str(path))
-        first = targets[self.targets[0]]
-        return [Record(name, self.root / name, first[index], prompt=row.get("prompt") or None,
-                       targets={column_name: values[index] for column_name, values in targets.items()})
-                for index, (name, (_, row)) in enumerate(zip(names, rows))]
 
 
 class ImageFolder(MOSDataModule):
@@ -44,20 +78,15 @@ class ImageFolder(MOSDataModule):
 
     def __init__(self, root: str, **kwargs):
         kwargs.setdefault("predict_split", "all")
-        super().__init__(root, **kwargs)
-
-    def load_records(self) -> list[Record]:
-        if not self.root.is_dir():
-            raise FileNotFoundError(f"image folder {self.root} not found")
-        return [Record(str(p.relative_to(self.root)), p, float("nan")) for p in list_images(self.root)]
+        super().__init__(root, reader=ImageFolderReader(), **kwargs)
 
     def assign_splits(self, records: list[Record]) -> list[str]:
         return ["test"] * len(records)
 
     def make_dataset(self, split: str):
         if split not in ("all", "test"):
-            raise ValueError(f"ImageFolder has no MOS: it can only be scored (predict), not used for {split}")
+            raise InputError(f"ImageFolder has no MOS: it can only be scored (predict), not used for {split}")
         return super().make_dataset(split)
 
 
-__all__ = ["MOSFolder", "ImageFolder", "SPLITS"]
+__all__ = ["MOSFolder", "MOSFolderReader", "ImageFolder", "ImageFolderReader", "SPLITS"]

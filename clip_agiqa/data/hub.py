@@ -5,9 +5,11 @@ written by ``save_to_disk``). Samples are named by ``file_name_column`` when giv
 image path (relative to a local folder), otherwise (map-style only) by their row number; that name is
 what ``splits.csv`` and a predefined splits file use.
 
-With ``streaming: true`` nothing is downloaded up front: one pass over the stream without decoding
-images reads the names, MOS and prompts, so every split protocol gives exactly the split it gives a
-map-style copy; images are then decoded on the fly in the DataLoader workers. Under DDP each rank
+With ``streaming: true`` nothing is downloaded up front: one pass over the stream reads the names, MOS and
+prompts, so every split protocol gives exactly the split it gives a map-style copy; images are then decoded
+on the fly in the DataLoader workers. That pass selects only those columns before iterating: with a
+``file_name_column`` it never reads the image column (no image is downloaded); without one the image column
+is read undecoded for its paths. Under DDP each rank
 reads its own part (``datasets.distributed.split_dataset_by_node``): val/test see every sample exactly
 once over all ranks, so metrics stay exact. Training reshuffles every epoch (``set_epoch``) and every
 rank runs the same number of steps (a rank whose part runs short starts its part again), as DDP needs.
@@ -23,8 +25,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from ..errors import InputError
 from .base import ImageDataset, MOSDataModule
 from .images import load_rgb, to_rgb
+from .readers import Reader
 from .records import Record, parse_targets, require_columns, require_unique, selected_targets, target_tensor
 from .transforms import ImageTransform
 
@@ -35,7 +39,7 @@ def decode_image(value, name: str) -> Image.Image:
     if isinstance(value, Image.Image):
         return to_rgb(value)
     if not isinstance(value, dict) or (value.get("bytes") is None and not value.get("path")):
-        raise ValueError(f"sample {name}: the image column holds no image ({type(value).__name__})")
+        raise InputError(f"sample {name}: the image column holds no image ({type(value).__name__})")
     if value.get("bytes") is None:
         return load_rgb(value["path"])
     try:
@@ -43,7 +47,7 @@ def decode_image(value, name: str) -> Image.Image:
             image.load()
             return to_rgb(image)
     except (OSError, ValueError, SyntaxError) as error:
-        raise ValueError(f"cannot read the image of sample {name}: {error}") from error
+        raise InputError(f"cannot read the image of sample {name}: {error}") from error
 
 
 class HubImageDataset(ImageDataset):
@@ -86,54 +90,38 @@ class EpochStream:
             restart += 1
 
 
-class HFDataset(MOSDataModule):
-    """A Hugging Face ``datasets`` dataset.
+class HubReader(Reader):
+    """The metadata pass of a ``datasets`` dataset: names, targets and prompts, never a decoded image.
 
-    Args:
-        path: hub id or local folder (``root`` is accepted as the same thing).
-        name: the dataset configuration (hub datasets with several).
-        hf_split: which split of the ``datasets`` dataset to read; the split protocol divides it.
-        image_column: the image column.
-        target_column: the MOS column, or a list of numeric columns (one model, one output each).
-        prompt_column: the generation prompt column, if any (needed for ``split: prompt`` and a model that
-            reads prompts, ``use_prompt``).
-        file_name_column: a column that names each sample (default: the image path).
-        streaming: read the dataset as a stream (``IterableDataset``) instead of downloading it.
-        shuffle_buffer: examples held by the streaming shuffle.
-        hf_cache_dir: the ``datasets`` cache folder (default: the ``datasets`` default).
-        (the rest: see ``MOSDataModule``)
+    Map-style, it keeps the table (``table``) and each sample's row (``rows``) for the image loader. Args: see
+    ``HFDataset``.
     """
 
-    mos_range = None  # whatever the dataset's MOS column holds
+    name = "HFDataset"
+    mos_range = None  # whatever the dataset's target columns hold
 
-    def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
-                 hf_split: str = "train", image_column: str = "image", target_column: str | list[str] = "mos",
-                 prompt_column: str | None = "prompt", file_name_column: str | None = None,
-                 streaming: bool = False, shuffle_buffer: int = 1000, hf_cache_dir: str | None = None, **kwargs):
-        if (path or root) is None:
-            raise ValueError("HFDataset needs path (a hub id or a local dataset folder)")
-        if path and root and path != root:
-            raise ValueError(f"HFDataset: give path or root, not both ({path!r}, {root!r})")
-        super().__init__(path or root, **kwargs)
-        selected_targets(target_column, None, "HFDataset")
-        if self.skip_bad_images:
-            raise ValueError("skip_bad_images needs image files to scan; HFDataset reports a bad image by its "
-                             "sample name instead")
-        if self.cache_views:
-            raise ValueError("cache_views is not supported by HFDataset yet (its samples have no image file to key "
-                             "the cache on); leave it at 0")
-        self.path = path or root
-        self.name, self.hf_split = name, hf_split
-        self.image_column, self.target_column = image_column, target_column
-        self.target = target_column  # the targets' names are the dataset's column names
+    def __init__(self, path: str, name: str | None = None, hf_split: str = "train", image_column: str = "image",
+                 target_columns: list[str] | tuple[str, ...] = ("mos",), prompt_column: str | None = "prompt",
+                 file_name_column: str | None = None, streaming: bool = False, hf_cache_dir: str | None = None):
+        super().__init__()
+        self.path, self.config_name, self.hf_split = path, name, hf_split
+        self.image_column, self.targets = image_column, tuple(target_columns)
         self.prompt_column, self.file_name_column = prompt_column, file_name_column
-        self.streaming, self.shuffle_buffer, self.hf_cache_dir = streaming, shuffle_buffer, hf_cache_dir
+        self.streaming, self.hf_cache_dir = streaming, hf_cache_dir
         self.table = None
         self.rows: dict[str, int] = {}
+        self.root: Path = Path(path).expanduser()
 
-    # --- reading -----------------------------------------------------------------------------------
+    def __repr__(self) -> str:
+        return f"HubReader(path={self.path!r}, hf_split={self.hf_split!r}, streaming={self.streaming})"
+
+    @property
+    def source(self) -> str:
+        return f"dataset {self.path} ({self.hf_split})"
+
     def open(self, streaming: bool):
-        """The ``datasets`` dataset (images left undecoded: we decode them, with clear errors)."""
+        """The ``datasets`` dataset with the columns used (images left undecoded: we decode them, with clear
+        errors)."""
         import datasets
 
         local = Path(self.path).expanduser()
@@ -141,18 +129,22 @@ class HFDataset(MOSDataModule):
             loaded = datasets.load_from_disk(str(local))
             if isinstance(loaded, datasets.DatasetDict):
                 if self.hf_split not in loaded:
-                    raise ValueError(f"{local}: no split {self.hf_split!r}; it has {', '.join(loaded)}")
+                    raise InputError(f"{local}: no split {self.hf_split!r}; it has {', '.join(loaded)}")
                 loaded = loaded[self.hf_split]
             dataset = loaded.to_iterable_dataset(num_shards=max(1, loaded.num_rows // 1000)) if streaming else loaded
         else:
-            dataset = datasets.load_dataset(str(local) if local.exists() else self.path, self.name,
+            dataset = datasets.load_dataset(str(local) if local.exists() else self.path, self.config_name,
                                             split=self.hf_split, streaming=streaming, cache_dir=self.hf_cache_dir)
         columns = list(dataset.column_names or dataset.features or [])
         wanted = [self.image_column, *self.targets, self.file_name_column,
                   self.prompt_column if self.prompt_column in columns else None]
-        require_columns(columns, [c for c in wanted if c], f"dataset {self.path} ({self.hf_split})")
+        require_columns(columns, [c for c in wanted if c], self.source)
         return dataset.select_columns([c for c in wanted if c]).cast_column(self.image_column,
                                                                            datasets.Image(decode=False))
+
+    def metadata_columns(self, dataset) -> list[str]:
+        """The columns the metadata pass reads: the image column (for its paths) only without a name column."""
+        return [c for c in dataset.column_names if c != self.image_column or not self.file_name_column]
 
     def sample_name(self, example: dict, row: int | None) -> str:
         if self.file_name_column:
@@ -164,16 +156,16 @@ class HFDataset(MOSDataModule):
             except (ValueError, OSError):
                 return str(path)
         if row is None:
-            raise ValueError(f"a streamed sample of {self.path} has no image path: give file_name_column, a column "
+            raise InputError(f"a streamed sample of {self.path} has no image path: give file_name_column, a column "
                              "that names each sample, so that the split can be drawn")
         return f"{row:08d}"
 
-    def load_records(self) -> list[Record]:
+    def read(self, root: Path | None = None) -> list[Record]:
         dataset = self.open(self.streaming)
-        source = f"dataset {self.path} ({self.hf_split})"
         records, self.rows = [], {}
         if self.streaming:
-            examples = ((None, ex) for ex in dataset)
+            # Names, targets and prompts only: selected before iterating, so no image is fetched for them.
+            examples = ((None, ex) for ex in dataset.select_columns(self.metadata_columns(dataset)))
         else:
             self.table = dataset
             # Names, MOS and prompts only: the image column is read as paths, never decoded.
@@ -185,19 +177,82 @@ class HFDataset(MOSDataModule):
             name = self.sample_name(example, row)
             values.append((position, {target: example[target] for target in self.targets}))
             prompt = example.get(self.prompt_column) if self.prompt_column else None
-            records.append(Record(name, Path(name), math.nan, prompt=str(prompt) if prompt else None))
+            records.append(Record(name, Path(name), math.nan, prompt=str(prompt) if prompt else None,
+                                  where=f"{self.source}, row {position}"))
             self.rows[name] = position
-        require_unique([r.file_name for r in records], source, [position for position, _ in values])
-        targets = parse_targets(values, self.targets, source)
+        require_unique([r.file_name for r in records], self.source, [position for position, _ in values])
+        targets = parse_targets(values, list(self.targets), self.source)
         for index, record in enumerate(records):
             record.targets = {target: mos[index] for target, mos in targets.items()}
             record.mos = record.targets[self.targets[0]]
         return records
 
+
+class HFDataset(MOSDataModule):
+    """A Hugging Face ``datasets`` dataset.
+
+    Args:
+        path: hub id or local folder (``root`` is accepted as the same thing).
+        name: the dataset configuration (hub datasets with several).
+        hf_split: which split of the ``datasets`` dataset to read; the split protocol divides it.
+        image_column: the image column.
+        target_column: the MOS column, or a list of numeric columns (one model, one output each).
+        prompt_column: the generation prompt column, if any (needed for ``split: prompt`` and a model that
+            reads prompts, ``use_prompt``).
+        file_name_column: a column that names each sample (default: the image path). With streaming, it lets
+            the metadata pass skip the image column entirely.
+        streaming: read the dataset as a stream (``IterableDataset``) instead of downloading it.
+        shuffle_buffer: examples held by the streaming shuffle.
+        hf_cache_dir: the ``datasets`` cache folder (default: the ``datasets`` default).
+        (the rest: see ``MOSDataModule``)
+    """
+
+    def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
+                 hf_split: str = "train", image_column: str = "image", target_column: str | list[str] = "mos",
+                 prompt_column: str | None = "prompt", file_name_column: str | None = None,
+                 streaming: bool = False, shuffle_buffer: int = 1000, hf_cache_dir: str | None = None, **kwargs):
+        if (path or root) is None:
+            raise InputError("HFDataset needs path (a hub id or a local dataset folder)")
+        if path and root and path != root:
+            raise InputError(f"HFDataset: give path or root, not both ({path!r}, {root!r})")
+        columns = selected_targets(target_column, None, "HFDataset")
+        reader = HubReader(path or root, name, hf_split, image_column, columns, prompt_column, file_name_column,
+                           streaming, hf_cache_dir)
+        super().__init__(path or root, reader=reader, target=target_column, **kwargs)
+        if self.skip_bad_images:
+            raise InputError("skip_bad_images needs image files to scan; HFDataset reports a bad image by its "
+                             "sample name instead")
+        if self.cache_views:
+            raise InputError("cache_views is not supported by HFDataset yet (its samples have no image file to key "
+                             "the cache on); leave it at 0")
+        self.path = path or root
+        self.name, self.hf_split = name, hf_split
+        self.image_column, self.target_column = image_column, target_column
+        self.prompt_column, self.file_name_column = prompt_column, file_name_column
+        self.streaming, self.shuffle_buffer, self.hf_cache_dir = streaming, shuffle_buffer, hf_cache_dir
+
+    # --- reading -----------------------------------------------------------------------------------
+    @property
+    def table(self):
+        return self.reader.table
+
+    @property
+    def rows(self) -> dict[str, int]:
+        return self.reader.rows
+
+    def open(self, streaming: bool):
+        return self.reader.open(streaming)
+
+    def sample_name(self, example: dict, row: int | None) -> str:
+        return self.reader.sample_name(example, row)
+
     def validate_records(self, records: list[Record]) -> list[Record]:
         if not records:
-            raise ValueError(f"dataset {self.path} ({self.hf_split}): no samples")
+            raise InputError(f"{self.reader.source}: no samples")
         return records
+
+    def check_images(self) -> None:
+        self.load()  # images are checked by sample as they are decoded: there are no files to pre-check
 
     # --- datasets and loaders ----------------------------------------------------------------------
     def make_dataset(self, split: str):
@@ -205,13 +260,9 @@ class HFDataset(MOSDataModule):
             raise RuntimeError("a streamed HFDataset has no map-style dataset; use its dataloaders")
         records = self.split_records(split)
         if not records:
-            raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+            raise InputError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
         return HubImageDataset(records, transform, self.targets, self.table, self.image_column, self.rows)
-
-    def _world(self) -> tuple[int, int]:
-        trainer = self.trainer
-        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
 
     def stream(self, split: str, train: bool):
         """The split's examples as items (``image``, ``mos``, ``prompt``, ``index``, ``file_name``, ``error``, as
@@ -220,13 +271,13 @@ class HFDataset(MOSDataModule):
 
         records = self.split_records(split)
         if not records:
-            raise ValueError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+            raise InputError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
         index = {r.file_name: (i, r) for i, r in enumerate(records)}
         transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale)
         stream = self.open(streaming=True)
         if train:  # the same seed on every rank, so the ranks' parts stay disjoint after shuffling
             stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)
-        rank, world_size = self._world()
+        rank, world_size = self.world()
         if world_size > 1:
             stream = split_dataset_by_node(stream, rank=rank, world_size=world_size)
 
@@ -247,7 +298,7 @@ class HFDataset(MOSDataModule):
                             persistent_workers=self.num_workers > 0, pin_memory=torch.cuda.is_available())
         if not train:
             return loader
-        steps = math.ceil(count / (self._world()[1] * batch_size))
+        steps = math.ceil(count / (self.world()[1] * batch_size))
         return EpochStream(loader, stream, steps, lambda: self.trainer.current_epoch if self.trainer else 0)
 
     def train_dataloader(self):

@@ -12,6 +12,9 @@ from typing import Iterable, Sequence
 import openpyxl
 import torch
 
+from ..errors import InputError
+from ..text import first_and_more
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
 
 
@@ -25,15 +28,25 @@ class Record:
     prompt: str | None = None
     generator: str | None = None
     targets: dict[str, float] = field(default_factory=dict)
+    where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
 
 
-MAX_LISTED = 10  # bad rows named in one error message; the rest are counted
+class MissingFile(InputError, FileNotFoundError):
+    """A file or folder the user named (a root, an annotation file, an image) is not there."""
+
+
+CSV_FIELD_LIMIT = csv.field_size_limit()  # 131,072 characters: a longer field is not an annotation
 
 
 def listed(items: list[str], separator: str = ", ") -> str:
-    """The first ``MAX_LISTED`` items, and how many more there are."""
-    more = f" and {len(items) - MAX_LISTED} more" if len(items) > MAX_LISTED else ""
-    return separator.join(items[:MAX_LISTED]) + more
+    """The first ``MAX_LISTED`` items, and how many more there are (bad rows named in one error message)."""
+    return first_and_more(items, separator=separator)
+
+
+def generator_of(name: str, from_end: bool = False) -> str:
+    """The generator a benchmark's file name starts with: ``sd1.5_lowcorr_210.jpg`` -> ``sd1.5``; with
+    ``from_end``, everything before the last ``_`` (``LCM_SDXL_0123.png`` -> ``LCM_SDXL``)."""
+    return name.rsplit("_", 1)[0] if from_end else name.split("_", 1)[0]
 
 
 def is_blank(row: Sequence) -> bool:
@@ -47,9 +60,22 @@ def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
 
 
 def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with their row numbers (one row a line: no line breaks in fields)."""
+    """The non-blank rows of a CSV file with their row numbers (one row a line: no line breaks in fields).
+
+    UTF-8 only (a BOM is fine): text in another encoding (Latin-1, Windows-1252) is refused in one line rather
+    than guessed, since a wrong guess changes names; so is a field longer than ``CSV_FIELD_LIMIT``."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        return numbered_rows(csv.reader(handle))
+        reader = csv.reader(handle)
+        try:
+            return numbered_rows(reader)
+        except UnicodeDecodeError as error:
+            byte = error.object[error.start:error.start + 1].hex()
+            raise InputError(f"{path} is not UTF-8 text (byte 0x{byte} at offset {error.start}, about line "
+                             f"{reader.line_num + 1}): save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+        except csv.Error as error:
+            problem = (f"a field is longer than {CSV_FIELD_LIMIT:,} characters" if "field limit" in str(error)
+                       else str(error))
+            raise InputError(f"{path}, row {reader.line_num}: {problem}; is it the annotation file?") from None
 
 
 def read_xlsx_rows(path: Path) -> list[tuple[int, tuple]]:
@@ -58,7 +84,7 @@ def read_xlsx_rows(path: Path) -> list[tuple[int, tuple]]:
     try:
         workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
     except Exception as error:  # openpyxl raises several unrelated types for a damaged file
-        raise ValueError(f"cannot read spreadsheet {path}: {error}") from error
+        raise InputError(f"cannot read spreadsheet {path}: {error}") from error
     try:  # read-only sheets give blank rows as rows of None, so positions are row numbers
         return numbered_rows(workbook.worksheets[0].iter_rows(values_only=True))
     finally:
@@ -69,14 +95,14 @@ def table(rows: list[tuple[int, Sequence]], required: list[str], source: str) ->
     """The rows below the header row (the first non-blank one) as {column: value}, with their row
     numbers; header names are stripped of spaces and must include ``required``."""
     if not rows:
-        raise ValueError(f"{source} is empty: expected a header row with the columns {', '.join(required)}")
+        raise InputError(f"{source} is empty: expected a header row with the columns {', '.join(required)}")
     (_, header), body = rows[0], rows[1:]
     columns: dict[str, int] = {}
     for position, name in enumerate(header):
         columns.setdefault(str(name).strip() if name is not None else "", position)
     require_columns(list(columns), required, source)
     if not body:
-        raise ValueError(f"{source}: no rows below the header")
+        raise InputError(f"{source}: no rows below the header")
     return [(number, {name: row[position] if position < len(row) else None for name, position in columns.items()})
             for number, row in body]
 
@@ -100,7 +126,7 @@ def parse_mos(values: list[tuple[int, object]], source: str, column: str) -> lis
     """(row, value) pairs -> finite float MOS, or one error that names every bad row (up to a limit)."""
     problems = [f"row {row} ({problem})" for row, value in values if (problem := mos_problem(value))]
     if problems:
-        raise ValueError(f"{source}: {column} must be a finite number; {len(problems)} row(s) are not: "
+        raise InputError(f"{source}: {column} must be a finite number; {len(problems)} row(s) are not: "
                          f"{listed(problems)}")
     return [float(value) for _, value in values]
 
@@ -110,7 +136,7 @@ def parse_names(values: list[tuple[int, object]], source: str, column: str) -> l
     names = [str(value).strip() if value is not None else "" for _, value in values]
     empty = [str(row) for (row, _), name in zip(values, names) if not name]
     if empty:
-        raise ValueError(f"{source}: {len(empty)} row(s) with an empty {column}: rows {listed(empty)}")
+        raise InputError(f"{source}: {len(empty)} row(s) with an empty {column}: rows {listed(empty)}")
     return names
 
 
@@ -124,7 +150,7 @@ def parse_targets(rows: list[tuple[int, dict]], columns: list[str], source: str)
         except ValueError as error:
             problems.append(str(error))
     if problems:
-        raise ValueError("; ".join(problems))
+        raise InputError("; ".join(problems))
     return values
 
 
@@ -133,10 +159,10 @@ def selected_targets(target, valid: Iterable[str] | None, dataset: str) -> list[
     ``valid``; otherwise an error that names the dataset's valid targets."""
     names = [target] if isinstance(target, str) else list(target or [])
     if not names or len(set(names)) != len(names):
-        raise ValueError(f"{dataset} target must name one target or a list of distinct ones, got {target!r}")
+        raise InputError(f"{dataset} target must name one target or a list of distinct ones, got {target!r}")
     unknown = [name for name in names if valid is not None and name not in valid]
     if unknown:
-        raise ValueError(f"{dataset} target must be one of {', '.join(valid)} (or a list of them), got "
+        raise InputError(f"{dataset} target must be one of {', '.join(valid)} (or a list of them), got "
                          f"{', '.join(map(repr, unknown))}")
     return names
 
@@ -144,23 +170,20 @@ def selected_targets(target, valid: Iterable[str] | None, dataset: str) -> list[
 def require_columns(columns, required: list[str], source: str) -> None:
     missing = [c for c in required if c not in columns]
     if missing:
-        raise ValueError(f"{source}: missing column(s) {', '.join(missing)}; the columns are {', '.join(columns)}")
+        raise InputError(f"{source}: missing column(s) {', '.join(missing)}; the columns are {', '.join(columns)}")
 
 
 def check_records(records: list[Record], source: str) -> None:
     """No empty set, no duplicated names, every image present (all missing names reported at once)."""
     if not records:
-        raise ValueError(f"{source}: no samples")
+        raise InputError(f"{source}: no samples")
     duplicated = [name for name, count in Counter(r.file_name for r in records).items() if count > 1]
     if duplicated:
-        raise ValueError(f"{source}: duplicated file name(s) {', '.join(duplicated[:5])}"
-                         + (f" and {len(duplicated) - 5} more" if len(duplicated) > 5 else ""))
+        raise InputError(f"{source}: duplicated file name(s) {first_and_more(duplicated, 5)}")
     missing = [r.file_name for r in records if not r.path.is_file()]
     if missing:
-        raise FileNotFoundError(
-            f"{source}: {len(missing)} of {len(records)} image(s) not found under {records[0].path.parent}, "
-            f"e.g. {', '.join(missing[:5])}"
-        )
+        raise MissingFile(f"{source}: {len(missing)} of {len(records)} image(s) not found under "
+                          f"{records[0].path.parent}, e.g. {first_and_more(missing, 5)}")
 
 
 def list_images(root: Path) -> list[Path]:
@@ -173,7 +196,7 @@ def find_image_folder(root: Path, names: list[str], layout: str) -> Path:
     (archives often unpack into one folder). ``layout`` describes the expected layout for the error."""
     probe = [n for n in names[:20] if n]
     if not root.is_dir():
-        raise FileNotFoundError(f"dataset folder {root} not found; expected {layout}")
+        raise MissingFile(f"dataset folder {root} not found; expected {layout}")
     if any((root / n).is_file() for n in probe):
         return root
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
@@ -195,7 +218,23 @@ def require_unique(names: list[str], source: str, rows: list[int]) -> None:
     duplicated = duplicated_rows(names, rows)
     if duplicated:
         shown = [f"{name} at rows {', '.join(map(str, where))}" for name, where in duplicated.items()]
-        raise ValueError(f"{source}: {len(duplicated)} duplicated name(s): {listed(shown, '; ')}")
+        raise InputError(f"{source}: {len(duplicated)} duplicated name(s): {listed(shown, '; ')}")
+
+
+def outside_root(records: list[Record], root: Path) -> list[Record]:
+    """The records whose image resolves outside root: ``../`` names, absolute names, symlinks leading out."""
+    inside = Path(root).resolve()
+    return [r for r in records if not Path(r.path).resolve().is_relative_to(inside)]
+
+
+def require_inside_root(records: list[Record], root: Path) -> None:
+    """One line naming the first record (by its annotation row) whose image lies outside root, and the count."""
+    outside = outside_root(records, root)
+    if outside:
+        first = outside[0]
+        raise InputError(f"{first.where or root}: {first.file_name} resolves outside the data root {root}"
+                         + (f" (and {len(outside) - 1} more)" if len(outside) > 1 else "")
+                         + "; a shared folder must not reach other files. If intended: --data.allow_outside_root true")
 
 
 def target_value(record: Record, name: str) -> float:

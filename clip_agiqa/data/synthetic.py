@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
 
-from .folder import MOSFolder
+from ..files import atomic_write
+from .folder import MOSFolder, MOSFolderReader
 
 COLOURS = {"red": (220, 40, 40), "green": (40, 180, 60), "blue": (40, 70, 220), "yellow": (240, 210, 40),
            "purple": (150, 50, 180), "orange": (245, 140, 30)}
@@ -90,12 +91,37 @@ def write_synthetic_dataset(root: Path, num_images: int = 200, picture_size: int
         _distort(image, strength, rng).save(root / name)
         prompt, align = _prompt(colour, shape, background, prompt_rng)
         rows.append((name, f"{mos:.4f}", f"{align:.4f}", prompt))
-    with open(root / "metadata.csv", "w", newline="") as handle:
+    with atomic_write(root / "metadata.csv", "w", newline="") as handle:
         writer = csv.writer(handle)
         writer.writerow(["file_name", "mos", "align", "prompt"])
         writer.writerows(rows)
-    (root / COMPLETE_MARKER).write_text(f"{num_images} {picture_size} {seed} {FORMAT}\n")
+    with atomic_write(root / COMPLETE_MARKER) as handle:
+        handle.write(f"{num_images} {picture_size} {seed} {FORMAT}\n")
     return root / "metadata.csv"
+
+
+class SyntheticReader(MOSFolderReader):
+    """A ``MOSFolderReader`` that first generates the dataset when ``root`` holds no complete copy."""
+
+    name = "SyntheticAIGI"
+
+    def __init__(self, metadata: str = "metadata.csv", columns=("mos",), num_images: int = 200,
+                 picture_size: int = 64, data_seed: int = 0):
+        super().__init__(metadata, columns)
+        self.num_images, self.picture_size, self.data_seed = num_images, picture_size, data_seed
+
+    def is_complete(self, root: Path) -> bool:
+        marker = root / COMPLETE_MARKER
+        return marker.is_file() and marker.read_text().split() == [
+            str(self.num_images), str(self.picture_size), str(self.data_seed), FORMAT]
+
+    def prepare(self, root: Path) -> None:
+        if not self.is_complete(root):
+            write_synthetic_dataset(root, self.num_images, self.picture_size, self.data_seed)
+
+    def read(self, root: Path) -> list:
+        self.prepare(root)
+        return super().read(root)
 
 
 class SyntheticAIGI(MOSFolder):
@@ -109,19 +135,11 @@ class SyntheticAIGI(MOSFolder):
 
     def __init__(self, root: str, num_images: int = 200, picture_size: int = 64, data_seed: int = 0, **kwargs):
         super().__init__(root, **kwargs)
+        self.reader = SyntheticReader(self.reader.metadata, self.reader.targets, num_images, picture_size, data_seed)
         self.num_images = num_images
         self.picture_size = picture_size
         self.data_seed = data_seed
 
-    def _is_complete(self) -> bool:
-        marker = self.root / COMPLETE_MARKER
-        return marker.is_file() and marker.read_text().split() == [
-            str(self.num_images), str(self.picture_size), str(self.data_seed), FORMAT]
-
     def prepare_data(self) -> None:
-        if not self._is_complete():
-            write_synthetic_dataset(self.root, self.num_images, self.picture_size, self.data_seed)
-
-    def load_records(self):
-        self.prepare_data()  # also when used without a Trainer
-        return super().load_records()
+        self.reader.prepare(self.root)
+        super().prepare_data()
