@@ -450,7 +450,7 @@ def test_on_all_images(trainer, task, best: str, test: TestSet, folder: Path) ->
     data = test.datamodule()
     data.predict_split = "all"
     data.trainer = trainer  # what Lightning sets for a datamodule it is given: DDP sampler, feature cache
-    data.use_model(task.model)
+    data.use_encoder(task.model.frozen_encoder(), read_prompts=task.model.use_prompt)
     data.setup("test")
     report = _test_report(trainer)
     with _reporting_into(trainer, report, folder / f"test_on_{test.label}"):

@@ -1,19 +1,31 @@
-"""Feature cache for the frozen image encoder: each image is encoded once per view, then reused.
+"""Feature cache for the frozen encoders: each image is encoded once per view, each generation prompt once; then
+reused by every run, memory-mapped.
 
-The encoders never train, so encoding every image again every epoch is wasted work. Training keeps
-its augmentation by caching ``K`` random views per image (random resized crop + flip) and drawing one
-per epoch; val/test/predict use the single centre view.
+The encoders never train, so encoding every image again every epoch is wasted work. Training keeps its
+augmentation by caching ``K`` random views per image (random resized crop + flip) and drawing one per step; val,
+test and predict use the single centre view.
 
-On disk: one safetensors file per image and transform, under
-``<cache_dir>/<backbone>-<encoder hash>/<transform hash>/<path hash>.safetensors``, holding
-``features`` (views, dim) and, in its metadata, the full key (backbone, weights fingerprint, encoder
-dtype, precision and attention kernel, transform settings, the image's path, size and mtime) and a
-SHA-256 of the values. An entry whose key differs (the image or a setting changed), which does not parse (truncated)
-or whose checksum fails (corrupt) is rebuilt, never used. Files are written to a temporary name and
-renamed, so a killed run leaves no half-written entry behind.
+On disk, under ``<cache_dir>/<backbone>-<encoder key hash>/``:
 
-View ``v`` of an image is drawn with a generator seeded from the image's file name and ``v`` only, so
-a cache with more views extends one with fewer, and ``view_generator`` reproduces any cached view.
+- ``<transform hash>/shard-<hash>.npy`` + ``.json``: the features of up to ``SHARD_ROWS`` consecutive records of a
+  split, one ``(rows, K, dim)`` array file (numpy ``.npy``, read memory-mapped), and its manifest: the key (encoder:
+  backbone, weights fingerprint, dtype, precision, attention kernel; transform settings), one
+  ``[file_name, path, size, mtime_ns]`` per row, the dtype, the shape and the SHA-256 of the array file. The shard's
+  name hashes its rows' names and paths, so the same split finds its shards again.
+- ``prompts/prompts-<hash>.npy`` + ``.json``: the frozen text features of the data's distinct generation prompts.
+
+What holds: never stale (a row whose image changed size or mtime is encoded again), never corrupt (a shard whose
+manifest does not parse, whose key differs or whose array fails its checksum is rebuilt, never used; the checksum is
+verified once when a loader opens the shard), resumable (each shard is written atomically, array then manifest, and
+finished shards stay when a run is killed), and the same features as encoding each time. A shard that lacks rows or
+views reuses what it has and what other shards of the same transform hold, and encodes only the rest.
+
+Under DDP rank ``r`` builds the shards ``r::world_size`` of a split (rank 0 the prompt table), all wait at a barrier,
+then every rank maps every shard: rows are paged in when a batch reads them, so no rank holds the split in its own
+memory and the ranks of one machine share the pages.
+
+View ``v`` of an image is drawn with a generator seeded from the image's file name and ``v`` only, so a cache with
+more views extends one with fewer, and ``view_generator`` reproduces any cached view.
 """
 
 from __future__ import annotations
@@ -21,24 +33,31 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import re
+import warnings
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
-from safetensors import safe_open
-from safetensors.torch import save_file
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from .data.records import Record, target_tensor
 from .data.images import load_rgb
+from .data.records import Record, target_tensor
 from .data.transforms import ImageTransform
+from .errors import InputError
+from .files import atomic_write
+from .frozen import EncoderKey, FrozenEncoder
 
-CACHE_FORMAT = "1"  # the layout of an entry; the settings that change features are keyed themselves
+CACHE_FORMAT = "2"  # the layout of a shard; the settings that change features are keyed themselves
 DEFAULT_CACHE_DIRNAME = ".feature_cache"
+SHARD_ROWS = 1024  # records per shard: the unit of building, checking and resuming
+MAX_MANIFEST_BYTES = 64 << 20
+# bfloat16 has no numpy type: its 16 bits are stored as int16 and viewed back.
+STORED_DTYPES = {"float32": ("<f4", torch.float32), "float16": ("<f2", torch.float16),
+                 "bfloat16": ("<i2", torch.bfloat16), "float64": ("<f8", torch.float64)}
 
 
 # --- keys ------------------------------------------------------------------------------------------
@@ -52,6 +71,12 @@ def file_identity(path: Path) -> dict:
     return {"path": str(Path(path).resolve()), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
 
 
+def row_identity(record: Record) -> list:
+    """One manifest row: the sample's name and its file's identity."""
+    file = file_identity(record.path)
+    return [record.file_name, file["path"], file["size"], file["mtime_ns"]]
+
+
 def view_seed(file_name: str, view: int) -> int:
     return int(_sha256(f"{file_name}\0{view}")[:15], 16)
 
@@ -61,75 +86,165 @@ def view_generator(file_name: str, view: int) -> torch.Generator:
     return torch.Generator().manual_seed(view_seed(file_name, view))
 
 
-@dataclass(frozen=True)
-class Encoder:
-    """Everything about the encoder that changes the features: every field is part of the key."""
-
-    backbone: str
-    fingerprint: str
-    dtype: str = "float32"
-    precision: str = "32-true"
-    attn_implementation: str = "sdpa"  # sdpa and eager kernels round differently
-
-    def describe(self) -> dict:
-        return asdict(self)
-
-    def folder_name(self) -> str:
-        """The backbone's name (readable) and a hash of every field (one folder per encoder setting)."""
-        name = re.sub(r"[^A-Za-z0-9._-]+", "_", self.backbone).strip("_")
-        return f"{name}-{_sha256(json.dumps(self.describe(), sort_keys=True))[:16]}"
-
-
-def entry_key(encoder: Encoder, transform: ImageTransform, record: Record) -> dict:
-    """The full key of one image's cached views (the view index is the row of the stored tensor)."""
-    return {"format": CACHE_FORMAT, "encoder": encoder.describe(), "transform": transform.describe(),
-            "file_name": record.file_name, "file": file_identity(record.path)}
-
-
 def transform_hash(transform: ImageTransform) -> str:
     return _sha256(json.dumps(transform.describe(), sort_keys=True))[:16]
 
 
-# --- entries on disk -------------------------------------------------------------------------------
-def _checksum(features: torch.Tensor) -> str:
-    return hashlib.sha256(features.contiguous().reshape(-1).view(torch.uint8).numpy().tobytes()).hexdigest()
+def shard_name(records: Sequence[Record]) -> str:
+    """Names and paths of the shard's rows (not their size or mtime: a changed image rewrites the same shard)."""
+    rows = [[r.file_name, str(Path(r.path).resolve())] for r in records]
+    return f"shard-{_sha256(json.dumps(rows))[:32]}"
 
 
-def read_entry(path: Path, key: dict) -> torch.Tensor | None:
-    """The cached views (views, dim) if the entry exists, is intact and has exactly this key; else None."""
-    if not path.is_file():
-        return None
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            metadata = handle.metadata() or {}
-            features = handle.get_tensor("features")
-    except Exception:  # truncated or not a safetensors file at all: rebuilt by the caller
-        return None
-    if metadata.get("key") != json.dumps(key, sort_keys=True) or features.dim() != 2:
-        return None
-    if metadata.get("sha256") != _checksum(features):
-        return None
-    return features
+# --- shards on disk --------------------------------------------------------------------------------
+@dataclass
+class Shard:
+    """An opened, verified shard: its manifest rows and its features (rows, views, dim), memory-mapped."""
+
+    name: str
+    rows: list
+    features: torch.Tensor
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def views(self) -> int:
+        return self.features.shape[1]
 
 
-def write_entry(path: Path, key: dict, features: torch.Tensor) -> None:
-    """Write atomically (temporary file + rename): readers never see a half-written entry."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    features = features.detach().to("cpu").contiguous()
-    metadata = {"key": json.dumps(key, sort_keys=True), "sha256": _checksum(features)}
-    temporary = path.with_name(f"{path.name}.tmp{os.getpid()}")
-    save_file({"features": features}, str(temporary), metadata=metadata)
-    os.replace(temporary, path)
+class _HashingWriter:
+    """Writes to a file and hashes what it writes (the checksum of exactly the bytes on disk)."""
+
+    def __init__(self, handle, digest):
+        self.handle, self.digest = handle, digest
+
+    def write(self, data) -> int:
+        self.digest.update(data)
+        return self.handle.write(data)
+
+
+class ShardStore:
+    """One folder of shards under one key: ``<name>.npy`` (rows, views, dim) and ``<name>.json`` (its manifest)."""
+
+    def __init__(self, folder: Path, key: dict):
+        self.folder = Path(folder)
+        self.key = key
+
+    def _manifest(self, name: str) -> dict | None:
+        path = self.folder / f"{name}.json"
+        try:
+            if path.stat().st_size > MAX_MANIFEST_BYTES:
+                return None
+            manifest = json.loads(path.read_text())
+        except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
+            return None
+        if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT or manifest.get("key") != self.key:
+            return None
+        shape, rows = manifest.get("shape"), manifest.get("rows")
+        if (not isinstance(rows, list) or not isinstance(shape, list) or len(shape) != 3 or shape[0] != len(rows)
+                or manifest.get("dtype") not in STORED_DTYPES or not isinstance(manifest.get("sha256"), str)):
+            return None
+        return manifest
+
+    def open(self, name: str) -> Shard | None:
+        """The shard if its manifest has this key and its array file is the one the manifest describes (checksum,
+        dtype, shape); else None (missing, damaged, or written under other settings): never a partial shard."""
+        manifest = self._manifest(name)
+        if manifest is None:
+            return None
+        numpy_dtype, torch_dtype = STORED_DTYPES[manifest["dtype"]]
+        try:
+            with open(self.folder / f"{name}.npy", "rb") as handle:  # one open file: hashed and mapped are the same
+                if hashlib.file_digest(handle, "sha256").hexdigest() != manifest["sha256"]:
+                    return None
+                handle.seek(0)
+                version = np.lib.format.read_magic(handle)
+                read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                               else np.lib.format.read_array_header_2_0)
+                shape, fortran, dtype = read_header(handle)
+                if list(shape) != manifest["shape"] or fortran or dtype.str != numpy_dtype or dtype.hasobject:
+                    return None
+                array = np.memmap(handle, dtype=dtype, mode="c", shape=shape, offset=handle.tell())
+        except (OSError, ValueError):
+            return None
+        features = torch.from_numpy(array)
+        if torch_dtype == torch.bfloat16:
+            features = features.view(torch.bfloat16)
+        return Shard(name, manifest["rows"], features, manifest.get("extra") or {})
+
+    def write(self, name: str, rows: list, features: torch.Tensor, extra: dict | None = None) -> None:
+        """Array first, then the manifest that vouches for it, each atomically: a killed run leaves either a whole
+        shard or one that fails its check."""
+        dtype = str(features.dtype).removeprefix("torch.")
+        if dtype not in STORED_DTYPES:
+            raise TypeError(f"cannot cache {features.dtype} features")
+        features = features.detach().to("cpu").contiguous()
+        array = (features.view(torch.int16) if features.dtype == torch.bfloat16 else features).numpy()
+        digest = hashlib.sha256()
+        with atomic_write(self.folder / f"{name}.npy", "wb") as handle:
+            np.lib.format.write_array(_HashingWriter(handle, digest), array, allow_pickle=False)
+        manifest = {"format": CACHE_FORMAT, "key": self.key, "dtype": dtype, "shape": list(features.shape),
+                    "sha256": digest.hexdigest(), "rows": rows, "extra": extra or {}}
+        with atomic_write(self.folder / f"{name}.json") as handle:
+            json.dump(manifest, handle)
+
+    def names(self) -> list[str]:
+        return sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+
+
+# --- the features of a split -----------------------------------------------------------------------
+class ShardedFeatures:
+    """The cached features of a split, ``shape`` (records, views, dim), as memory-mapped shards of ``rows_per_shard``
+    records (the last may be shorter). Rows are read when indexed: a process holds only what it touches."""
+
+    def __init__(self, shards: Sequence[torch.Tensor], rows_per_shard: int):
+        if not shards:
+            raise ValueError("no shards")
+        self.shards = list(shards)
+        self.rows_per_shard = rows_per_shard
+        self.shape = torch.Size((sum(len(s) for s in self.shards), *self.shards[0].shape[1:]))
+        self.dtype = self.shards[0].dtype
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        shard, row = divmod(int(index), self.rows_per_shard)
+        return self.shards[shard][row]
+
+    def gather(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """(batch, dim): view ``views[i]`` of record ``rows[i]``."""
+        if len(self.shards) == 1:
+            return self.shards[0][rows, views]
+        shard_of, local = rows // self.rows_per_shard, rows % self.rows_per_shard
+        out = torch.empty((len(rows), self.shape[2]), dtype=self.dtype)
+        for shard in torch.unique(shard_of).tolist():
+            chosen = shard_of == shard
+            out[chosen] = self.shards[shard][local[chosen], views[chosen]]
+        return out
+
+    def materialize(self) -> torch.Tensor:
+        """Every row in memory, (records, views, dim): for small sets and tests."""
+        return torch.cat(self.shards)
+
+
+@dataclass
+class PromptTable:
+    """The frozen text features of distinct generation prompts: ``features[i]`` belongs to ``prompts[i]``."""
+
+    prompts: list[str]
+    features: torch.Tensor  # (prompts, dim)
+
+    def rows_of(self, prompts: Sequence[str]) -> torch.Tensor:
+        position = {p: i for i, p in enumerate(self.prompts)}
+        return torch.tensor([position[str(p)] for p in prompts], dtype=torch.long)
 
 
 # --- building --------------------------------------------------------------------------------------
 @dataclass
 class _Todo:
-    """An image whose entry must be (re)built: the views it already has and those it still needs."""
+    """A row to (re)build: the views it already has and those it still needs."""
 
     index: int
-    key: dict
-    path: Path
     existing: torch.Tensor | None
     views: list[int] = field(default_factory=list)
 
@@ -162,29 +277,26 @@ def _collate(batch: list[tuple[int, torch.Tensor]]) -> tuple[list[int], list[int
 
 
 class FeatureCache:
-    """Builds and reads cached image features.
+    """Builds and opens cached features.
 
     Args:
         directory: the cache folder.
-        encoder: what identifies the encoder (part of every key).
-        encode: normalised pixels (batch, 3, size, size) -> features (batch, dim); called without grad.
-        device: where ``encode`` runs (pixels are moved there).
+        encoder: the frozen-encoder handle (``CLIPAGIQAModel.frozen_encoder()``): its key is part of every shard's
+            key; its encoders build missing rows.
         batch_size: images per encoder call while building.
         num_workers: DataLoader workers that decode and transform images while building.
-        forward_context: wraps each ``encode`` call (the trainer's precision, e.g. bf16 autocast).
-        rank, world_size, barrier: under DDP each rank builds the entries ``rank::world_size`` of a
-            split, then all wait at ``barrier`` and read every entry.
+        forward_context: wraps each encoder call (the trainer's precision, e.g. bf16 autocast).
+        rank, world_size, barrier: under DDP each rank builds the shards ``rank::world_size`` of a split, then all
+            wait at ``barrier`` and map every shard.
         progress: show a progress bar while building (rank 0 only).
+        shard_rows: records per shard.
     """
 
-    def __init__(self, directory: str | Path, encoder: Encoder, encode: Callable[[torch.Tensor], torch.Tensor],
-                 device: torch.device | str = "cpu", batch_size: int = 32, num_workers: int = 0,
+    def __init__(self, directory: str | Path, encoder: FrozenEncoder, batch_size: int = 32, num_workers: int = 0,
                  forward_context: Callable = nullcontext, rank: int = 0, world_size: int = 1,
-                 barrier: Callable[[], None] = lambda: None, progress: bool = True):
+                 barrier: Callable[[], None] = lambda: None, progress: bool = True, shard_rows: int = SHARD_ROWS):
         self.directory = Path(directory).expanduser()
         self.encoder = encoder
-        self.encode = encode
-        self.device = torch.device(device)
         self.batch_size = max(1, batch_size)
         self.num_workers = num_workers
         self.forward_context = forward_context
@@ -192,62 +304,105 @@ class FeatureCache:
         self.world_size = world_size
         self.barrier = barrier
         self.progress = progress
-        self.built_views = 0  # views encoded by this process (what tests and the benchmark count)
+        self.shard_rows = max(1, shard_rows)
+        self.built_views = 0  # image views encoded by this process (what tests and the benchmark count)
+        self.built_prompts = 0  # generation prompts encoded by this process
 
-    def entry_path(self, transform: ImageTransform, record: Record) -> Path:
-        name = _sha256(str(Path(record.path).resolve()))[:32]
-        return self.directory / self.encoder.folder_name() / transform_hash(transform) / f"{name}.safetensors"
+    @property
+    def key(self) -> EncoderKey:
+        return self.encoder.key
 
-    def features(self, records: Sequence[Record], transform: ImageTransform, views: int = 1) -> torch.Tensor:
-        """Features of every record, (n_records, views, dim): this rank builds its missing share, then
-        every rank reads them all."""
+    def folder(self, transform: ImageTransform) -> Path:
+        return self.directory / self.key.folder_name() / transform_hash(transform)
+
+    def store(self, transform: ImageTransform) -> ShardStore:
+        return ShardStore(self.folder(transform), {"encoder": self.key.describe(), "transform": transform.describe()})
+
+    def shards(self, records: Sequence[Record]) -> list[tuple[str, list[Record]]]:
+        """The split's shards: (name, records) per ``shard_rows`` consecutive records."""
+        parts = [list(records[start: start + self.shard_rows]) for start in range(0, len(records), self.shard_rows)]
+        return [(shard_name(part), part) for part in parts]
+
+    def features(self, records: Sequence[Record], transform: ImageTransform, views: int = 1) -> ShardedFeatures:
+        """Features of every record, (records, views, dim), memory-mapped: this rank builds its missing shards, then
+        every rank opens them all."""
         views = views if transform.train else 1
         if views < 1:
-            raise ValueError(f"views must be at least 1, got {views}")
-        self.build(records, transform, views, share=range(self.rank, len(records), self.world_size))
+            raise InputError(f"cache_views must be at least 1, got {views}")
+        if not records:
+            raise ValueError("no records to cache")
+        store, shards = self.store(transform), self.shards(records)
+        checked = {}  # shards found valid (or written) while building: not hashed twice by this process
+        for number, (name, part) in enumerate(shards):
+            if number % self.world_size == self.rank:
+                checked[name] = self._ensure(store, name, part, transform, views)
         self.barrier()
-        loaded = self._read_all(records, transform)
-        bad = [i for i, f in enumerate(loaded) if f is None or f.shape[0] < views]
-        if bad:  # another rank failed to write, or an entry went bad since: rebuild here, never use it
-            self._build_entries(self._missing(records, transform, views, bad), records, transform)
-            loaded = self._read_all(records, transform)
-        if any(f is None or f.shape[0] < views for f in loaded):
-            raise RuntimeError(f"feature cache {self.directory}: entries vanished while reading; is another "
-                               "run writing the same cache with different settings?")
-        return torch.stack([f[:views] for f in loaded])
+        opened = []
+        for name, part in shards:
+            shard = checked.get(name) or self._valid(store, name, part, views)
+            if shard is None:  # another rank failed to write it, or it went bad since: rebuild here, never use it
+                shard = self._ensure(store, name, part, transform, views)
+            if shard is None:
+                raise RuntimeError(f"feature cache {store.folder}: shard {name} vanished while reading; is another "
+                                   "run writing the same cache with different settings?")
+            opened.append(shard.features[:, :views])
+        return ShardedFeatures(opened, self.shard_rows)
 
-    def _read_all(self, records: Sequence[Record], transform: ImageTransform) -> list[torch.Tensor | None]:
-        return [read_entry(self.entry_path(transform, r), entry_key(self.encoder, transform, r)) for r in records]
+    def _valid(self, store: ShardStore, name: str, records: Sequence[Record], views: int) -> Shard | None:
+        shard = store.open(name)
+        if shard is None or shard.views < views or shard.rows != [row_identity(r) for r in records]:
+            return None
+        return shard
 
     def build(self, records: Sequence[Record], transform: ImageTransform, views: int,
               share: Sequence[int] | None = None) -> int:
-        """Build the missing or invalid entries among ``share`` (default: all); returns how many."""
-        share = range(len(records)) if share is None else share
-        todo = self._missing(records, transform, views if transform.train else 1, share)
-        self._build_entries(todo, records, transform)
-        return len(todo)
+        """Build the missing or invalid shards among ``share`` (shard numbers; default: all); returns how many rows
+        were encoded."""
+        views = views if transform.train else 1
+        store, shards = self.store(transform), self.shards(records)
+        before = self.built_views
+        for number in range(len(shards)) if share is None else share:
+            self._ensure(store, *shards[number], transform, views)
+        return (self.built_views - before) // views
 
-    def _missing(self, records: Sequence[Record], transform: ImageTransform, views: int,
-                 indices: Sequence[int]) -> list[_Todo]:
+    def _ensure(self, store: ShardStore, name: str, records: Sequence[Record], transform: ImageTransform,
+                views: int) -> Shard | None:
+        """The shard, valid for ``records`` with at least ``views`` views: opened as it is, or rebuilt from the rows it
+        still has right, rows other shards of this transform hold, and newly encoded views."""
+        identities = [row_identity(r) for r in records]
+        shard = store.open(name)
+        if shard is not None and shard.views >= views and shard.rows == identities:
+            return shard
+        width = max(views, shard.views if shard is not None else 0)
+        kept = {} if shard is None else {json.dumps(row): i for i, row in enumerate(shard.rows)}
+        elsewhere = _Elsewhere(store, exclude=name)
+        rows: list[torch.Tensor | None] = [None] * len(records)
         todo = []
-        for index in indices:
-            record = records[index]
-            key = entry_key(self.encoder, transform, record)
-            path = self.entry_path(transform, record)
-            existing = read_entry(path, key)
-            have = 0 if existing is None else existing.shape[0]
-            if have < views:
-                todo.append(_Todo(index, key, path, existing, list(range(have, views))))
-        return todo
+        for index, identity in enumerate(identities):
+            have = shard.features[kept[json.dumps(identity)]] if json.dumps(identity) in kept else None
+            if have is None or have.shape[0] < width:
+                have = elsewhere.longest(identity, have)
+            if have is not None and have.shape[0] >= width:
+                rows[index] = have[:width]
+            else:
+                start = 0 if have is None else have.shape[0]
+                todo.append(_Todo(index, have, list(range(start, width))))
+        for todo_entry, features in self._encode(todo, records, transform):
+            existing = todo_entry.existing
+            rows[todo_entry.index] = features if existing is None else torch.cat([existing.to(features.dtype), features])
+        dtype = next(r.dtype for r in rows if r is not None)
+        store.write(name, identities, torch.stack([r.to(dtype) for r in rows]))
+        return self._valid(store, name, records, views)
 
     @torch.no_grad()
-    def _build_entries(self, todo: list[_Todo], records: Sequence[Record], transform: ImageTransform) -> None:
+    def _encode(self, todo: list[_Todo], records: Sequence[Record], transform: ImageTransform):
+        """(todo entry, its new views' features on the CPU), as batches finish."""
         if not todo:
             return
         views_per_image = max(len(t.views) for t in todo)
         loader = DataLoader(_ViewPixels(todo, records, transform), batch_size=max(1, self.batch_size // views_per_image),
                             num_workers=self.num_workers, collate_fn=_collate,
-                            pin_memory=self.device.type == "cuda")
+                            pin_memory=self.encoder.device().type == "cuda")
         description = f"caching {'train' if transform.train else 'eval'} features ({views_per_image} view(s))"
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
         # or not it had to build the cache first.
@@ -256,42 +411,128 @@ class FeatureCache:
                                                      disable=not show, leave=False) as bar:
             for items, counts, pixels in loader:
                 with self.forward_context():
-                    features = self.encode(pixels.to(self.device, non_blocking=True))
-                for item, chunk in zip(items, features.split(counts)):
-                    entry = todo[item]
-                    chunk = chunk.to("cpu")
-                    if entry.existing is not None:
-                        chunk = torch.cat([entry.existing.to(chunk.dtype), chunk])
-                    write_entry(entry.path, entry.key, chunk)
+                    features = self.encoder.encode_images(pixels)
+                for item, chunk in zip(items, features.detach().to("cpu").split(counts)):
+                    yield todo[item], chunk
                 self.built_views += pixels.shape[0]
                 bar.update(len(items))
+
+    # --- generation prompts ------------------------------------------------------------------------
+    def prompt_table(self, prompts: Sequence[str]) -> PromptTable:
+        """The frozen text features of the distinct ``prompts``: built once (rank 0, one batched pass), then read from
+        disk by every rank and every later run on the same prompts."""
+        distinct = sorted({str(p) for p in prompts})
+        store = ShardStore(self.directory / self.key.folder_name() / "prompts",
+                           {"encoder": self.key.describe(), "kind": "generation prompts"})
+        name = f"prompts-{_sha256(json.dumps(distinct))[:32]}"
+        shard = self._valid_prompts(store, name, distinct) if self.rank != 0 else None
+        if self.rank == 0:
+            shard = self._valid_prompts(store, name, distinct) or self._build_prompts(store, name, distinct)
+        self.barrier()
+        if shard is None:
+            shard = self._valid_prompts(store, name, distinct) or self._build_prompts(store, name, distinct)
+        truncated = shard.extra.get("truncated", 0)
+        if truncated and self.rank == 0:
+            warnings.warn(f"{truncated} of {len(distinct)} generation prompt(s) are longer than the text encoder's "
+                          "window and were truncated", stacklevel=2)
+        return PromptTable(distinct, shard.features[:, 0])
+
+    @staticmethod
+    def _valid_prompts(store: ShardStore, name: str, distinct: list[str]) -> Shard | None:
+        shard = store.open(name)
+        return shard if shard is not None and shard.rows == distinct else None
+
+    @torch.no_grad()
+    def _build_prompts(self, store: ShardStore, name: str, distinct: list[str]) -> Shard:
+        with self.forward_context():
+            features, truncated = self.encoder.encode_texts(distinct)
+        self.built_prompts += len(distinct)
+        store.write(name, distinct, features.float().cpu().unsqueeze(1), extra={"truncated": int(truncated)})
+        shard = self._valid_prompts(store, name, distinct)
+        if shard is None:
+            raise RuntimeError(f"feature cache {store.folder}: {name} could not be read back after writing it")
+        return shard
+
+
+class _Elsewhere:
+    """Rows other shards of one transform hold, looked up by identity (their manifests read only when needed)."""
+
+    def __init__(self, store: ShardStore, exclude: str):
+        self.store, self.exclude = store, exclude
+        self.index: dict[str, tuple[str, int]] | None = None
+        self.opened: dict[str, Shard | None] = {}
+
+    def longest(self, identity: list, have: torch.Tensor | None) -> torch.Tensor | None:
+        """The row with the most views among ``have`` and what another shard holds for ``identity``."""
+        if self.index is None:
+            self.index = {}
+            for name in self.store.names():
+                manifest = self.store._manifest(name) if name != self.exclude else None
+                for row, other in enumerate(manifest["rows"] if manifest else []):
+                    self.index.setdefault(json.dumps(other), (name, row))
+        found = self.index.get(json.dumps(identity))
+        if found is None:
+            return have
+        name, row = found
+        if name not in self.opened:
+            self.opened[name] = self.store.open(name)
+        shard = self.opened[name]
+        if shard is None or len(shard.rows) <= row or shard.rows[row] != identity:
+            return have
+        other = shard.features[row]
+        return other if have is None or other.shape[0] > have.shape[0] else have
 
 
 # --- the dataset training and evaluation read ------------------------------------------------------
 class CachedFeatures(Dataset):
-    """Cached features in memory: ``features`` (one view, drawn at random per access when there are
-    several), ``mos`` (as ``ImageDataset`` gives it: a scalar for one target, one value per target for several),
-    ``prompt``, ``index``, ``file_name`` and ``error`` - the batch ``CLIPAGIQA`` reads instead of ``image``."""
+    """Cached features: ``features`` (one view, drawn at random per access when there are several), ``mos`` (as
+    ``ImageDataset`` gives it: a scalar for one target, one value per target for several), ``prompt``, ``index``,
+    ``file_name`` and ``error`` - the batch ``CLIPAGIQA`` reads instead of ``image`` - and, with a prompt table,
+    ``text_features`` (the generation prompt's frozen features).
+
+    A loader fetches a whole batch at once (``__getitems__``: tensor indexing, no per-sample Python); give it
+    ``collate_fn=dataset.collate_fn``."""
 
     in_memory = True  # nothing to decode: loaders need no workers
 
-    def __init__(self, records: Sequence[Record], features: torch.Tensor, targets: list[str] | None = None):
-
-        if features.dim() != 3 or features.shape[0] != len(records):
-            raise ValueError(f"expected features (n_records={len(records)}, views, dim), got {tuple(features.shape)}")
+    def __init__(self, records: Sequence[Record], features: torch.Tensor | ShardedFeatures,
+                 targets: list[str] | None = None, prompt_table: PromptTable | None = None):
+        if isinstance(features, torch.Tensor):
+            if features.dim() != 3:
+                raise ValueError(f"expected features (n_records, views, dim), got {tuple(features.shape)}")
+            features = ShardedFeatures([features], max(1, len(features)))
+        if len(features) != len(records):
+            raise ValueError(f"expected features for {len(records)} records, got {tuple(features.shape)}")
         self.records = list(records)
         self.features = features
-        self.mos = [target_tensor(r, targets) for r in self.records]
+        self.mos = torch.stack([target_tensor(r, targets) for r in self.records])
+        self.file_names = [r.file_name for r in self.records]
+        self.prompts = [r.prompt or "" for r in self.records]
+        self.prompt_table = prompt_table
+        self.prompt_rows = prompt_table.rows_of(self.prompts) if prompt_table is not None else None
 
     def __len__(self) -> int:
         return len(self.records)
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitems__(self, indices: Sequence[int]) -> dict:
+        rows = torch.as_tensor(indices, dtype=torch.long)
         views = self.features.shape[1]
-        view = int(torch.randint(views, ())) if views > 1 else 0
-        record = self.records[index]
-        return {"features": self.features[index, view], "mos": self.mos[index], "prompt": record.prompt or "",
-                "index": index, "file_name": record.file_name, "error": ""}
+        view = torch.randint(views, (len(rows),)) if views > 1 else torch.zeros(len(rows), dtype=torch.long)
+        batch = {"features": self.features.gather(rows, view), "mos": self.mos[rows], "index": rows,
+                 "file_name": [self.file_names[i] for i in indices], "prompt": [self.prompts[i] for i in indices],
+                 "error": [""] * len(rows)}
+        if self.prompt_rows is not None:
+            batch["text_features"] = self.prompt_table.features[self.prompt_rows[rows]]
+        return batch
+
+    def __getitem__(self, index: int) -> dict:
+        batch = self.__getitems__([index])
+        return {key: value[0] for key, value in batch.items()}
+
+    @staticmethod
+    def collate_fn(batch):
+        """A batch from ``__getitems__`` is already whole; a list of items (a loader without batching) is collated."""
+        return batch if isinstance(batch, dict) else default_collate(batch)
 
 
 # --- wiring to a Trainer ---------------------------------------------------------------------------
@@ -305,21 +546,17 @@ def default_cache_dir(data_root: Path, trainer=None) -> Path:
     return run_root / "feature_cache"
 
 
-def cache_for_trainer(trainer, model, directory: str | Path | None, data_root: Path, batch_size: int,
-                      num_workers: int) -> FeatureCache:
-    """A cache that encodes with ``model`` (a ``CLIPAGIQAModel``) on its device, under the trainer's precision,
+def cache_for_trainer(trainer, encoder: FrozenEncoder | None, directory: str | Path | None, data_root: Path,
+                      batch_size: int, num_workers: int) -> FeatureCache:
+    """A cache that encodes with ``encoder`` (a model's frozen-encoder handle) under the trainer's precision,
     sharded by rank."""
-    if model is None or trainer is None:
-        raise RuntimeError("cache_views > 0 needs the model handed to the datamodule by a Trainer "
-                           "(fit/validate/test/predict) to encode the images; set cache_views: 0 to use the "
-                           "datamodule on its own")
-    clip_dtype = str(model.clip.visual_projection.weight.dtype).removeprefix("torch.")
-    encoder = Encoder(model.arguments["backbone"], model.backbone_fingerprint, clip_dtype, str(trainer.precision),
-                      model.arguments["attn_implementation"])
+    if encoder is None or trainer is None:
+        raise InputError("cache_views > 0 needs the frozen encoders a Trainer hands to the datamodule "
+                         "(fit/validate/test/predict) to encode the images; set cache_views: 0 to use the "
+                         "datamodule on its own")
     return FeatureCache(
-        directory or default_cache_dir(data_root, trainer), encoder, model.encode_images,
-        device=model.mos_scale.device, batch_size=batch_size, num_workers=num_workers,
-        forward_context=trainer.precision_plugin.forward_context, rank=trainer.global_rank,
-        world_size=trainer.world_size, barrier=lambda: trainer.strategy.barrier("feature_cache"),
-        progress=trainer.progress_bar_callback is not None,
+        directory or default_cache_dir(data_root, trainer), encoder.under_precision(trainer.precision),
+        batch_size=batch_size, num_workers=num_workers, forward_context=trainer.precision_plugin.forward_context,
+        rank=trainer.global_rank, world_size=trainer.world_size,
+        barrier=lambda: trainer.strategy.barrier("feature_cache"), progress=trainer.progress_bar_callback is not None,
     )

@@ -24,7 +24,9 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from . import __version__
+from .errors import InputError
 from .backbone import DEFAULT_BACKBONE, feature_output, load_backbone, weights_fingerprint
+from .frozen import EncoderKey, FrozenEncoder
 from .heads import build_head
 from .prompts import DEFAULT_CATEGORIES, PromptLearner
 
@@ -144,38 +146,68 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         return self._prompt_memo[1]
 
     # --- generation prompts -----------------------------------------------------------------------------
+    def frozen_encoder(self) -> FrozenEncoder:
+        """The narrow handle data code gets (the feature cache, image settings): never the model itself."""
+        key = EncoderKey(self.arguments["backbone"], self.backbone_fingerprint,
+                         str(self.clip.visual_projection.weight.dtype).removeprefix("torch."),
+                         attn_implementation=self.arguments["attn_implementation"])
+        return FrozenEncoder(key, self.image_settings, self._encode_pixels_here, self.encode_texts,
+                             device=lambda: self.clip.visual_projection.weight.device)
+
+    def _encode_pixels_here(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        return self.encode_images(pixel_values.to(self.clip.visual_projection.weight.device, non_blocking=True))
+
     @torch.no_grad()
+    def encode_texts(self, texts, batch_size: int = 256) -> tuple[torch.Tensor, int]:
+        """Frozen text features of ``texts`` ((n, dim), fp32, CPU) and how many were longer than the text encoder's
+        window. One batched tokenisation; a long text keeps its first tokens and its EOS, as the tokenizer's own
+        truncation does."""
+        texts = [str(t) for t in texts]
+        max_length = self.clip.text_model.config.max_position_embeddings
+        ids = self.tokenizer(texts, verbose=False)["input_ids"] if texts else []
+        truncated = sum(len(row) > max_length for row in ids)
+        ids = [row if len(row) <= max_length else row[: max_length - 1] + row[-1:] for row in ids]
+        device = self.clip.text_projection.weight.device
+        chunks = []
+        for start in range(0, len(ids), batch_size):
+            tokens = self.tokenizer.pad({"input_ids": ids[start: start + batch_size]}, return_tensors="pt")
+            output = self.clip.get_text_features(**{k: v.to(device) for k, v in tokens.items()})
+            chunks.append(feature_output(output).float().cpu())
+        dim = self.clip.config.projection_dim
+        return (torch.cat(chunks) if chunks else torch.empty(0, dim)), truncated
+
     def prepare_prompts(self, prompts) -> None:
-        """Encode the distinct generation prompts not seen yet, once each (kept in memory), in batches. Prompts
-        longer than the text encoder's window are truncated there, counted in one warning."""
+        """Encode the distinct generation prompts not seen yet, once each (kept in memory), in batches: what scoring
+        uses (training reads them from the feature cache, or here when the cache is off). Prompts longer than the
+        text encoder's window are truncated there, counted in one warning."""
         new = sorted({str(p) for p in prompts if str(p) not in self._text_features})  # per step: no set of all
         if not new:
             return
-        max_length = self.clip.text_model.config.max_position_embeddings
-        too_long = [p for p in new if len(self.tokenizer(p)["input_ids"]) > max_length]
-        if too_long:
-            warnings.warn(f"{len(too_long)} of {len(new)} generation prompt(s) are longer than the text encoder's "
-                          f"{max_length} tokens and were truncated, e.g. {too_long[0][:80]!r}", stacklevel=2)
-        device = self.clip.text_projection.weight.device
-        for start in range(0, len(new), 256):
-            chunk = new[start: start + 256]
-            tokens = self.tokenizer(chunk, padding=True, truncation=True, max_length=max_length, return_tensors="pt")
-            features = feature_output(self.clip.get_text_features(**{k: v.to(device) for k, v in tokens.items()}))
-            self._text_features.update(zip(chunk, features.float().cpu()))
+        features, truncated = self.encode_texts(new)
+        if truncated:
+            warnings.warn(f"{truncated} of {len(new)} generation prompt(s) are longer than the text encoder's "
+                          f"{self.clip.text_model.config.max_position_embeddings} tokens and were truncated",
+                          stacklevel=2)
+        self._text_features.update(zip(new, features))
 
     def prompt_text_features(self, prompts) -> torch.Tensor:
         """Frozen text features of each image's generation prompt, (batch, dim), on the model's device."""
         if prompts is None or any(p is None or not str(p).strip() for p in prompts):
-            raise ValueError("this model reads each image's generation prompt (use_prompt=True): give a prompt for "
+            raise InputError("this model reads each image's generation prompt (use_prompt=True): give a prompt for "
                              "every image")
         self.prepare_prompts(prompts)
         device = self.clip.text_projection.weight.device
         return torch.stack([self._text_features[str(p)] for p in prompts]).to(device)
 
     # --- scores ----------------------------------------------------------------------------------------
-    def training_scale_scores(self, image_features: torch.Tensor, prompts=None) -> torch.Tensor:
-        """Scores on ``TRAINING_SCALE``, (batch, targets) (what the loss compares with ``to_training_scale``)."""
-        text = self.prompt_text_features(prompts) if self.use_prompt else None
+    def training_scale_scores(self, image_features: torch.Tensor, prompts=None,
+                              text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores on ``TRAINING_SCALE``, (batch, targets) (what the loss compares with ``to_training_scale``).
+        A prompt-aware model reads ``text_features`` (the generation prompts' frozen features, e.g. cached) when
+        given, else encodes ``prompts``."""
+        text = None
+        if self.use_prompt:
+            text = text_features if text_features is not None else self.prompt_text_features(prompts)
         return self.head(image_features, self.prompt_features(), text)
 
     def to_training_scale(self, mos: torch.Tensor) -> torch.Tensor:

@@ -45,16 +45,14 @@ def _differs(a, b) -> bool:
 
 
 class ModelToData(Callback):
-    """The one link between the task and the data: hands the task's model to the datamodule (image size, mean
-    and std; the feature cache's encoder) before any loader is made, encodes every generation prompt of the
-    data once when the model reads them, and records the split beside the checkpoints when training starts."""
+    """The one link between the task and the data: hands the datamodule the model's frozen-encoder handle (image
+    size, mean and std; the feature cache's encoders; whether the model reads generation prompts) before any loader
+    is made - never the model - and records the split beside the checkpoints when training starts."""
 
     def setup(self, trainer, pl_module, stage: str) -> None:
         datamodule = trainer.datamodule
-        if hasattr(datamodule, "use_model"):
-            datamodule.use_model(pl_module.model)
-        if pl_module.model.use_prompt and hasattr(datamodule, "generation_prompts"):
-            pl_module.model.prepare_prompts(datamodule.generation_prompts())
+        if hasattr(datamodule, "use_encoder"):
+            datamodule.use_encoder(pl_module.model.frozen_encoder(), read_prompts=pl_module.model.use_prompt)
 
     def on_fit_start(self, trainer, pl_module) -> None:
         datamodule = trainer.datamodule
@@ -174,7 +172,7 @@ class CLIPAGIQA(L.LightningModule):
     def _training_scale_scores(self, batch: dict) -> torch.Tensor:
         """(batch, targets) scores on the training scale, from pixels or cached features."""
         features = batch["features"] if "features" in batch else self.model.encode_images(batch["image"])
-        return self.model.training_scale_scores(features, batch.get("prompt"))
+        return self.model.training_scale_scores(features, batch.get("prompt"), batch.get("text_features"))
 
     @staticmethod
     def _targets(batch: dict) -> torch.Tensor:
