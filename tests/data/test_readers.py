@@ -1,11 +1,10 @@
-"""Readers without Lightning: each dataset's reader on its real annotation format (rows copied into tests/data,
+"""Readers (plain classes, no Lightning): each dataset's reader on its real annotation format (rows copied into tests/data,
 and the full files in ../shared/annotations when present); one datamodule takes any reader."""
 
 from __future__ import annotations
 
 import csv
 import shutil
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -34,19 +33,6 @@ def write_xlsx(path: Path, rows: list[list]) -> None:
     for row in rows:
         workbook.active.append(row)
     workbook.save(path)
-
-
-def test_readers_need_no_lightning():
-    import subprocess
-
-    script = ("import sys\nfrom clip_agiqa.data import agiqa3k, agiqa1k, aigciqa2023, aigciqa20k, folder, synthetic, hub\n"
-              "loaded = sorted(m for m in sys.modules if m.split('.')[0] in ('lightning', 'pytorch_lightning'))\n"
-              "print(loaded[:3])\n")
-    # The modules hold their thin datamodules too, so Lightning is imported there; the readers themselves are
-    # plain classes: none of their bases comes from Lightning.
-    assert subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300).returncode == 0
-    for reader in (AGIQA3KReader, AGIQA1KReader, AIGCIQA2023Reader, AIGCIQA20KReader, MOSFolderReader, SyntheticReader):
-        assert all(not base.__module__.startswith("lightning") for base in reader.__mro__)
 
 
 def test_agiqa3k_reader_on_the_real_columns(tmp_path):
