@@ -8,15 +8,17 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .score_csv import warn_unreadable, write_scores
+from .score_csv import ScoreCSV, check_output
 
 
 class ScoreWriter(BasePredictionWriter):
     """Writes ``file_name,score,error`` (one score column per target for a multi-target model) for every
-    predicted image, sorted by sample, to ``output``.
+    predicted image, sorted by sample, to ``output``, with the writer and wording of ``clip-agiqa score``
+    (``clip_agiqa.score_csv``): file names relative to the data root, the loader's short reasons in ``error``,
+    "wrote N rows (M unreadable)".
 
-    An image that could not be read (the batch's ``error`` is not empty) is listed with an empty score
-    and its error, and one warning counts and names them all.
+    An image that could not be read (the batch's ``error`` is not empty) or got a non-finite score is listed
+    with an empty score and its error, and one warning counts and names them.
 
     Each process writes its share to a part file; process 0 merges them once all have finished.
     Nothing is written outside ``predict``.
@@ -28,6 +30,10 @@ class ScoreWriter(BasePredictionWriter):
 
     def _output_path(self, trainer) -> Path:
         return Path(self.output) if self.output else Path(trainer.default_root_dir) / "predictions.csv"
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if stage == "predict":
+            check_output(self._output_path(trainer))  # a folder given as --predictions.output: refused before any work
 
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         path = self._output_path(trainer)
@@ -47,8 +53,9 @@ class ScoreWriter(BasePredictionWriter):
                 merged.update({index: (name, score, error) for index, name, score, error in torch.load(rank_part)})
                 os.remove(rank_part)
             ordered = [merged[i] for i in sorted(merged)]
-            errors = {name: error for name, _, error in ordered if error}
-            write_scores(path, [(name, score) for name, score, _ in ordered], errors, pl_module.model.targets)
-            warn_unreadable(errors, len(ordered), path)
-            print(f"wrote {len(ordered) - len(errors)} scores to {path}")
+            with ScoreCSV(path, pl_module.model.targets, with_prompt=False, partial="replace") as table:
+                for name, score, error in ordered:
+                    table.write(name, None, score, error)
+            table.warn_unreadable()
+            print(table.summary())
         trainer.strategy.barrier("score_writer_done")

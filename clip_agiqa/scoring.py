@@ -2,28 +2,60 @@
 
 Python: ``scorer(image)`` -> a score, ``scorer([...])`` -> scores, ``scorer(image, prompt="...")`` for a model
 that reads the generation prompt; a model with several targets gives ``{target: score}`` per image.
-Command line: ``clip-agiqa score MODEL INPUT... --output scores.csv`` (see ``main``).
+``scorer.score_files`` / ``score_folder`` stream files through DataLoader workers (decode, resize and normalise
+there; batches go to the device as they come) and write the CSV as batches finish, so memory stays flat at
+any number of images. Command line: ``clip-agiqa score MODEL INPUT... --output scores.csv`` (see ``main``).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
+import warnings
 from contextlib import nullcontext
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from .data.images import load_rgb, to_rgb
-from .data.records import (IMAGE_EXTENSIONS, column, list_images, parse_names, read_csv_rows, require_unique,
-                           table)
+from .data.images import IMAGE_EXTENSIONS, error_reason, file_problem, load_rgb, scan_folder, to_rgb, warn_skipped
+from .data.records import column, parse_names, read_csv_rows, require_unique, table
 from .data.transforms import ImageTransform
-from .export import load_model
-from .score_csv import warn_unreadable, write_scores
+from .errors import InputError
+from .model import load_model
+from .safe_csv import unescape_formula
+from .score_csv import ScoreCSV, check_output, partial_path, warn_unreadable
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
+MAX_DEFAULT_WORKERS = 8
+NO_PROMPTS = ("this model does not read generation prompts: its scores do not depend on them")
+
+
+def default_workers() -> int:
+    """DataLoader workers when none are asked for: the cores this process may use, at most 8."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return min(MAX_DEFAULT_WORKERS, cores)
+
+
+def checked_device(device) -> torch.device:
+    """``device`` as a ``torch.device`` this machine has, or one line that says why not."""
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise InputError(f"device {str(device)!r} is not a device torch knows ({error}); use cpu or cuda") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            build = "this torch is built without CUDA" if torch.version.cuda is None else "no CUDA GPU is visible"
+            raise InputError(f"device {device}: {build}; use --device cpu")
+        if device.index is not None and device.index >= count:
+            raise InputError(f"device {device}: this machine has {count} CUDA GPU(s) (cuda:0 to cuda:{count - 1})")
+    if device.type == "mps" and not torch.backends.mps.is_available():
+        raise InputError(f"device {device}: MPS is not available here; use --device cpu")
+    return device
 
 
 def _to_pil(item) -> Image.Image:
@@ -39,6 +71,33 @@ def _to_pil(item) -> Image.Image:
                     "in [0, 1], or a list or (B, 3, H, W) batch of them")
 
 
+class ImageFiles(Dataset):
+    """Image files -> (position, normalised pixels or None, error). Runs in the DataLoader workers: an image
+    that cannot be used (missing, special file, over the size limits, not decodable) gives its reason
+    instead of stopping the run."""
+
+    def __init__(self, paths: list, transform: ImageTransform):
+        self.paths = [str(path) for path in paths]  # plain strings: cheap to hand to each worker
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, position: int):
+        try:
+            return position, self.transform(load_rgb(self.paths[position])), ""
+        except Exception as error:  # a hostile file may make a decoder raise anything: one row, not the run
+            reason = error_reason(error)
+            return position, None, reason if isinstance(error, ValueError) else f"{type(error).__name__}: {reason}"
+
+
+def collate_images(batch):
+    """(positions, stacked pixels of the readable images or None, their places in the batch, errors)."""
+    readable = [place for place, (_, pixels, _) in enumerate(batch) if pixels is not None]
+    pixels = torch.stack([batch[place][1] for place in readable]) if readable else None
+    return [position for position, _, _ in batch], pixels, readable, [error for _, _, error in batch]
+
+
 class QualityScorer:
     """A trained CLIP-AGIQA ready to score images. Higher is better (``lower_better`` is False).
 
@@ -49,21 +108,28 @@ class QualityScorer:
 
     Args:
         precision: ``32``, ``bf16`` or ``16`` (autocast on the device; the heads stay in fp32).
+        num_workers: DataLoader workers that decode files for ``score_files``/``score_folder`` (default: the
+            cores there are, at most 8; 0 decodes in this process).
     """
 
     lower_better = False
 
     def __init__(self, model, device: str | torch.device | None = None, batch_size: int = 32,
-                 precision: str = "32", progress: bool = False):
+                 precision: str = "32", progress: bool = False, num_workers: int | None = None):
         if precision not in PRECISIONS:
-            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if device is None:
-            device = next(model.parameters()).device
+            raise InputError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise InputError(f"batch_size must be a whole number of at least 1, got {batch_size!r}")
+        if num_workers is not None and (isinstance(num_workers, bool) or not isinstance(num_workers, int)
+                                        or num_workers < 0):
+            raise InputError(f"num_workers must be 0 or more, got {num_workers!r}")
+        device = next(model.parameters()).device if device is None else checked_device(device)
         self.model = model.eval().to(device)
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.precision = precision
         self.progress = progress
+        self.num_workers = default_workers() if num_workers is None else num_workers
         self.transform = ImageTransform(model.image_settings, train=False)
 
     def __repr__(self) -> str:
@@ -95,129 +161,249 @@ class QualityScorer:
             return None
         prompts = [prompt] * count if isinstance(prompt, str) else list(prompt)
         if len(prompts) != count:
-            raise ValueError(f"give one prompt for all images or one per image: {len(prompts)} prompts, "
+            raise InputError(f"give one prompt for all images or one per image: {len(prompts)} prompts, "
                              f"{count} images")
         return prompts
+
+    def _check_prompts(self, given: bool) -> None:
+        if self.model.use_prompt and not given:
+            raise InputError("this model reads each image's generation prompt: pass prompt= (one text for all "
+                             "images, or one per image)")
+        if given and not self.model.use_prompt:
+            warnings.warn(NO_PROMPTS, stacklevel=3)
 
     def _autocast(self):
         dtype = PRECISIONS[self.precision]
         return torch.autocast(self.device.type, dtype=dtype) if dtype is not None else nullcontext()
 
     @torch.no_grad()
+    def _score_pixels(self, pixels: torch.Tensor, prompts: list[str] | None) -> torch.Tensor:
+        """(batch, targets) scores on the device; nothing waits for them (no host sync)."""
+        with self._autocast():
+            features = self.model.encode_images(pixels.to(self.device, non_blocking=True))
+        return self.model.score_features(features, prompts if self.model.use_prompt else None)
+
+    @torch.no_grad()
     def score_many(self, items: list, prompts: list[str] | None = None) -> list[list[float]]:
-        """One list of scores (one per target) per item, batched on the scorer's device."""
-        if self.model.use_prompt and prompts is None:
-            raise ValueError("this model reads each image's generation prompt: pass prompt= (one text for all "
-                             "images, or one per image)")
+        """One list of scores (one per target) per item (in memory, or paths read here), batched on the device."""
+        self._check_prompts(prompts is not None)
         scores: list[list[float]] = []
-        bar = tqdm(total=len(items), unit="img", disable=not self.progress, leave=False)
         for start in range(0, len(items), self.batch_size):
-            chunk = items[start: start + self.batch_size]
-            pixels = torch.stack([self.transform(_to_pil(item)) for item in chunk]).to(self.device)
-            chunk_prompts = prompts[start: start + self.batch_size] if prompts is not None else None
-            with self._autocast():
-                features = self.model.encode_images(pixels)
-            values = self.model.score_features(features, chunk_prompts if self.model.use_prompt else None)
-            scores.extend(values.float().cpu().tolist())
-            bar.update(len(chunk))
-        bar.close()
+            pixels = torch.stack([self.transform(_to_pil(item)) for item in items[start: start + self.batch_size]])
+            chunk = prompts[start: start + self.batch_size] if prompts is not None else None
+            scores.extend(self._score_pixels(pixels, chunk).float().cpu().tolist())
         return scores
 
-    def score_files(self, files: dict[str, Path], output=None, prompts: dict[str, str] | None = None) -> list:
-        """Score named files (name -> path, in order). An unreadable file does not stop the run: it gets NaN
-        scores (empty ones and its reason in the CSV) and one warning names them all. With ``output``, also
-        write the CSV (``file_name[,prompt],score...,error``)."""
-        images, errors = {}, {}
-        for name, path in files.items():
-            try:
-                images[name] = load_rgb(path)
-            except (ValueError, FileNotFoundError) as error:
-                errors[name] = str(error).split(": ", 1)[-1]
-        prompt_list = [prompts[name] for name in images] if prompts is not None else None
-        scored = dict(zip(images, self.score_many(list(images.values()), prompt_list)))
-        nan = [float("nan")] * len(self.targets)
-        rows = [(name, scored.get(name, nan)) for name in files]
-        warn_unreadable(errors, len(rows), output or "the scores")
-        if output is not None:
-            write_scores(output, rows, errors, self.targets, prompts)
-        return [(name, self._as_result(scores)) for name, scores in rows]
+    def stream(self, paths: list, prompts: list[str] | None = None):
+        """Score files through the DataLoader: yields, batch after batch in order, lists of
+        ``(position in paths, scores per target or None, error)``. One batch is scored on the device while
+        the one before is turned into rows, so the device is not kept waiting on the host."""
+        self._check_prompts(prompts is not None)
+        batches = -(-len(paths) // self.batch_size)
+        workers = min(self.num_workers, batches)
+        loader = DataLoader(ImageFiles(paths, self.transform), batch_size=self.batch_size, shuffle=False,
+                            num_workers=workers, collate_fn=collate_images,
+                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+        pending = None
+        for positions, pixels, readable, errors in loader:
+            values = None
+            if readable:
+                batch_prompts = [prompts[positions[place]] for place in readable] if prompts is not None else None
+                values = self._score_pixels(pixels, batch_prompts)
+            if pending is not None:
+                yield self._rows(*pending)
+            pending = positions, readable, errors, values
+        if pending is not None:
+            yield self._rows(*pending)
 
-    def score_folder(self, folder, output=None, prompt: str | None = None) -> list:
-        """Score every image under ``folder`` (recursively, sorted); see ``score_files``."""
-        folder = Path(folder)
+    @staticmethod
+    def _rows(positions, readable, errors, values):
+        scored = dict(zip(readable, values.float().cpu().tolist())) if values is not None else {}
+        return [(position, scored.get(place), errors[place]) for place, position in enumerate(positions)]
+
+    def write_csv(self, files: dict[str, Path], output, prompts: dict[str, str] | None = None,
+                  resume: bool = False, with_prompt: bool | None = None, collect: bool = False):
+        """Score named files (name -> path, in order) into the CSV ``output`` as batches finish (see
+        ``clip_agiqa.score_csv``); with ``resume``, the rows of ``<output>.partial`` are kept and only the rest
+        is scored. Returns the finished ``ScoreCSV`` (its ``summary()``) and, with ``collect``, the rows
+        scored by this call as ``(name, scores or None)``."""
+        with_prompt = prompts is not None if with_prompt is None else with_prompt
+        table = ScoreCSV(output, self.targets, with_prompt, "resume" if resume else "refuse")
+        collected = []
+        try:
+            names = [name for name in files if name not in table.done]
+            prompt_list = [prompts.get(name, "") for name in names] if prompts is not None else None
+            use_prompts = prompt_list if self.model.use_prompt else None
+            if not self.model.use_prompt and prompts is not None:
+                warnings.warn(NO_PROMPTS + ("; the prompt column is copied from the input" if with_prompt else ""),
+                              stacklevel=2)
+            bar = tqdm(total=len(files), initial=len(files) - len(names), unit="img", disable=not self.progress,
+                       leave=False)
+            for rows in self.stream([files[name] for name in names], use_prompts) if names else ():
+                for position, scores, error in rows:
+                    name = names[position]
+                    table.write(name, prompts.get(name) if prompts is not None else None, scores, error)
+                    if collect:
+                        collected.append((name, scores))
+                table.flush()
+                bar.update(len(rows))
+            bar.close()
+        except BaseException:
+            table.close()  # the rows so far stay in the .partial, for resume
+            raise
+        table.finish()
+        return table, collected
+
+    def score_files(self, files: dict[str, Path], output=None, prompts: dict[str, str] | None = None,
+                    resume: bool = False) -> list:
+        """Score named files (name -> path, in order). An unreadable file does not stop the run: it gets NaN
+        scores (empty ones and its reason in the CSV) and one warning names them. With ``output``, the CSV
+        (``file_name[,prompt],score...,error``) is written as batches finish; ``resume`` continues an
+        interrupted one. Returns ``(name, score)`` for each file scored by this call."""
+        nan = [float("nan")] * len(self.targets)
+        if output is not None:
+            table, rows = self.write_csv(files, output, prompts, resume, collect=True)
+            table.warn_unreadable()
+        else:
+            names, rows, failed = list(files), [], []
+            prompt_list = [prompts.get(name, "") for name in names] if prompts is not None else None
+            for batch in self.stream([files[name] for name in names], prompt_list):
+                for position, scores, error in batch:
+                    rows.append((names[position], scores))
+                    if error:
+                        failed.append(names[position])
+            warn_unreadable(failed[:5], len(failed), len(rows), "the scores")
+        return [(name, self._as_result(scores if scores is not None else nan)) for name, scores in rows]
+
+    def score_folder(self, folder, output=None, prompt: str | None = None, resume: bool = False) -> list:
+        """Score every image under ``folder`` (recursively, sorted, names relative to it; what the scan leaves
+        out is named in one warning); see ``score_files``."""
+        folder = Path(folder).expanduser()
         if not folder.is_dir():
-            raise FileNotFoundError(f"image folder {folder} not found")
-        files = {str(p.relative_to(folder)): p for p in list_images(folder)}
-        if not files:
-            raise ValueError(f"{folder} holds no images")
-        return self.score_files(files, output, {name: prompt for name in files} if prompt is not None else None)
+            raise InputError(f"image folder {folder} not found")
+        found, skipped = scan_folder(folder)
+        warn_skipped(folder, skipped)
+        if not found:
+            raise InputError(f"{folder} holds no images")
+        files = {str(p.relative_to(folder)): p for p in found}
+        if prompt is not None and not self.model.use_prompt:
+            warnings.warn(NO_PROMPTS, stacklevel=2)
+            prompt = None
+        return self.score_files(files, output, {name: prompt for name in files} if prompt is not None else None,
+                                resume)
 
 
 def load(path, device: str | torch.device | None = None, backbone: str | None = None, batch_size: int = 32,
-         precision: str = "32") -> QualityScorer:
+         precision: str = "32", num_workers: int | None = None) -> QualityScorer:
     """A ready-to-call scorer from a saved folder or hub id: ``load(dir)(image_or_path_or_list)`` gives scores."""
-    return QualityScorer(load_model(path, device, backbone), batch_size=batch_size, precision=precision)
+    device = checked_device(device) if device is not None else None
+    return QualityScorer(load_model(path, device, backbone), batch_size=batch_size, precision=precision,
+                         num_workers=num_workers)
 
 
 # --- clip-agiqa score --------------------------------------------------------------------------------------
 def read_score_list(path: Path) -> tuple[dict[str, Path], dict[str, str] | None]:
-    """A CSV ``file_name[,prompt]`` (names relative to the CSV's folder) -> files and prompts."""
+    """A CSV ``file_name[,prompt]`` (names relative to the CSV's folder) -> files and prompts. A ``scores.csv``
+    of an earlier run reads as one (its formula escapes are undone)."""
     rows = table(read_csv_rows(path), ["file_name"], str(path))
-    names = parse_names(column(rows, "file_name"), str(path), "file_name")
+    names = [unescape_formula(name) for name in parse_names(column(rows, "file_name"), str(path), "file_name")]
     require_unique(names, str(path), [number for number, _ in rows])
     files = {name: path.parent / name for name in names}
     if "prompt" not in rows[0][1]:
         return files, None
-    return files, {name: str(prompt or "").strip() for name, (_, prompt) in zip(names, column(rows, "prompt"))}
+    return files, {name: unescape_formula(str(prompt or "").strip())
+                   for name, (_, prompt) in zip(names, column(rows, "prompt"))}
 
 
 def gather_inputs(inputs: list[str]) -> tuple[dict[str, Path], dict[str, str] | None]:
-    """Image files, folders (recursively) and CSV lists -> name -> path (and prompts from CSV lists)."""
+    """Image files, folders (recursively) and CSV lists -> name -> path (and prompts from CSV lists). A file or
+    folder is named as given (``<folder>/<path inside it>``), a listed image as its list names it."""
     files: dict[str, Path] = {}
+    sources: dict[str, str] = {}
     prompts: dict[str, str] = {}
     listed_prompts = False
+
+    def add(name: str, path: Path, source: str) -> None:
+        if name in files and files[name] != path:
+            raise InputError(f"{name} names two images: {files[name]} ({sources[name]}) and {path} ({source})")
+        files[name], sources[name] = path, source
+
     for given in inputs:
         path = Path(given).expanduser()
-        if path.is_dir():
-            files.update({str(p): p for p in list_images(path)})
+        problem = file_problem(path)
+        if problem == "a folder, not a regular file":
+            found, skipped = scan_folder(path)
+            warn_skipped(path, skipped)
+            for image in found:
+                add(str(image), image, given)
+        elif problem == "not found":
+            raise InputError(f"{given}: not found")
         elif path.suffix.lower() == ".csv":
+            if problem is not None:
+                raise InputError(f"CSV list {given}: {problem}")
             listed, listed_with_prompts = read_score_list(path)
-            files.update(listed)
+            for name, image in listed.items():
+                add(name, image, given)
             if listed_with_prompts is not None:
                 prompts.update(listed_with_prompts)
                 listed_prompts = True
-        elif path.suffix.lower() in IMAGE_EXTENSIONS or path.is_file():
-            files[str(path)] = path
-        else:
-            raise FileNotFoundError(f"{given}: not an image file, a folder or a CSV list")
+        else:  # any other file (or special file) is tried as an image: the loader says why it is not one
+            add(str(path), path, given)
     if not files:
-        raise ValueError(f"no images found in {', '.join(inputs)}")
+        raise InputError(f"no images found in {', '.join(inputs)} (image formats: "
+                         f"{', '.join(sorted(IMAGE_EXTENSIONS)[:12])} ...)")
     return files, (prompts if listed_prompts else None)
+
+
+def positive(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise ValueError
+    return value
 
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="clip-agiqa score",
         description="Score images with a saved model (a folder from `clip-agiqa export`, or a hub id). Writes "
-                    "file_name, prompt (when given), one column per target and error.")
+                    "file_name, prompt (when given), one column per target and error, row by row.")
     parser.add_argument("model", help="a saved model folder or hub id")
     parser.add_argument("inputs", nargs="+", help="image files, folders (recursive) or CSV lists file_name[,prompt]")
-    parser.add_argument("--output", default="scores.csv", help="the CSV to write (default: scores.csv)")
+    parser.add_argument("--output", default="scores.csv", help="the CSV to write (default: scores.csv); rows go "
+                        "to <output>.partial until the last one is written")
+    parser.add_argument("--resume", action="store_true", help="continue <output>.partial of an interrupted run: "
+                        "its rows are kept, only the other images are scored")
     parser.add_argument("--prompt", help="one generation prompt for every image (CSV lists may give one each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="32", choices=sorted(PRECISIONS))
     parser.add_argument("--batch_size", type=int, default=32)
+    parser.add_argument("--num_workers", type=int, default=None,
+                        help=f"processes that decode images (default: the cores there are, at most "
+                             f"{MAX_DEFAULT_WORKERS}; 0: decode in this process)")
     parser.add_argument("--backbone", help="where the model's CLIP lies on this machine (its fingerprint is checked)")
     args = parser.parse_args(argv)
+    if args.batch_size < 1:
+        raise InputError(f"--batch_size must be at least 1, got {args.batch_size}")
+    if args.num_workers is not None and args.num_workers < 0:
+        raise InputError(f"--num_workers must be 0 or more, got {args.num_workers}")
+    device = checked_device(args.device)
+    output = check_output(Path(args.output))
+    if partial_path(output).exists() and not args.resume:
+        raise InputError(f"{partial_path(output)} holds the rows of an interrupted run: add --resume to continue "
+                         "it, or delete it to start over")
     files, prompts = gather_inputs(args.inputs)
+    scorer = QualityScorer(load_model(args.model, device, args.backbone), batch_size=args.batch_size,
+                           precision=args.precision, progress=True, num_workers=args.num_workers)
     if args.prompt is not None:
-        prompts = {name: args.prompt for name in files}
-    scorer = QualityScorer(load_model(args.model, args.device, args.backbone), batch_size=args.batch_size,
-                           precision=args.precision, progress=True)
+        if scorer.model.use_prompt:
+            prompts = {name: args.prompt for name in files}
+        else:
+            warnings.warn(NO_PROMPTS + ": --prompt is left out", stacklevel=1)
     if scorer.model.use_prompt and (prompts is None or any(not prompts.get(n) for n in files)):
         missing = [n for n in files if not (prompts or {}).get(n)]
-        raise ValueError(f"{args.model} reads each image's generation prompt: give --prompt or a CSV list with a "
+        raise InputError(f"{args.model} reads each image's generation prompt: give --prompt or a CSV list with a "
                          f"prompt column; {len(missing)} image(s) have none, e.g. {', '.join(missing[:3])}")
-    rows = scorer.score_files(files, args.output, prompts)
-    print(f"wrote {len(rows)} rows ({', '.join(scorer.targets)}) to {args.output}")
-    return Path(args.output)
+    table, _ = scorer.write_csv(files, output, prompts, resume=args.resume)
+    table.warn_unreadable()
+    print(f"{table.summary()} ({', '.join(scorer.targets)})")
+    return output

@@ -254,7 +254,7 @@ def test_a_folder_scan_takes_every_format_the_loader_reads_and_names_what_it_lea
     (root / "sub" / "loop").symlink_to(root)  # a link back up is walked once, not forever
     found, skipped = scan_folder(root)
     assert found == sorted(root / name for name in formats)
-    assert skipped == [(root / "notes.txt", "not an image format the loader reads"),
+    assert skipped == [(root / "notes.txt", "not an image format"),
                        (root / "pipe.png", "a FIFO (named pipe), not a regular file")]
     with pytest.warns(UserWarning, match=r"left out 2 .*notes.txt \(not an image format.*pipe.png \(a FIFO"):
         warn_skipped(root, skipped)

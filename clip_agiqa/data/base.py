@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..files import atomic_write
 from ..text import first_and_more
 from .checks import image_problems
-from .images import BACKGROUND, load_rgb
+from .images import BACKGROUND, error_reason, load_rgb
 from .readers import Reader
 from .records import Record, check_records, require_inside_root, selected_targets, target_tensor, target_value
 from .splits import SPLITS, assign, split_summary, write_splits
@@ -55,7 +55,7 @@ class ImageDataset(Dataset):
             if not math.isnan(self.records[index].mos):
                 raise
             size = self.transform.settings.size
-            return Image.new("RGB", (size, size), BACKGROUND), str(error)
+            return Image.new("RGB", (size, size), BACKGROUND), error_reason(error)
 
     def __getitem__(self, index: int) -> dict:
         record = self.records[index]

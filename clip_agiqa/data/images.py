@@ -268,7 +268,7 @@ def scan_folder(root: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
             if name.startswith("."):
                 continue
             if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                skipped.append((path, "not an image format the loader reads"))
+                skipped.append((path, "not an image format"))
             elif (problem := file_problem(path)) is not None:
                 skipped.append((path, problem))
             else:
@@ -282,5 +282,4 @@ def warn_skipped(root: Path, skipped: list[tuple[Path, str]], limit: int = 5) ->
         shown = "; ".join(f"{path.relative_to(root) if path.is_relative_to(root) else path} ({why})"
                           for path, why in skipped[:limit])
         more = f" and {len(skipped) - limit} more" if len(skipped) > limit else ""
-        warnings.warn(f"{root}: left out {len(skipped)} file(s) or folder(s) that are not images to read: "
-                      f"{shown}{more}", stacklevel=2)
+        warnings.warn(f"{root}: the scan left out {len(skipped)} file(s) or folder(s): {shown}{more}", stacklevel=2)

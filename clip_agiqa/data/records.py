@@ -187,8 +187,13 @@ def check_records(records: list[Record], source: str) -> None:
 
 
 def list_images(root: Path) -> list[Path]:
-    """Every image file under root, in a stable (sorted) order."""
-    return sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    """Every image file under root, in a stable (sorted) order: every format the loader reads; one warning
+    names what the scan left out (``images.scan_folder``: other files, special files, unreadable folders)."""
+    from .images import scan_folder, warn_skipped  # images imports this module
+
+    found, skipped = scan_folder(root)
+    warn_skipped(root, skipped)
+    return found
 
 
 def find_image_folder(root: Path, names: list[str], layout: str) -> Path:
