@@ -290,3 +290,15 @@ def test_predict_writes_what_score_writes(tmp_path, image_folder, saved_model):
     assert rows[2]["score"] == "" and rows[2]["error"] == "empty file"  # the loader's reason, as score writes it
     assert all(r["error"] == "" and math.isfinite(float(r["score"])) for i, r in enumerate(rows) if i != 2)
     assert not list(tmp_path.glob("scores.csv.*"))
+
+
+def test_splits_csv_escapes_names_and_reads_them_back(tmp_path):
+    from clip_agiqa.data.records import Record
+    from clip_agiqa.data.splits import read_splits, write_splits
+
+    names = ["=1+1.png", "-cmd.png", "@a.png", "plain.png"]
+    records = [Record(name, tmp_path / name, 1.0) for name in names]
+    write_splits(tmp_path / "splits.csv", records, ["train", "val", "test", "train"])
+    assert (tmp_path / "splits.csv").read_text().splitlines()[1:4] == ["'=1+1.png,train", "'-cmd.png,val",
+                                                                       "'@a.png,test"]
+    assert read_splits(tmp_path / "splits.csv", names) == ["train", "val", "test", "train"]

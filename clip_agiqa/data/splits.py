@@ -33,7 +33,6 @@ at random otherwise. The run's ``splits.csv`` records the result.
 
 from __future__ import annotations
 
-import csv
 import math
 import warnings
 from pathlib import Path, PurePosixPath
@@ -42,6 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_write
+from ..safe_csv import safe_writer, unescape_formula
 from ..text import first_and_more
 from .records import MissingFile, Record, read_csv_rows
 
@@ -144,7 +144,7 @@ def _read_split_csv(path: Path) -> Given:
         raise InputError(f"{path}: needs columns file_name,split; the columns are {', '.join(header) or 'none'}")
     name_column, split_column = header.index("file_name"), header.index("split")
     for row_number, row in rows[1:]:
-        name = row[name_column].strip() if name_column < len(row) else ""
+        name = unescape_formula(row[name_column].strip()) if name_column < len(row) else ""  # written escaped
         raw = row[split_column] if split_column < len(row) else ""
         if not name:
             raise InputError(f"{path}, row {row_number}: empty file_name")
@@ -315,9 +315,9 @@ def assign(protocol: str, records: list[Record], *, test_size: float, val_size: 
 
 
 def write_splits(path: Path, records: list[Record], assignment: list[str]) -> None:
-    """``file_name,split`` for every sample, written atomically."""
+    """``file_name,split`` for every sample, written atomically; names safe to open in a spreadsheet."""
     with atomic_write(path, "w", newline="") as handle:
-        writer = csv.writer(handle)
+        writer = safe_writer(handle)
         writer.writerow(["file_name", "split"])
         writer.writerows((record.file_name, split) for record, split in zip(records, assignment))
 
