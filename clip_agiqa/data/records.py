@@ -68,14 +68,25 @@ def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
         reader = csv.reader(handle)
         try:
             return numbered_rows(reader)
-        except UnicodeDecodeError as error:
-            byte = error.object[error.start:error.start + 1].hex()
-            raise InputError(f"{path} is not UTF-8 text (byte 0x{byte} at offset {error.start}, about line "
-                             f"{reader.line_num + 1}): save it as UTF-8, e.g. iconv -f latin1 -t utf-8") from None
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text ({not_utf8(path)}): save it as UTF-8, e.g. "
+                             "iconv -f latin1 -t utf-8") from None
         except csv.Error as error:
             problem = (f"a field is longer than {CSV_FIELD_LIMIT:,} characters" if "field limit" in str(error)
                        else str(error))
             raise InputError(f"{path}, row {reader.line_num}: {problem}; is it the annotation file?") from None
+
+
+def not_utf8(path: Path) -> str:
+    """Where a file stops being UTF-8: the first bad byte, its offset and line."""
+    raw = Path(path).read_bytes()
+    try:
+        raw.decode("utf-8-sig")
+        return "an invalid byte"
+    except UnicodeDecodeError as error:
+        start = error.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)
+        line = raw.count(b"\n", 0, start) + 1
+        return f"byte 0x{raw[start:start + 1].hex()} at offset {start}, line {line}"
 
 
 def read_xlsx_rows(path: Path) -> list[tuple[int, tuple]]:
