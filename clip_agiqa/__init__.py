@@ -13,7 +13,7 @@ _EXPORTS = {
     "CLIPAGIQAModel": ".model",
     "load_backbone": ".backbone",
     "QualityScorer": ".scoring", "load": ".scoring",
-    "export_checkpoint": ".export", "load_model": ".export",
+    "export_checkpoint": ".export", "load_model": ".model", "CLIPAGIQAConfig": ".config",
     "CLIPAGIQA": ".module",
     **{name: ".data" for name in ("AGIQA1K", "AGIQA3K", "AIGCIQA20K", "AIGCIQA2023", "HFDataset", "ImageFolder",
                                   "MOSDataModule", "MOSFolder", "SyntheticAIGI")},

@@ -15,9 +15,10 @@ from pathlib import Path
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
+from .config import DEFAULT_BACKBONE
+from .errors import InputError
+from .data.transforms import CLIP_MEAN, CLIP_STD, ImageSettings  # data owns the image settings
+
 RANDOM_PREFIX = "random:"
 RANDOM_SEED = 0
 
@@ -46,15 +47,6 @@ OFFLINE_WORDS = (
     + "terrible bad poor average fair good great excellent perfect high low".split()
     + "authentic realistic fake aligned misaligned prompt generated".split()
 )
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the image transforms need to know about a backbone."""
-
-    size: int
-    mean: tuple[float, float, float]
-    std: tuple[float, float, float]
 
 
 @dataclass
@@ -107,7 +99,7 @@ def offline_tokenizer() -> CLIPTokenizer:
 
 def _random_clip(preset: str, attn_implementation: str | None) -> Backbone:
     if preset not in RANDOM_PRESETS:
-        raise ValueError(
+        raise InputError(
             f"unknown random backbone preset {preset!r}; choose one of "
             + ", ".join(RANDOM_PREFIX + p for p in RANDOM_PRESETS)
         )
@@ -138,7 +130,7 @@ def _pretrained_image_settings(name: str, clip: CLIPModel) -> ImageSettings:
 def check_tokenizer(tokenizer: CLIPTokenizer, words: list[str], name: str) -> None:
     """Refuse a tokenizer that cannot really encode our words (what an offline hub load returns)."""
     if len(tokenizer) < 300:
-        raise RuntimeError(
+        raise InputError(
             f"the tokenizer of backbone {name!r} has only {len(tokenizer)} tokens: it did not load "
             "(no network or an incomplete folder?). Download the model first or use a local folder."
         )
@@ -146,9 +138,9 @@ def check_tokenizer(tokenizer: CLIPTokenizer, words: list[str], name: str) -> No
     for word in words:
         ids = tokenizer(word, add_special_tokens=False)["input_ids"]
         if not ids or (unknown is not None and unknown in ids and tokenizer.unk_token != tokenizer.eos_token):
-            raise RuntimeError(f"the tokenizer of backbone {name!r} cannot encode the word {word!r}")
+            raise InputError(f"the tokenizer of backbone {name!r} cannot encode the word {word!r}")
         if any(i in (tokenizer.eos_token_id, tokenizer.bos_token_id, tokenizer.pad_token_id) for i in ids):
-            raise RuntimeError(f"the tokenizer of backbone {name!r} maps the word {word!r} to a special token")
+            raise InputError(f"the tokenizer of backbone {name!r} maps the word {word!r} to a special token")
 
 
 def load_backbone(name: str = DEFAULT_BACKBONE, attn_implementation: str | None = "sdpa",
@@ -161,7 +153,7 @@ def load_backbone(name: str = DEFAULT_BACKBONE, attn_implementation: str | None 
             clip = CLIPModel.from_pretrained(name, attn_implementation=attn_implementation)
             tokenizer = CLIPTokenizer.from_pretrained(name)
         except OSError as error:
-            raise OSError(_not_loadable_message(name, error)) from error
+            raise InputError(_not_loadable_message(name, error)) from None
         backbone = Backbone(clip, tokenizer, _pretrained_image_settings(name, clip))
     check_tokenizer(backbone.tokenizer, list(check_words), name)
     return backbone

@@ -25,15 +25,20 @@ from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
 from .callbacks import ScoreWriter
+from .config import ARCHITECTURE, same_value
 # Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
 from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
                    MOSDataModule, MOSFolder, SyntheticAIGI)
+from .errors import InputError
 from .module import CLIPAGIQA
 from .reporting import ConfigToWandb, TestReport, place_wandb_logs
+from .saved import read_checkpoint
 
 CHECKPOINTS = "checkpoints"
-# Model options that fix the network: a checkpoint's values must not silently replace chosen ones.
-ARCHITECTURE_OPTIONS = ("backbone", "head", "categories", "n_ctx", "ctx_init", "class_specific_ctx", "hidden_dim")
+# Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
+# silently replace chosen ones.
+ARCHITECTURE_OPTIONS = ARCHITECTURE
+CKPT_KEYWORDS = ("last", "best", "hpc")  # what Lightning resolves to a checkpoint path itself
 # Third-party messages a user cannot act on (regular expressions of their start).
 NOISY_WARNINGS = (
     "No seed found",
@@ -116,11 +121,6 @@ def check_run_folder_is_free(checkpoint_folder: Path, ckpt_path, run_folder: Pat
         "--trainer.default_root_dir runs/<new name>.")
 
 
-def _same(a, b) -> bool:
-    normal = (lambda v: list(v) if isinstance(v, (list, tuple)) else v)
-    return normal(a) == normal(b)
-
-
 class AGIQACLI(LightningCLI):
     def add_arguments_to_parser(self, parser) -> None:
         parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
@@ -146,18 +146,26 @@ class AGIQACLI(LightningCLI):
         return dict(vars(init_args)) if init_args is not None else {}
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI replaces the model options by the checkpoint's: refuse where they differ from chosen ones."""
+        """LightningCLI reads the model options from a ``--ckpt_path`` checkpoint, importing any class it names:
+        the file is checked first (``saved.read_checkpoint``: a readable checkpoint naming only this package's task
+        and its parameters, a valid model config, finite float tensors), then options given here that contradict
+        the checkpoint's architecture are refused (LightningCLI would silently replace them)."""
         if not self.config.get("subcommand"):
             return super()._parse_ckpt_path()
+        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
+        if ckpt_path and (Path(ckpt_path).is_file() or (ckpt_path not in CKPT_KEYWORDS
+                                                        and not str(ckpt_path).startswith("registry"))):
+            if not Path(ckpt_path).exists():
+                raise InputError(f"--ckpt_path {ckpt_path} not found")
+            read_checkpoint(Path(ckpt_path), task_parameters=inspect.signature(CLIPAGIQA).parameters)
         defaults = inspect.signature(CLIPAGIQA).parameters
         chosen = {k: v for k, v in self._model_options().items()
-                  if k in ARCHITECTURE_OPTIONS and k in defaults and not _same(v, defaults[k].default)}
+                  if k in ARCHITECTURE_OPTIONS and k in defaults and not same_value(v, defaults[k].default)}
         super()._parse_ckpt_path()
         from_checkpoint = self._model_options()
-        differing = [k for k, v in chosen.items() if not _same(from_checkpoint.get(k), v)]
+        differing = [k for k, v in chosen.items() if not same_value(from_checkpoint.get(k), v)]
         if differing:
-            ckpt_path = self.config[self.config.subcommand].ckpt_path
-            raise ValueError(
+            raise InputError(
                 f"{ckpt_path} holds another model than the one asked for: "
                 + "; ".join(f"--model.{k} is {chosen[k]!r} but the checkpoint's is {from_checkpoint[k]!r}"
                             for k in differing)

@@ -1,7 +1,7 @@
-"""Regression heads: image features + category prompt features (+ the generation prompt's text features) ->
-one score per target on the 0-5 training scale. Batched, fp32.
+"""Regression heads: image features + the learned quality prompts' features (+ the frozen text features of each
+image's generation prompt) -> one score per target on the training scale (0-5). Batched, fp32.
 
-Prompt-aware heads (``prompt_aware=True``) also read the frozen text features ``t`` of each image's generation
+Prompt-aware heads (``prompt_aware=True``) also read the frozen text features of each image's generation
 prompt. The fusion is the one CLIPScore and its successors found to work with frozen CLIP features: the
 cosine of image and prompt, their element-wise product (which of the prompt's directions the image shows),
 and the prompt's features themselves (what was asked for), concatenated to the paper head's input.
@@ -16,18 +16,19 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-HEADS = ("concat", "similarity")
+from .config import HEADS, TRAINING_SCALE
+from .errors import InputError
 
 
 def full_precision(forward):
     """Run a head in fp32 even inside a mixed-precision autocast region (as the paper does)."""
 
     @functools.wraps(forward)
-    def wrapped(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
-                text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def wrapped(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                generation_features: torch.Tensor | None = None) -> torch.Tensor:
         with torch.autocast(device_type=image_features.device.type, enabled=False):
-            text = text_features.float() if text_features is not None else None
-            return forward(self, image_features.float(), prompt_features.float(), text)
+            text = generation_features.float() if generation_features is not None else None
+            return forward(self, image_features.float(), quality_features.float(), text)
 
     return wrapped
 
@@ -59,30 +60,30 @@ class ConcatHead(nn.Module):
         )
 
     @full_precision
-    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
-                text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                generation_features: torch.Tensor | None = None) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
-        prompts = F.normalize(prompt_features, dim=-1).flatten()
+        prompts = F.normalize(quality_features, dim=-1).flatten()
         parts = [image, prompts.expand(image.shape[0], -1)]
         if self.prompt_aware:
-            parts.append(prompt_fusion(image, F.normalize(text_features, dim=-1)))
+            parts.append(prompt_fusion(image, F.normalize(generation_features, dim=-1)))
         return self.mlp(torch.cat(parts, dim=1))
 
 
 class SimilarityHead(nn.Module):
     """The image meets each category prompt: softmax over scaled cosine similarities gives a distribution
-    over the ordered quality levels; its expected level, on ``levels_range``, is the score.
+    over the ordered quality levels; its expected level, on ``training_scale``, is the score.
 
     Each target has its own logit scale and a learned offset per level (zero at the start, so one target is
     exactly the single-target head). Prompt-aware, the cosine between image and generation prompt moves each
     level's logit by a learned slope per target and level (zero at the start)."""
 
-    def __init__(self, n_categories: int, levels_range: tuple[float, float] = (0.0, 5.0), logit_scale: float = 100.0,
-                 n_outputs: int = 1, prompt_aware: bool = False):
+    def __init__(self, n_categories: int, training_scale: tuple[float, float] = TRAINING_SCALE,
+                 logit_scale: float = 100.0, n_outputs: int = 1, prompt_aware: bool = False):
         super().__init__()
-        low, high = levels_range
+        low, high = training_scale
         if not high > low:
-            raise ValueError(f"levels_range must be (low, high) with high > low, got {levels_range}")
+            raise ValueError(f"training_scale must be (low, high) with high > low, got {training_scale}")
         self.prompt_aware = prompt_aware
         self.log_scale = nn.Parameter(torch.full((n_outputs,), math.log(logit_scale)))
         if n_outputs > 1:
@@ -92,23 +93,24 @@ class SimilarityHead(nn.Module):
         self.register_buffer("levels", torch.linspace(low, high, n_categories), persistent=False)
 
     @full_precision
-    def forward(self, image_features: torch.Tensor, prompt_features: torch.Tensor,
-                text_features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                generation_features: torch.Tensor | None = None) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
-        prompts = F.normalize(prompt_features, dim=-1)
+        prompts = F.normalize(quality_features, dim=-1)
         logits = self.log_scale.exp()[None, :, None] * (image @ prompts.T)[:, None, :]  # (batch, outputs, levels)
         if hasattr(self, "level_offset"):
             logits = logits + self.level_offset
         if self.prompt_aware:
-            alignment = (image * F.normalize(text_features, dim=-1)).sum(dim=-1)
+            alignment = (image * F.normalize(generation_features, dim=-1)).sum(dim=-1)
             logits = logits + alignment[:, None, None] * self.alignment_slope
         return logits.softmax(dim=-1) @ self.levels
 
 
 def build_head(name: str, embed_dim: int, n_categories: int, hidden_dim: int, dropout: float,
-               levels_range: tuple[float, float], n_outputs: int = 1, prompt_aware: bool = False) -> nn.Module:
+               training_scale: tuple[float, float] = TRAINING_SCALE, n_outputs: int = 1,
+               prompt_aware: bool = False) -> nn.Module:
     if name == "concat":
         return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware)
     if name == "similarity":
-        return SimilarityHead(n_categories, levels_range, n_outputs=n_outputs, prompt_aware=prompt_aware)
-    raise ValueError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")
+        return SimilarityHead(n_categories, training_scale, n_outputs=n_outputs, prompt_aware=prompt_aware)
+    raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

@@ -1,13 +1,15 @@
 """CLIPAGIQAModel: the network alone (frozen CLIP + learned prompt context + head), usable without Lightning.
 
-It scores normalised pixels on the MOS scale it was trained on, owns its image preprocessing settings and
-output scale, and shares the Hugging Face way: ``save_pretrained(dir)`` writes ``config.json`` (its
-arguments, the backbone's id and weights fingerprint, the SHA-256 of the weights), ``model.safetensors``
-(the trained tensors only: never the frozen backbone) and a ``README.md`` model card; ``from_pretrained``
-reads a folder or a hub id (``push_to_hub`` comes from ``huggingface_hub.ModelHubMixin``).
+It is built from a ``CLIPAGIQAConfig`` (``config.py``: the one list of its arguments), scores normalised pixels
+on the MOS scale it was trained on, owns its image preprocessing settings and output scale, and shares the
+Hugging Face way: ``save_pretrained(dir)`` writes ``config.json`` (the config, the backbone's weights
+fingerprint, the SHA-256 of the weights, what it learned from), ``model.safetensors`` (the trained tensors
+only: never the frozen backbone) and a ``README.md`` model card rendered from ``MODEL_CARD`` by
+``huggingface_hub.ModelHubMixin``; ``from_pretrained`` reads a folder or a hub id, checking every file first
+(``saved.py``); ``push_to_hub`` comes from the mixin.
 
 Training happens on a fixed scale, ``TRAINING_SCALE`` (0-5, where the paper tuned its recipe): targets are
-mapped linearly from the data's MOS scale onto it, and predictions back. So the paper's model on 0-5 data
+mapped linearly from the data's ``mos_scale`` onto it, and predictions back. So the paper's model on 0-5 data
 is unchanged, and the same recipe fits data on any scale.
 """
 
@@ -19,104 +21,103 @@ import warnings
 from pathlib import Path
 
 import torch
-from huggingface_hub import ModelHubMixin, hf_hub_download
-from safetensors.torch import load_file, save_file
+from huggingface_hub import ModelHubMixin
+from safetensors.torch import save as safetensors_bytes
 from torch import nn
 
 from . import __version__
+from .backbone import feature_output, load_backbone, weights_fingerprint
+from .config import TRAINING_SCALE, CLIPAGIQAConfig
 from .errors import InputError
-from .backbone import DEFAULT_BACKBONE, feature_output, load_backbone, weights_fingerprint
+from .files import atomic_write
 from .frozen import EncoderKey, FrozenEncoder
 from .heads import build_head
-from .prompts import DEFAULT_CATEGORIES, PromptLearner
+from .prompts import PromptLearner
+from .saved import (CARD_FILE, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, WEIGHTS_FILE, TrainedWeights,
+                    check_same_scale, check_tensors, read_saved_config, read_weights_file)
 
-WEIGHTS_FILE = "model.safetensors"
-CONFIG_FILE = "config.json"
-CARD_FILE = "README.md"
-FORMAT_NAME = "clip-agiqa"
-FORMAT_VERSION = 2
-TRAINING_SCALE = (0.0, 5.0)
 FROZEN_PREFIX = "clip."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
-# What fixes the shape of the trained tensors: a model started from another takes these from it.
-ARCHITECTURE = {"backbone": DEFAULT_BACKBONE, "head": "concat", "categories": list(DEFAULT_CATEGORIES), "n_ctx": 16,
-                "ctx_init": None, "class_specific_ctx": False, "hidden_dim": 512, "targets": ["quality"],
-                "use_prompt": False}
 
+# The model card (Jinja, rendered by ModelHubMixin.generate_model_card with ``card_values``).
+MODEL_CARD = """---
+{{ card_data }}
+---
 
-def check_scales(scale, n_targets: int) -> list[list[float]]:
-    """One (low, high) per target; a single pair is shared by all targets."""
-    pairs = [scale] if len(scale) and not isinstance(scale[0], (list, tuple)) else list(scale)
-    if len(pairs) == 1:
-        pairs = pairs * n_targets
-    if len(pairs) != n_targets or any(len(p) != 2 or not float(p[1]) > float(p[0]) for p in pairs):
-        raise ValueError(f"a MOS scale is (low, high) with high > low, one per target ({n_targets}), got {scale}")
-    return [[float(low), float(high)] for low, high in pairs]
+# CLIP-AGIQA quality model
 
+Predicts the mean opinion score (MOS) people give an AI-generated image: a frozen CLIP (`{{ backbone }}`), \
+learned prompt context ({{ n_ctx }} vectors, categories {{ categories | join(", ") }}) and a `{{ head }}` head \
+(CLIP-AGIQA, Tang et al., ICPR 2024).
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+- Outputs (MOS, higher is better): {{ scales }}.
+- Reads the generation prompt: {{ "yes (pass prompt=...)" if use_prompt else "no" }}.
+- Backbone weights fingerprint: `{{ backbone_fingerprint }}` (checked on load).
+{% for label, value in about %}- {{ label }}: {{ value }}
+{% endfor %}{% if metrics %}
+| metric | value |
+|---|---|
+{% for name, value in metrics %}| {{ name }} | {{ "%.4f" | format(value) }} |
+{% endfor %}{% endif %}
+## Use
+
+```python
+import clip_agiqa
+
+scorer = clip_agiqa.load("<this folder or hub id>")
+scorer("image.png")        # one score
+scorer.score_folder("images/", "scores.csv")
+```
+
+The frozen backbone is not stored here: it is loaded from its own id and its fingerprint checked.
+"""
 
 
 class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                      tags=["image-quality-assessment", "aigc", "clip"],
-                     repo_url="https://github.com/clip-agiqa/clip-agiqa"):
+                     repo_url="https://github.com/clip-agiqa/clip-agiqa", model_card_template=MODEL_CARD):
     """Predicts the MOS of AI-generated images.
 
-    Args:
-        backbone: hub id, local folder, or ``random:tiny`` / ``random:vit-b-16`` (offline, random weights).
-        head: ``concat`` (the paper) or ``similarity`` (image-prompt similarity over ordered quality levels).
-        categories: quality words, ordered from worst to best.
-        n_ctx: number of learned context vectors (ignored when ``ctx_init`` is given).
-        ctx_init: words that initialise the context, e.g. ``"a photo of"``.
-        class_specific_ctx: one context per category instead of one shared context.
-        hidden_dim, dropout: size and dropout of the concat head.
-        targets: the names of what it predicts, one output each (e.g. ``[quality, align]``).
-        use_prompt: read each image's generation prompt (its frozen text features fused with the image's in
-            the head); False is the paper's model.
-        mos_scale: the (low, high) MOS scale of the data it learns, one per target (or one for all); scores
-            come out on it.
-        frozen_dtype: hold the frozen encoders in this dtype (``float16``/``bfloat16`` halve their memory).
-        attn_implementation: ``sdpa`` or ``eager``.
+    ``CLIPAGIQAModel(config)`` with a ``CLIPAGIQAConfig`` (see there for every field), or keyword by keyword:
+    ``CLIPAGIQAModel(backbone="random:tiny", n_ctx=4)`` (a first argument that is text is the backbone).
     """
 
-    def __init__(self, backbone: str = DEFAULT_BACKBONE, head: str = "concat",
-                 categories: list[str] = list(DEFAULT_CATEGORIES), n_ctx: int = 16, ctx_init: str | None = None,
-                 class_specific_ctx: bool = False, hidden_dim: int = 512, dropout: float = 0.5,
-                 targets: list[str] = ("quality",), use_prompt: bool = False,
-                 mos_scale: list = TRAINING_SCALE, frozen_dtype: str = "float32", attn_implementation: str = "sdpa"):
+    def __init__(self, config: CLIPAGIQAConfig | str | None = None, **options):
         super().__init__()
-        if frozen_dtype not in DTYPES:
-            raise ValueError(f"frozen_dtype must be one of {', '.join(DTYPES)}, got {frozen_dtype!r}")
-        targets = [targets] if isinstance(targets, str) else list(targets)
-        if not targets or len(set(targets)) != len(targets):
-            raise ValueError(f"targets must name at least one target, each once, got {targets}")
-        self.arguments = {"backbone": backbone, "head": head, "categories": list(categories), "n_ctx": n_ctx,
-                          "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx,
-                          "hidden_dim": hidden_dim, "dropout": dropout, "targets": targets,
-                          "use_prompt": use_prompt, "frozen_dtype": frozen_dtype,
-                          "attn_implementation": attn_implementation}
-        self.targets = targets
-        self.use_prompt = use_prompt
-        loaded = load_backbone(backbone, attn_implementation, check_words=tuple(categories))
+        if isinstance(config, str):
+            config, options = None, {"backbone": config, **options}
+        config = (config or CLIPAGIQAConfig()).replace(**options) if options else (config or CLIPAGIQAConfig())
+        self.config = config
+        self._hub_mixin_config = config  # what push_to_hub shares
+        loaded = load_backbone(config.backbone, config.attn_implementation, check_words=tuple(config.categories))
         self.clip = loaded.clip.requires_grad_(False)
         self.tokenizer = loaded.tokenizer
         self.image_settings = loaded.image_settings
         self.backbone_fingerprint = weights_fingerprint(self.clip)
-        self.prompt_learner = PromptLearner(self.clip, self.tokenizer, categories, n_ctx, ctx_init,
-                                            class_specific_ctx)
-        self.clip.to(DTYPES[frozen_dtype])
-        self.head = build_head(head, self.clip.config.projection_dim, len(categories), hidden_dim, dropout,
-                               TRAINING_SCALE, n_outputs=len(targets), prompt_aware=use_prompt)
-        self.register_buffer("mos_scale", torch.tensor(check_scales(mos_scale, len(targets)), dtype=torch.float64))
+        self.prompt_learner = PromptLearner(self.clip, self.tokenizer, config.categories, config.n_ctx,
+                                            config.ctx_init, config.class_specific_ctx)
+        self.clip.to(DTYPES[config.frozen_dtype])
+        self.head = build_head(config.head, self.clip.config.projection_dim, len(config.categories),
+                               config.hidden_dim, config.dropout, TRAINING_SCALE, n_outputs=len(config.targets),
+                               prompt_aware=config.use_prompt)
+        self.register_buffer("mos_scale", torch.tensor(config.mos_scale, dtype=torch.float64))
         self.training_info: dict = {}  # what it learned from (data, split, metrics): goes into the model card
         self._prompt_memo: tuple | None = None
         self._text_features: dict[str, torch.Tensor] = {}  # generation prompt -> frozen text features (CPU, fp32)
         self.clip.eval()
+
+    @property
+    def targets(self) -> list[str]:
+        return self.config.targets
+
+    @property
+    def use_prompt(self) -> bool:
+        return self.config.use_prompt
+
+    @property
+    def arguments(self) -> dict:
+        """The config as a dict (kept for callers that read ``model.arguments``; ``model.config`` is the source)."""
+        return self.config.to_dict()
 
     # --- the frozen backbone -------------------------------------------------------------------------
     def train(self, mode: bool = True):
@@ -130,8 +131,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         dtype = self.clip.visual_projection.weight.dtype
         return feature_output(self.clip.get_image_features(pixel_values=pixel_values.to(dtype)))
 
-    def prompt_features(self) -> torch.Tensor:
-        """Features of every category prompt, (n_categories, dim). They do not depend on the image: while the
+    def quality_prompt_features(self) -> torch.Tensor:
+        """Features of every learned quality prompt (one per category), (n_categories, dim). They do not depend on the image: while the
         context trains they are computed afresh (one pass of a few short prompts); otherwise they are reused
         as long as the context tensor, its version (bumped by every in-place change, e.g. an optimiser step
         or ``load_state_dict``), device and dtype stay the same."""
@@ -208,7 +209,7 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         text = None
         if self.use_prompt:
             text = text_features if text_features is not None else self.prompt_text_features(prompts)
-        return self.head(image_features, self.prompt_features(), text)
+        return self.head(image_features, self.quality_prompt_features(), text)
 
     def to_training_scale(self, mos: torch.Tensor) -> torch.Tensor:
         """MOS (batch, targets) on the data's scales -> the training scale."""
@@ -236,106 +237,129 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         return {k: v for k, v in self.state_dict().items() if not k.startswith(FROZEN_PREFIX)}
 
     def load_trained_state(self, state: dict[str, torch.Tensor], source: str, keep_scale: bool = False) -> None:
-        """Load trained tensors after checking they fit this architecture (a clear error names the source)."""
+        """Load trained tensors after checking they fit this architecture: the same names, shapes and dtypes
+        (never cast), finite values (a clear error names the source)."""
         expected = self.trained_state_dict()
         if keep_scale:
             expected.pop("mos_scale")
             state = {k: v for k, v in state.items() if k != "mos_scale"}
+        check_tensors(state, source)
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
         wrong_shape = [f"{k} {tuple(state[k].shape)} vs {tuple(v.shape)}"
                        for k, v in expected.items() if k in state and state[k].shape != v.shape]
         if missing or unexpected or wrong_shape:
-            raise ValueError(f"{source} does not fit this model (head, n_ctx, hidden_dim or categories differ): "
-                             f"missing {missing}, unexpected {unexpected}, wrong shape {wrong_shape}")
+            raise InputError(f"{source} does not fit this model (head, n_ctx, hidden_dim or categories differ): "
+                             f"missing {missing[:5]}, unexpected {unexpected[:5]}, wrong shape {wrong_shape[:5]}")
+        wrong_dtype = [f"{k} {state[k].dtype} vs {v.dtype}" for k, v in expected.items() if state[k].dtype != v.dtype]
+        if wrong_dtype:
+            raise InputError(f"{source}: tensors of another dtype than this model's (never cast): {wrong_dtype[:5]}")
         self.load_state_dict(state, strict=False)
 
     def check_fingerprint(self, saved: str | None, source: str) -> None:
         if saved is not None and saved != self.backbone_fingerprint:
-            raise ValueError(f"{source} was trained on backbone weights with fingerprint {saved}, but backbone "
-                             f"{self.arguments['backbone']!r} loaded here has {self.backbone_fingerprint}: "
+            raise InputError(f"{source} was trained on backbone weights with fingerprint {saved}, but backbone "
+                             f"{self.config.backbone!r} loaded here has {self.backbone_fingerprint}: "
                              f"the frozen weights differ")
+
+    @classmethod
+    def from_trained_weights(cls, weights: TrainedWeights) -> "CLIPAGIQAModel":
+        """The model that trained weights (a checkpoint's, a saved folder's) belong to, with them loaded, in eval
+        mode."""
+        model = cls(weights.config)
+        model.check_fingerprint(weights.backbone_fingerprint, weights.source)
+        model.load_trained_state(weights.state, weights.source)
+        model.training_info = weights.training_info
+        return model.eval()
 
     # --- sharing: save_pretrained / from_pretrained ------------------------------------------------------
     def saved_config(self) -> dict:
-        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **self.arguments,
+        return {"format": FORMAT_NAME, "format_version": FORMAT_VERSION, **self.config.to_dict(),
                 "mos_scale": self.mos_scale.tolist(), "backbone_fingerprint": self.backbone_fingerprint,
                 "image_settings": vars(self.image_settings), "training": self.training_info}
 
+    def card_values(self) -> dict:
+        """What the model card template (``MODEL_CARD``) shows."""
+        training = self.training_info
+        scales = ", ".join(f"{name} from {low:g} to {high:g}"
+                           for name, (low, high) in zip(self.targets, self.mos_scale.tolist()))
+        about = [(label, training[key]) for key, label in (("data", "Trained on"), ("target", "Target"),
+                                                          ("split", "Split")) if training.get(key) is not None]
+        metrics = sorted((k, v) for k, v in training.items()
+                         if k.startswith(("val/", "test/")) and isinstance(v, (int, float)))
+        return {**self.config.to_dict(), "scales": scales, "backbone_fingerprint": self.backbone_fingerprint,
+                "about": about, "metrics": metrics}
+
+    def generate_model_card(self, *args, **kwargs):
+        return super().generate_model_card(*args, **{**self.card_values(), **kwargs})
+
     def _save_pretrained(self, save_directory: Path) -> None:
+        """Each file is written beside its target and renamed into place (``files.atomic_write``)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state_dict().items()}
-        save_file(tensors, str(save_directory / WEIGHTS_FILE), metadata={"format": FORMAT_NAME})
+        weights = safetensors_bytes(tensors, metadata={"format": FORMAT_NAME})
+        with atomic_write(save_directory / WEIGHTS_FILE, "wb") as handle:
+            handle.write(weights)
         config = {**self.saved_config(), "clip_agiqa_version": __version__,
-                  "weights_sha256": file_sha256(save_directory / WEIGHTS_FILE)}
-        (save_directory / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        (save_directory / CARD_FILE).write_text(model_card(config))
+                  "weights_sha256": hashlib.sha256(weights).hexdigest()}
+        with atomic_write(save_directory / CONFIG_FILE) as handle:
+            handle.write(json.dumps(config, indent=2) + "\n")
+        with atomic_write(save_directory / CARD_FILE) as handle:
+            handle.write(str(self.generate_model_card()))
 
     @classmethod
-    def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,
-                         config: dict | None = None, backbone: str | None = None,
-                         map_location: str | torch.device = "cpu", **model_kwargs) -> "CLIPAGIQAModel":
-        folder = Path(model_id)
-        if config is None:
-            raise FileNotFoundError(f"{model_id}: no {CONFIG_FILE}; a saved clip-agiqa model is a folder with "
-                                    f"{CONFIG_FILE} and {WEIGHTS_FILE} (save_pretrained or `clip-agiqa export`)")
-        check_config(config, model_id)
-        if folder.is_dir():
-            weights_path = folder / WEIGHTS_FILE
-            if not weights_path.is_file():
-                raise FileNotFoundError(f"{weights_path} not found: the saved model is incomplete")
+    def from_pretrained(cls, pretrained_model_name_or_path, *, backbone: str | None = None,
+                        map_location: str | torch.device = "cpu", revision: str | None = None,
+                        cache_dir=None, force_download: bool = False, token=None,
+                        local_files_only: bool = False) -> "CLIPAGIQAModel":
+        """A saved model (folder or hub id) in eval mode. ``config.json`` is checked (size, type, every field)
+        before anything is built, and the weights (SHA-256, names, shapes, dtypes, finite values) before they
+        load. ``backbone`` names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked."""
+        name = str(pretrained_model_name_or_path)
+        local = Path(name).expanduser()
+        if local.is_file():
+            raise InputError(f"{local}: only saved model folders are loaded here, never a checkpoint (a pickle). If "
+                             f"you trust its source, run `clip-agiqa export {local} OUT_DIR` and load OUT_DIR")
+        if local.is_dir():
+            config_path, weights_path = local / CONFIG_FILE, local / WEIGHTS_FILE
+            for path in (config_path, weights_path):
+                if not path.exists():
+                    raise InputError(f"{path} not found: a saved clip-agiqa model is a folder with {CONFIG_FILE} "
+                                     f"and {WEIGHTS_FILE} (save_pretrained or `clip-agiqa export`)")
+        elif name.startswith((".", "/", "~")):
+            raise InputError(f"{local} not found: give a saved clip-agiqa model folder (with {CONFIG_FILE} and "
+                             f"{WEIGHTS_FILE}) or a hub id")
         else:
-            weights_path = Path(hf_hub_download(model_id, WEIGHTS_FILE, revision=revision, cache_dir=cache_dir,
-                                                force_download=force_download, local_files_only=local_files_only,
-                                                token=token))
-        # A backbone given here names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked.
-        model_kwargs["backbone"] = backbone or config["backbone"]
-        model_kwargs["mos_scale"] = config.get("mos_scale", TRAINING_SCALE)
-        model = cls(**model_kwargs)
-        model.check_fingerprint(config.get("backbone_fingerprint"), model_id)
-        model.load_trained_state(verified_weights(config, weights_path), str(weights_path))
-        model.training_info = dict(config.get("training") or {})
+            download = dict(revision=revision, cache_dir=cache_dir, force_download=force_download, token=token,
+                            local_files_only=local_files_only)
+            config_path, weights_path = hub_file(name, CONFIG_FILE, download), None
+        config, saved = read_saved_config(config_path)
+        if weights_path is None:
+            weights_path = hub_file(name, WEIGHTS_FILE, download)
+        state = read_weights_file(weights_path, saved["weights_sha256"])
+        check_same_scale(config, state, name)
+        model = cls(config.replace(backbone=backbone) if backbone else config)
+        model.check_fingerprint(saved["backbone_fingerprint"], name)
+        model.load_trained_state(state, str(weights_path))
+        model.training_info = saved["training"]
         return model.eval().to(map_location)
 
 
-def check_config(config: dict, source: str) -> None:
-    if config.get("format") != FORMAT_NAME:
-        raise ValueError(f"{source}/{CONFIG_FILE} is not a clip-agiqa model (format {config.get('format')!r})")
-    if config.get("format_version", 0) != FORMAT_VERSION:
-        raise ValueError(f"{source}/{CONFIG_FILE} has format_version {config.get('format_version')}; this "
-                         f"clip-agiqa reads {FORMAT_VERSION}: export the checkpoint again with this version")
+def hub_file(model_id: str, filename: str, download: dict) -> Path:
+    """One file of a model on the Hugging Face hub (or its cache); a missing model is one line."""
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError
+
+    try:
+        return Path(hf_hub_download(model_id, filename, **download))
+    except (EntryNotFoundError, HFValidationError, OSError) as error:  # HTTP and offline errors are OSErrors
+        reason = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise InputError(f"{model_id}: no such folder here, and no {filename} of a hub model by that id "
+                         f"({reason})") from None
 
 
-def verified_weights(config: dict, weights_path: Path) -> dict[str, torch.Tensor]:
-    """The saved tensors, after checking the file is the one its config.json describes."""
-    if file_sha256(weights_path) != config.get("weights_sha256"):
-        raise ValueError(f"{weights_path} does not match the SHA-256 recorded in its {CONFIG_FILE}: "
-                         f"the weights are damaged or were changed; get the model again")
-    return load_file(str(weights_path))
-
-
-def model_card(config: dict) -> str:
-    """A README.md for the saved model: what it is, what it learned from, its scale and metrics, how to use it."""
-    training = config.get("training") or {}
-    scales = ", ".join(f"{name} from {low:g} to {high:g}" for name, (low, high) in
-                       zip(config["targets"], config["mos_scale"]))
-    lines = [
-        "---", "library_name: clip-agiqa", "tags: [image-quality-assessment, aigc, clip]", "---", "",
-        "# CLIP-AGIQA quality model", "",
-        "Predicts the mean opinion score (MOS) people give an AI-generated image: a frozen CLIP "
-        f"(`{config['backbone']}`), learned prompt context ({config['n_ctx']} vectors, categories "
-        f"{', '.join(config['categories'])}) and a `{config['head']}` head (CLIP-AGIQA, Tang et al., ICPR 2024).", "",
-        f"- Outputs (MOS, higher is better): {scales}.",
-        f"- Reads the generation prompt: {'yes (pass prompt=...)' if config['use_prompt'] else 'no'}.",
-        f"- Backbone weights fingerprint: `{config['backbone_fingerprint']}` (checked on load).",
-    ]
-    for key, label in (("data", "Trained on"), ("target", "Target"), ("split", "Split")):
-        if training.get(key) is not None:
-            lines.append(f"- {label}: {training[key]}")
-    metrics = {k: v for k, v in training.items() if k.startswith(("val/", "test/")) and isinstance(v, (int, float))}
-    if metrics:
-        lines += ["", "| metric | value |", "|---|---|"] + [f"| {k} | {v:.4f} |" for k, v in sorted(metrics.items())]
-    lines += ["", "## Use", "", "```python", "import clip_agiqa", "",
-              "scorer = clip_agiqa.load(\"<this folder or hub id>\")", "scorer(\"image.png\")        # one score",
-              "scorer.score_folder(\"images/\", \"scores.csv\")", "```", "",
-              "The frozen backbone is not stored here: it is loaded from its own id and its fingerprint checked.", ""]
-    return "\n".join(lines)
+def load_model(path, device: str | torch.device | None = None, backbone: str | None = None) -> CLIPAGIQAModel:
+    """The ``CLIPAGIQAModel`` of a saved folder or hub id, in eval mode (``CLIPAGIQAModel.from_pretrained``).
+    ``backbone`` replaces the stored backbone name (e.g. the local folder where the same CLIP lies on this
+    machine); its fingerprint is still checked."""
+    model = CLIPAGIQAModel.from_pretrained(path, backbone=backbone)
+    return model.to(device) if device is not None else model

@@ -13,12 +13,13 @@ import torch.nn.functional as F
 from lightning.pytorch import Callback
 from torchmetrics import MeanMetric
 
-from .export import TrainedWeights, read_trained_weights
+from .config import ARCHITECTURE, FIELDS, CLIPAGIQAConfig, same_value
+from .errors import InputError
 from .metrics import as_metric_input, quality_metrics
-from .model import ARCHITECTURE, FROZEN_PREFIX as MODEL_FROZEN_PREFIX, TRAINING_SCALE, CLIPAGIQAModel
-from .reporting import split_summary
+from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX, CLIPAGIQAModel
+from .saved import MODEL_PREFIX, TrainedWeights, read_trained_weights
+from .data.splits import split_summary
 
-MODEL_PREFIX = "model."
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
 MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
@@ -27,21 +28,35 @@ MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
     """The architecture to build: what was given, else what ``init_from`` was trained with, else the defaults.
     A given value that contradicts ``init_from`` is refused (its tensors would not fit)."""
-    source = start.model_args if start is not None else {}
+    defaults = CLIPAGIQAConfig().architecture()
+    source = start.config.architecture() if start is not None else {}
     resolved = {}
-    for name, default in ARCHITECTURE.items():
+    for name in ARCHITECTURE:
         value, saved = given.get(name), source.get(name)
         # The backbone may be named differently (a local copy): its weights fingerprint is checked instead.
         # Targets may be renamed by new data (e.g. quality -> mos): the tensors' shapes are checked instead.
-        if value is not None and saved is not None and name not in ("backbone", "targets") and _differs(value, saved):
-            raise ValueError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
+        if (value is not None and saved is not None and name not in ("backbone", "targets")
+                and not same_value(value, saved)):
+            raise InputError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
-        resolved[name] = value if value is not None else (saved if saved is not None else default)
+        resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
     return resolved
 
 
-def _differs(a, b) -> bool:
-    return (list(a) if isinstance(a, (list, tuple)) else a) != (list(b) if isinstance(b, (list, tuple)) else b)
+def check_optimisation(lr, momentum, weight_decay, warmup_epochs, warmup_lr) -> None:
+    """Values no optimiser or schedule can run with (lr 0 divided the warm-up by zero), refused before a fit."""
+    def number(value) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+    for name, value, valid, rule in (
+            ("lr", lr, number(lr) and lr > 0, "a finite number above 0"),
+            ("momentum", momentum, number(momentum) and 0 <= momentum < 1, "at least 0 and below 1"),
+            ("weight_decay", weight_decay, number(weight_decay) and weight_decay >= 0, "a finite number, at least 0"),
+            ("warmup_epochs", warmup_epochs, number(warmup_epochs) and warmup_epochs == int(warmup_epochs) >= 0,
+             "a whole number, at least 0"),
+            ("warmup_lr", warmup_lr, number(warmup_lr) and warmup_lr >= 0, "a finite number, at least 0")):
+        if not valid:
+            raise InputError(f"--model.{name} must be {rule}, got {value!r}")
 
 
 class ModelToData(Callback):
@@ -112,23 +127,25 @@ class CLIPAGIQA(L.LightningModule):
         init_from: str | None = None,
         trainable: Literal["all", "prompt", "head"] = "all",
     ):
+        options = {name: value for name, value in locals().items() if name in FIELDS}  # the model's, by its config
         super().__init__()
+        check_optimisation(lr, momentum, weight_decay, warmup_epochs, warmup_lr)
         if data_targets:
-            targets, mos_scale = list(data_targets), [list(scale) for scale in data_targets.values()]
+            options["targets"] = list(data_targets)
+            options["mos_scale"] = [list(scale) for scale in data_targets.values()]
+        if isinstance(options["targets"], str):
+            options["targets"] = [options["targets"]]
         start = read_trained_weights(init_from) if init_from else None
-        given = {"backbone": backbone, "head": head, "categories": categories, "n_ctx": n_ctx,
-                 "ctx_init": ctx_init, "class_specific_ctx": class_specific_ctx, "hidden_dim": hidden_dim,
-                 "targets": [targets] if isinstance(targets, str) else targets, "use_prompt": use_prompt}
-        architecture = resolve_architecture(given, start)
-        mos_scale = list(mos_scale) if mos_scale is not None else TRAINING_SCALE
-        # Hyper-parameters hold the resolved architecture, so a checkpoint rebuilds without init_from.
+        options.update(resolve_architecture(options, start))
+        if options["mos_scale"] is None:
+            del options["mos_scale"]  # the config's default: the training scale
+        config = CLIPAGIQAConfig.checked("model options", **options)
+        # Hyper-parameters hold the whole config (architecture resolved), so a checkpoint rebuilds without init_from.
         self.save_hyperparameters({
-            **architecture, "dropout": dropout, "mos_scale": list(mos_scale), "frozen_dtype": frozen_dtype,
-            "attn_implementation": attn_implementation, "loss": loss, "optimizer": optimizer, "lr": lr,
-            "momentum": momentum, "weight_decay": weight_decay, "warmup_epochs": warmup_epochs,
-            "warmup_lr": warmup_lr, "init_from": init_from, "trainable": trainable})
-        self.model = CLIPAGIQAModel(**architecture, dropout=dropout, mos_scale=mos_scale,
-                                    frozen_dtype=frozen_dtype, attn_implementation=attn_implementation)
+            **config.to_dict(), "loss": loss, "optimizer": optimizer, "lr": lr, "momentum": momentum,
+            "weight_decay": weight_decay, "warmup_epochs": warmup_epochs, "warmup_lr": warmup_lr,
+            "init_from": init_from, "trainable": trainable})
+        self.model = CLIPAGIQAModel(config)
         if start is not None:
             self.model.check_fingerprint(start.backbone_fingerprint, start.source)
             self.model.load_trained_state(start.state, start.source, keep_scale=True)  # the data's scale here

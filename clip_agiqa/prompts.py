@@ -15,7 +15,9 @@ from torch import nn
 from transformers import CLIPModel, CLIPTokenizer
 from transformers.masking_utils import create_causal_mask
 
-DEFAULT_CATEGORIES = ("terrible", "bad", "poor", "average", "good", "perfect")
+from .config import DEFAULT_CATEGORIES
+from .errors import InputError
+
 CTX_PLACEHOLDER = "X"
 
 
@@ -47,14 +49,30 @@ def tokenize_prompts(tokenizer: CLIPTokenizer, prompts: list[str], max_length: i
     Attention is causal, so tokens after the last EOS never reach an EOS state: cutting there gives
     identical features for a fraction of the sequence length.
     """
+    lengths = [len(row) for row in tokenizer(prompts, verbose=False)["input_ids"]]  # not truncated
+    if max(lengths) > max_length:
+        raise InputError(f"the quality prompt {prompts[lengths.index(max(lengths))][-80:]!r} is {max(lengths)} "
+                         f"tokens; the text encoder takes at most {max_length}")
     ids = tokenizer(prompts, padding="max_length", max_length=max_length, truncation=True,
                     return_tensors="pt")["input_ids"]
     eos_index = (ids == tokenizer.eos_token_id).int().argmax(dim=1)
-    if (ids[torch.arange(len(prompts)), eos_index] != tokenizer.eos_token_id).any():
-        raise ValueError(f"a prompt is longer than the text encoder's {max_length} tokens: {prompts}")
     if cut_after_eos:
         ids = ids[:, : int(eos_index.max()) + 1]
     return ids, eos_index
+
+
+def check_window(tokenizer: CLIPTokenizer, prompts: list[str], n_ctx: int, ctx_init: str | None,
+                 max_length: int) -> None:
+    """The context and the longest quality prompt must fit the text encoder's window (the tokenizer would cut the
+    quality word off, or the encoder fail at the first forward)."""
+    lengths = [len(row) for row in tokenizer(prompts, verbose=False)["input_ids"]]
+    longest = max(lengths)
+    if longest <= max_length:
+        return
+    words = longest - n_ctx  # start, end, the category and its full stop
+    context = f"ctx_init {ctx_init[:60]!r} ({n_ctx} tokens)" if ctx_init else f"n_ctx {n_ctx}"
+    raise InputError(f"{context} and the longest quality prompt need {longest} tokens, but the text encoder takes "
+                     f"at most {max_length}: use at most {max_length - words} context tokens with these categories")
 
 
 class PromptLearner(nn.Module):
@@ -65,7 +83,7 @@ class PromptLearner(nn.Module):
                  cut_after_eos: bool = True):
         super().__init__()
         if not categories:
-            raise ValueError("categories must name at least one quality level")
+            raise InputError("categories must name at least one quality level")
         token_embedding = clip.text_model.embeddings.token_embedding
         device = token_embedding.weight.device  # the backbone may already sit on a GPU
         width = token_embedding.embedding_dim
@@ -82,7 +100,7 @@ class PromptLearner(nn.Module):
             context_text = ctx_init
         else:
             if n_ctx < 1:
-                raise ValueError(f"n_ctx must be at least 1, got {n_ctx}")
+                raise InputError(f"n_ctx must be at least 1, got {n_ctx}")
             shape = (n_categories, n_ctx, width) if class_specific_ctx else (n_ctx, width)
             ctx = torch.empty(shape, device=device).normal_(std=0.02)
             context_text = " ".join([CTX_PLACEHOLDER] * n_ctx)
@@ -91,12 +109,13 @@ class PromptLearner(nn.Module):
         self.categories = list(categories)
         self.prompts = [f"{context_text} {category}." for category in categories]
 
+        check_window(tokenizer, self.prompts, n_ctx, ctx_init, max_length)
         ids, eos_index = tokenize_prompts(tokenizer, self.prompts, max_length, cut_after_eos)
         ids, eos_index = ids.to(device), eos_index.to(device)
         if ctx_init:
             context_ids = ids[:, 1: 1 + n_ctx]
             if not (context_ids == torch.tensor(init_ids, device=device)).all():
-                raise ValueError(f"ctx_init {ctx_init!r} does not tokenize the same inside the prompts")
+                raise InputError(f"ctx_init {ctx_init!r} does not tokenize the same inside the prompts")
         with torch.no_grad():
             embeds = token_embedding(ids).float()
         # Derived from the frozen backbone, so not saved in checkpoints.

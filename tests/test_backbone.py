@@ -6,6 +6,7 @@ from transformers import CLIPTokenizer
 
 from clip_agiqa.backbone import (DEFAULT_BACKBONE, check_tokenizer, load_backbone, offline_tokenizer,
                                    weights_fingerprint)
+from clip_agiqa.errors import InputError
 from clip_agiqa.prompts import DEFAULT_CATEGORIES
 
 
@@ -34,13 +35,13 @@ def test_offline_tokenizer_encodes_category_words_to_known_tokens():
 
 
 def test_unknown_preset_is_refused():
-    with pytest.raises(ValueError, match="random:tiny"):
+    with pytest.raises(InputError, match="random:tiny"):
         load_backbone("random:huge")
 
 
 def test_empty_tokenizer_is_refused_with_a_clear_message():
     # What CLIPTokenizer.from_pretrained(hub_id) returns offline: a vocabulary of special tokens only.
-    with pytest.raises(RuntimeError, match="did not load"):
+    with pytest.raises(InputError, match="did not load"):
         check_tokenizer(CLIPTokenizer(), ["terrible"], "openai/clip-vit-base-patch16")
 
 
@@ -57,7 +58,7 @@ def test_local_folder_with_broken_tokenizer_is_refused(tmp_path):
     original = load_backbone("random:tiny")
     original.clip.save_pretrained(tmp_path)
     CLIPTokenizer().save_pretrained(tmp_path)
-    with pytest.raises(RuntimeError, match="tokens"):
+    with pytest.raises(InputError, match="tokens"):
         load_backbone(str(tmp_path), check_words=("terrible",))
 
 
@@ -68,7 +69,7 @@ def test_default_backbone_offline_says_how_to_proceed(tmp_path, monkeypatch):
 
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
-    with pytest.raises(OSError) as error:
+    with pytest.raises(InputError) as error:
         load_backbone(DEFAULT_BACKBONE)
     message = str(error.value)
     assert "could not be downloaded" in message and "save_pretrained" in message
@@ -76,5 +77,5 @@ def test_default_backbone_offline_says_how_to_proceed(tmp_path, monkeypatch):
 
 
 def test_a_folder_that_is_not_a_saved_backbone_is_named(tmp_path):
-    with pytest.raises(OSError, match=f"backbone folder {tmp_path} could not be loaded"):
+    with pytest.raises(InputError, match=f"backbone folder {tmp_path} could not be loaded"):
         load_backbone(str(tmp_path))

@@ -102,7 +102,7 @@ def test_mismatched_exports_are_refused_with_the_reason(exported, tmp_path):
         clip_agiqa.load(copy)
     with pytest.raises(ValueError, match="differs from 16 of init_from"):
         CLIPAGIQA(init_from=str(exported), hidden_dim=8)
-    with pytest.raises(FileNotFoundError, match="config.json"):
+    with pytest.raises(ValueError, match="config.json"):
         clip_agiqa.load(tmp_path)
 
 
@@ -110,5 +110,54 @@ def test_export_of_something_that_is_not_a_checkpoint_says_so(tmp_path):
     (tmp_path / "notes.ckpt").write_text("not a checkpoint")
     with pytest.raises(ValueError, match="not a checkpoint written by clip-agiqa fit"):
         clip_agiqa.export_checkpoint(tmp_path / "notes.ckpt", tmp_path / "out")
-    with pytest.raises(FileNotFoundError, match="not a checkpoint file"):
+    with pytest.raises(ValueError, match="not a checkpoint file"):
         clip_agiqa.export_checkpoint(tmp_path, tmp_path / "out")
+
+
+def test_export_refuses_an_existing_folder_unless_asked_and_replaces_it_whole(checkpoint, tmp_path):
+    out = tmp_path / "model"
+    run_cli(["export", str(checkpoint), str(out)])
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(ValueError, match="already exists.*--overwrite"):
+        run_cli(["export", str(checkpoint), str(out)])
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / "stale.txt").write_text("from the older model")
+    run_cli(["export", str(checkpoint), str(out), "--overwrite"])
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", CONFIG_FILE, WEIGHTS_FILE]  # nothing of the old
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]  # no partial or set-aside folder left
+    clip_agiqa.load(out)
+
+
+def test_a_full_disk_during_export_leaves_the_older_model_whole(checkpoint, tmp_path, monkeypatch):
+    """Seen: export over an existing folder deleted its config.json when the disk filled; the old model no longer
+    loaded."""
+    import errno
+
+    import clip_agiqa.model as model_module
+
+    out = tmp_path / "model"
+    clip_agiqa.export_checkpoint(checkpoint, out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    real_writer = model_module.atomic_write
+
+    def disk_full_at_the_config(path, *args, **kwargs):
+        if path.name == CONFIG_FILE:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        return real_writer(path, *args, **kwargs)
+
+    monkeypatch.setattr(model_module, "atomic_write", disk_full_at_the_config)
+    with pytest.raises(OSError, match="No space left"):
+        clip_agiqa.export_checkpoint(checkpoint, out, overwrite=True)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model"]
+    monkeypatch.undo()
+    clip_agiqa.load(out)
+
+
+def test_every_exported_file_gets_the_same_mode(exported):
+    """Seen: model.safetensors was 0600 while the other files were 0644."""
+    from clip_agiqa.files import UMASK
+
+    modes = {p.name: p.stat().st_mode & 0o777 for p in exported.iterdir()}
+    assert set(modes.values()) == {0o666 & ~UMASK}, modes  # 0644 under the usual 022
+    assert exported.stat().st_mode & 0o777 == 0o777 & ~UMASK

@@ -61,7 +61,7 @@ def test_init_from_takes_the_architecture_and_refuses_a_contradiction(start, syn
                 assert torch.equal(value, before[key]), key
     with pytest.raises(ValueError, match="n_ctx 2 differs from 4 of init_from"):
         CLIPAGIQA(init_from=str(checkpoint), n_ctx=2)
-    with pytest.raises(FileNotFoundError, match="missing.ckpt"):
+    with pytest.raises(ValueError, match="missing.ckpt"):
         CLIPAGIQA(init_from=str(tmp_path / "missing.ckpt"))
 
 
