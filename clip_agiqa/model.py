@@ -149,9 +149,9 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
     # --- generation prompts -----------------------------------------------------------------------------
     def frozen_encoder(self) -> FrozenEncoder:
         """The narrow handle data code gets (the feature cache, image settings): never the model itself."""
-        key = EncoderKey(self.arguments["backbone"], self.backbone_fingerprint,
+        key = EncoderKey(self.config.backbone, self.backbone_fingerprint,
                          str(self.clip.visual_projection.weight.dtype).removeprefix("torch."),
-                         attn_implementation=self.arguments["attn_implementation"])
+                         attn_implementation=self.config.attn_implementation)
         return FrozenEncoder(key, self.image_settings, self._encode_pixels_here, self.encode_texts,
                              device=lambda: self.clip.visual_projection.weight.device)
 

@@ -188,3 +188,10 @@ def test_a_missing_ckpt_path_is_one_line(synthetic_root, tmp_path):
     with pytest.raises(InputError, match="nope.ckpt not found"):
         run_cli(["test", *TINY_MODEL_ARGS, *folder_args(synthetic_root), *trainer_args(tmp_path),
                  "--ckpt_path", str(tmp_path / "nope.ckpt")])
+
+
+def test_a_name_that_is_neither_a_folder_nor_a_hub_model_is_one_line(tmp_path, monkeypatch):
+    """Seen: a typo in a local folder name gave the hub's LocalEntryNotFoundError traceback (37 lines)."""
+    monkeypatch.chdir(tmp_path)
+    one_line_error(lambda: CLIPAGIQAModel.from_pretrained("models/nope"), "models/nope: no such folder here")
+    one_line_error(lambda: CLIPAGIQAModel.from_pretrained("./models/nope"), "not found")
