@@ -78,6 +78,25 @@ def test_saved_dataset_with_a_name_column(saved_dataset, tmp_path):
     assert sorted(names_of(data.test_dataloader())) == sorted(r.file_name for r in test)
 
 
+def test_the_streamed_metadata_pass_never_reads_the_image_column(saved_dataset, tmp_path, monkeypatch):
+    """With a name column, names and targets come from a stream whose columns were selected before iterating:
+    no example of that pass carries an image (a hub dataset's images are not downloaded for it)."""
+    import datasets
+
+    seen, real_iter = [], datasets.IterableDataset.__iter__
+
+    def spying(self):
+        for example in real_iter(self):
+            seen.append(set(example))
+            yield example
+
+    monkeypatch.setattr(datasets.IterableDataset, "__iter__", spying)
+    data = hf(saved_dataset, tmp_path, target_column="score", file_name_column="name", streaming=True)
+    data.load()
+    assert len(seen) == 30 and all("image" not in keys for keys in seen) and seen[0] >= {"name", "score"}
+    assert sorted(r.file_name for r in data.records) == sorted(f"synthetic_{i:05d}.png" for i in range(30))
+
+
 @pytest.mark.parametrize("world_size", [2, 3])
 def test_streamed_eval_splits_are_exact_across_ranks(saved_dataset, tmp_path, world_size):
     """Every val/test sample on exactly one rank: no padding, no duplicates, nothing lost."""

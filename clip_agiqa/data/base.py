@@ -301,6 +301,8 @@ class MOSDataModule(L.LightningDataModule):
         records = self.split_records(split)
         if not records:
             raise InputError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")
+        if self.read_prompts:
+            self.generation_prompts()  # a model that reads prompts: samples without one are named before any step
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
         if self.cache_views:
             return self.cached_dataset(records, transform)
@@ -314,7 +316,8 @@ class MOSDataModule(L.LightningDataModule):
         if self.read_prompts and self._prompt_table is None:
             self._prompt_table = cache.prompt_table(self.generation_prompts())
         features = cache.features(records, transform, self.cache_views)
-        return CachedFeatures(records, features, self.targets, self._prompt_table if self.read_prompts else None)
+        return CachedFeatures(records, features, self.targets, self._prompt_table if self.read_prompts else None,
+                              names=not transform.train)
 
     def prepare_data(self) -> None:
         """The image check on one process per node (Lightning calls this before ``setup``); it records what

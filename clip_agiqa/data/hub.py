@@ -261,6 +261,8 @@ class HFDataset(MOSDataModule):
         records = self.split_records(split)
         if not records:
             raise InputError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+        if self.read_prompts:
+            self.generation_prompts()
         transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
         return HubImageDataset(records, transform, self.targets, self.table, self.image_column, self.rows)
 
@@ -272,6 +274,8 @@ class HFDataset(MOSDataModule):
         records = self.split_records(split)
         if not records:
             raise InputError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
+        if self.read_prompts:
+            self.generation_prompts()
         index = {r.file_name: (i, r) for i, r in enumerate(records)}
         transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale)
         stream = self.open(streaming=True)
