@@ -152,6 +152,9 @@ def read_saved_config(path: Path) -> tuple[CLIPAGIQAConfig, dict]:
              "training": plain_info(raw.get("training"), str(path))}
     if not (isinstance(saved["weights_sha256"], str) and len(saved["weights_sha256"]) == 64):
         raise InputError(f"{path}: weights_sha256 must be the 64-character SHA-256 of {WEIGHTS_FILE}")
+    # Recorded for people (the image settings come from the backbone when it loads): plain values only.
+    if not isinstance(raw.get("clip_agiqa_version", ""), str) or not isinstance(raw.get("image_settings", {}), dict):
+        raise InputError(f"{path}: clip_agiqa_version must be a text and image_settings a mapping")
     return config, saved
 
 

@@ -67,7 +67,10 @@ def one_line_error(call, match: str) -> str:
 @pytest.mark.parametrize("field, value", [("hidden_dim", 5_000_000), ("n_ctx", "4"), ("n_ctx", [16]),
                                           ("backbone", None), ("head", "evil"), ("categories", []),
                                           ("mos_scale", [[5.0, 1.0]]), ("mos_scale", [[0.0, float("nan")]]),
-                                          ("targets", ["a", "a"]), ("dropout", 1.5), ("surprise", 1)])
+                                          ("targets", ["a", "a"]), ("dropout", 1.5), ("surprise", 1),
+                                          ("weights_sha256", None), ("backbone_fingerprint", "../x"),
+                                          ("training", {"data": ["nested"]}), ("image_settings", "big"),
+                                          ("format_version", 1)])
 def test_a_bad_config_field_is_one_line_before_anything_is_built(copy, nothing_built, field, value):
     """Seen: hidden_dim 5e6 built a 4.8 GB model before the weights were found not to fit; wrong types gave
     tracebacks."""
