@@ -162,11 +162,11 @@ class CLIPAGIQA(L.LightningModule):
 
     def _freeze_untrained_parts(self, trainable: str) -> None:
         if trainable not in ("all", "prompt", "head"):
-            raise ValueError(f"trainable must be all, prompt or head, got {trainable!r}")
+            raise InputError(f"trainable must be all, prompt or head, got {trainable!r}")
         self.model.prompt_learner.requires_grad_(trainable in ("all", "prompt"))
         self.model.head.requires_grad_(trainable in ("all", "head"))
         if not self.trainable_parameters():
-            raise ValueError(f"trainable={trainable!r} leaves nothing to train with head={self.hparams.head!r}")
+            raise InputError(f"trainable={trainable!r} leaves nothing to train with head={self.hparams.head!r}")
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]

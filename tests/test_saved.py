@@ -187,10 +187,14 @@ def test_an_option_contradicting_the_checkpoint_is_refused(prompt_blind, synthet
                  "--ckpt_path", str(prompt_blind)])
 
 
-def test_a_missing_ckpt_path_is_one_line(synthetic_root, tmp_path):
+def test_a_missing_or_truncated_ckpt_path_is_one_line(prompt_blind, synthetic_root, tmp_path):
     with pytest.raises(InputError, match="nope.ckpt not found"):
         run_cli(["test", *TINY_MODEL_ARGS, *folder_args(synthetic_root), *trainer_args(tmp_path),
                  "--ckpt_path", str(tmp_path / "nope.ckpt")])
+    cut = tmp_path / "cut.ckpt"
+    cut.write_bytes(prompt_blind.read_bytes()[:2000])  # what a kill during the write left
+    with pytest.raises(InputError, match="cut.ckpt is not a checkpoint written by clip-agiqa fit"):
+        run_cli(["test", *folder_args(synthetic_root), *trainer_args(tmp_path), "--ckpt_path", str(cut)])
 
 
 def test_a_name_that_is_neither_a_folder_nor_a_hub_model_is_one_line(tmp_path, monkeypatch):
