@@ -127,6 +127,28 @@ def _pretrained_image_settings(name: str, clip: CLIPModel) -> ImageSettings:
         return ImageSettings(size, CLIP_MEAN, CLIP_STD)
 
 
+def image_settings_of(name: str = DEFAULT_BACKBONE) -> ImageSettings:
+    """A backbone's image settings from its id alone, without building it (its config files only): what the
+    data side needs at parse time (``MOSDataModule(image_settings=...)``), equal to ``load_backbone(name)``'s."""
+    if name.startswith(RANDOM_PREFIX):
+        preset = RANDOM_PRESETS.get(name[len(RANDOM_PREFIX):])
+        if preset is None:
+            raise InputError(f"unknown random backbone preset {name!r}; choose one of "
+                             + ", ".join(RANDOM_PREFIX + p for p in RANDOM_PRESETS))
+        return ImageSettings(preset["vision"]["image_size"], CLIP_MEAN, CLIP_STD)
+    try:
+        size = CLIPConfig.from_pretrained(name).vision_config.image_size
+    except OSError as error:
+        raise InputError(_not_loadable_message(name, error)) from None
+    try:
+        from transformers import CLIPImageProcessor
+
+        processor = CLIPImageProcessor.from_pretrained(name)
+        return ImageSettings(size, tuple(processor.image_mean), tuple(processor.image_std))
+    except (OSError, ValueError):
+        return ImageSettings(size, CLIP_MEAN, CLIP_STD)
+
+
 def check_tokenizer(tokenizer: CLIPTokenizer, words: list[str], name: str) -> None:
     """Refuse a tokenizer that cannot really encode our words (what an offline hub load returns)."""
     if len(tokenizer) < 300:
