@@ -5,15 +5,25 @@ One run = one folder, ``--trainer.default_root_dir`` (the current folder when no
 ``splits.csv``) directly into it; ``test`` adds its report and metrics there. ``fit`` refuses a folder that
 already holds another run's checkpoints unless it resumes that run (``--ckpt_path last`` or one of its
 checkpoints). Under a W&B sweep agent each run gets ``<default_root_dir>/<W&B run id>``.
+
+Nothing lost (``runs.py``): the run folder is locked for the command, checkpoints are written whole (beside
+their target, then renamed), ``last.ckpt`` after every epoch, ``metrics.csv`` keeps each step once after a
+resume, and Ctrl-C / SIGTERM stop a fit at a step boundary with ``last.ckpt`` written. Mistyped options and
+values are one line with the valid choices; a fit whose output is a file or pipe prints a line per epoch.
 """
 
 from __future__ import annotations
 
 import csv
+import difflib
+import importlib
 import inspect
 import logging
 import os
+import re
+import sys
 import warnings
+from argparse import ArgumentError
 from pathlib import Path
 
 import torch
@@ -22,7 +32,10 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.fabric.loggers.logger import rank_zero_experiment
+from lightning.fabric.plugins import CheckpointIO
+from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
 from .callbacks import ScoreWriter
 from .config import ARCHITECTURE, same_value
@@ -31,10 +44,12 @@ from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFo
                    MOSDataModule, MOSFolder, SyntheticAIGI)
 from .errors import InputError
 from .module import CLIPAGIQA
-from .reporting import ConfigToWandb, TestReport, place_wandb_logs
+from .commands import UsageError, unknown_command
+from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
+from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
+                   check_run_folder_is_free, drop_metric_rows_from, resolve_last_checkpoint, resume_command)
 from .saved import read_checkpoint
 
-CHECKPOINTS = "checkpoints"
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
 # silently replace chosen ones.
 ARCHITECTURE_OPTIONS = ARCHITECTURE
@@ -49,14 +64,22 @@ NOISY_WARNINGS = (
     ".*args parameter is intended to run from within Python",
     r"Found \d+ module\(s\) in eval mode",  # the frozen encoders, on purpose
     "Checkpoint directory .* exists and is not empty",  # only when resuming: other fits are refused
+    "The dirpath has changed",  # a run folder that moved or is reached by another path: best.ckpt stays best
+    r"The `?LightningModule.configure_callbacks",  # the task's own callbacks (ModelToData), on purpose
+    "The number of training batches .* is smaller than the logging interval",  # one line per epoch says it
+    "You're resuming from a checkpoint that ended before the epoch ended",  # Ctrl-C: the README says how
 )
-NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate")
+NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate", "You are using a CUDA device",
+                      "Too many dataloader workers",  # datasets: a stream of fewer shards than workers
+                      "`weights_only` was not set")  # a resume: the checkpoint was checked before (saved.py)
+LOCKED_COMMANDS = ("fit", "validate", "test")  # those that write into the run folder
 
 DESCRIPTION = (
     "CLIP-AGIQA: train, evaluate and apply a quality model for AI-generated images. "
     "Besides fit/validate/test/predict: `clip-agiqa export CKPT OUT_DIR` (safetensors + JSON, loads without "
-    "pickle), `clip-agiqa score MODEL INPUT...` (score images with a saved model) and "
-    "`clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median). "
+    "pickle), `clip-agiqa score MODEL INPUT...` (score images with a saved model), "
+    "`clip-agiqa benchmark --config CONFIG --splits N` (repeated splits, mean/std/median) and "
+    "`clip-agiqa compare OUT...` (benchmark folders side by side). "
     "--trainer.default_root_dir is the run folder (config.yaml, metrics.csv, checkpoints/); "
     "CLIP_AGIQA_DEBUG=1 shows tracebacks."
 )
@@ -102,28 +125,120 @@ class RunLogger(CSVLogger):
             self._experiment = _RunMetricsWriter(self.log_dir, self.keep_metrics)
         return self._experiment
 
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self.save()  # metrics.csv on disk up to the checkpoint: a resume after a kill then misses no row
 
-def checkpoints_of(folder: Path) -> list[str]:
-    return sorted(p.name for p in folder.glob("*.ckpt")) if folder.is_dir() else []
+    def forget_from(self, step: int) -> None:
+        """Drops the rows logged at ``step`` or later: those of the epoch a resume trains again."""
+        self.save()
+        drop_metric_rows_from(Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE, step)
 
 
-def check_run_folder_is_free(checkpoint_folder: Path, ckpt_path, run_folder: Path) -> None:
-    """A fit writes into a folder holding checkpoints only when it resumes from one of them."""
-    found = checkpoints_of(checkpoint_folder)
-    if not found or ckpt_path == "last":
-        return
-    if ckpt_path is not None and Path(ckpt_path).resolve().parent == checkpoint_folder.resolve():
-        return
-    raise ValueError(
-        f"{checkpoint_folder} already holds the checkpoints of another run ({', '.join(found)}); "
-        "a new fit would overwrite them. To resume that run: clip-agiqa fit --config "
-        f"{run_folder / 'config.yaml'} --ckpt_path last. To start a new run, choose another folder: "
-        "--trainer.default_root_dir runs/<new name>.")
+class ForgetReplayedMetrics(Callback):
+    """A resumed fit goes on from its checkpoint's step: metrics.csv forgets what was logged after it."""
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        if trainer.ckpt_path is None:
+            return
+        for logger in trainer.loggers:  # rows are logged at the step count before each optimizer step
+            if isinstance(logger, RunLogger) and trainer.is_global_zero:
+                logger.forget_from(trainer.global_step)
+
+
+# --- one line for a mistyped option or value -----------------------------------------------------------------
+def did_you_mean(given: str, choices) -> str:
+    close = difflib.get_close_matches(given, list(choices), n=3, cutoff=0.6)
+    return f" (did you mean {' or '.join(close)}?)" if close else ""
+
+
+def _class_names(key: str) -> list[str]:
+    """The short names --model / --data take."""
+    base = {"model": CLIPAGIQA, "data": MOSDataModule}.get(key)
+    if base is None:
+        return []
+    found, todo = [], [base]
+    while todo:
+        klass = todo.pop()
+        found.append(klass.__name__)
+        todo.extend(klass.__subclasses__())
+    return sorted(set(found) - {"MOSDataModule"})
+
+
+def _parameters_of(class_path: str) -> list[str]:
+    module, _, name = class_path.rpartition(".")
+    try:
+        klass = getattr(importlib.import_module(module), name)  # already imported: it was parsed
+    except (ImportError, AttributeError, ValueError):
+        return []
+    return [p for p in inspect.signature(klass).parameters if p not in ("self", "args", "kwargs")]
+
+
+def usage_error(message: str, options: list[str]) -> UsageError:
+    """jsonargparse's many-line report of a parse error as one line: the option, what was given, the valid
+    choices or a "did you mean"; ``options`` are the sub-command's option names."""
+    unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+    if unrecognized:
+        option = unrecognized.group(1).split("=")[0]
+        return UsageError(f"unknown option {option}{did_you_mean(option, options)}")
+    invalid_command = re.search(r"invalid choice: '([^']*)'", message)
+    if invalid_command:
+        return unknown_command(invalid_command.group(1))
+    keys = re.findall(r'Parser key "([^"]+)"', message)
+    option = "--" + ".".join(dict.fromkeys(keys)) if keys else ""
+    inner = message[message.rfind('Parser key "'):] if keys else message
+    given = re.search(r"Given value: (.*)", inner)
+    given = given.group(1).strip() if given else ""
+    not_accepted = re.search(r"Option '([^']+)' is not accepted", message)
+    if not_accepted:
+        class_path = re.search(r"class_path '([^']+)'", message)
+        parameters = _parameters_of(class_path.group(1)) if class_path else []
+        bad = f"{option}.{not_accepted.group(1)}"
+        owner = f" of {class_path.group(1).rpartition('.')[2]}" if class_path else ""
+        return UsageError(f"unknown option {bad}{owner}"
+                          f"{did_you_mean(bad, [f'{option}.{p}' for p in parameters])}")
+    literal = re.search(r"Literal\[([^\]]*)\]", inner)
+    if literal:
+        choices = [c.strip().strip("'\"") for c in literal.group(1).split(",")]
+        return UsageError(f"{option} {given}: not one of {', '.join(choices)}{did_you_mean(given, choices)}")
+    if keys and keys[0] in ("model", "data") and len(keys) == 1 and re.search(r"import path|not accessible", inner):
+        names = _class_names(keys[0])
+        return UsageError(f"{option} {given}: no such class (nor a config file); choose from {', '.join(names)}"
+                          f"{did_you_mean(given, names)}")
+    expected = [name for name in re.findall(r"Expected an? <class '(\w+)'>", inner) if name != "NoneType"]
+    if option and expected:
+        return UsageError(f"{option} {given}: expected {' or '.join(dict.fromkeys(expected))}")
+    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
+    return UsageError(" ".join(lines[:3]) if len(lines) <= 3 else f"{option}: {lines[-1]}" if option else lines[0])
+
+
+def _run_folder_of(config) -> Path:
+    return Path(config.trainer.default_root_dir or os.getcwd())
+
+
+def _checkpoint_folder_of(config) -> Path:
+    return Path(config.checkpoint.dirpath or _run_folder_of(config) / CHECKPOINTS)
+
+
+def _as_list(value) -> list:
+    return [] if value is None else list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _only_first_process() -> bool:
+    """False in the processes DDP starts for ranks 1..N (they share the first process's run folder)."""
+    return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
 class AGIQACLI(LightningCLI):
+    def __init__(self, *args, **kwargs) -> None:
+        self.run_lock: RunLock | None = None
+        try:
+            super().__init__(*args, **kwargs)
+        finally:
+            if self.run_lock is not None:
+                self.run_lock.release()
+
     def add_arguments_to_parser(self, parser) -> None:
-        parser.add_lightning_class_args(ModelCheckpoint, "checkpoint")
+        parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/srcc",
             "checkpoint.mode": "max",
@@ -132,12 +247,36 @@ class AGIQACLI(LightningCLI):
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
             "trainer.log_every_n_steps": 1,  # a train/loss curve even when an epoch has few steps
+            "trainer.enable_model_summary": False,  # 19 lines about the frozen encoders on every run
         })
         parser.add_lightning_class_args(ScoreWriter, "predictions")
         parser.add_lightning_class_args(TestReport, "report")
         parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
         # The data owns its targets and their MOS scales (fixed by a benchmark or measured on the training split).
         parser.link_arguments("data.target_scales", "model.init_args.data_targets", apply_on="instantiate")
+
+    # --- the command line ---------------------------------------------------------------------------------
+    def parse_arguments(self, parser, args) -> None:
+        """A parse error as one line (``UsageError``); ``fit --ckpt_path last`` resolved to the run's last.ckpt,
+        which must be there and whole (Lightning would silently start from scratch)."""
+        try:
+            super().parse_arguments(parser, args)
+        except ArgumentError as error:
+            raise usage_error(str(error), self._option_names(args)) from None
+        subcommand = self.config.get("subcommand")
+        if subcommand is None:
+            return
+        self._check_options(self.config[subcommand], subcommand)
+        if subcommand == "fit" and self.config.fit.ckpt_path == "last":
+            config = self.config.fit
+            config.ckpt_path = str(resolve_last_checkpoint(_checkpoint_folder_of(config), _run_folder_of(config)))
+
+    def _option_names(self, args) -> list[str]:
+        argv = sys.argv[1:] if args is None else list(args)
+        subcommand = next((a for a in argv if a in getattr(self, "_subcommand_parsers", {})), None)
+        parser = self._subcommand_parsers[subcommand] if subcommand else self.parser
+        return [option for action in parser._actions for option in action.option_strings
+                if option.startswith("--") and not option.endswith(".help")]
 
     # --- the model a checkpoint brings ---------------------------------------------------------------
     def _model_options(self) -> dict:
@@ -181,11 +320,34 @@ class AGIQACLI(LightningCLI):
             config.trainer.default_root_dir = str(Path(config.trainer.default_root_dir or ".") / sweep_run)
         self.run_folder = Path(config.trainer.default_root_dir or os.getcwd())
         self.checkpoint_folder = Path(config.checkpoint.dirpath or self.run_folder / CHECKPOINTS)
+        if self.subcommand in LOCKED_COMMANDS and _only_first_process() and (
+                self.subcommand == "fit" or (self.run_folder / "config.yaml").is_file()):
+            self.run_lock = RunLock(self.run_folder).acquire()
         if self.subcommand == "fit":
             check_run_folder_is_free(self.checkpoint_folder, config.ckpt_path, self.run_folder)
         # config.yaml describes the fit; test/predict must not replace it with their own arguments.
         self.save_config_kwargs = {**self.save_config_kwargs, "save_to_log_dir": self.subcommand == "fit"}
         place_wandb_logs(config.trainer)
+        if self.subcommand != "fit" or config.ckpt_path is not None:
+            reuse_wandb_run(config.trainer, self.run_folder)  # test/resume log into the fit's W&B run
+
+    @staticmethod
+    def _check_options(config, subcommand: str) -> None:
+        """Values the parser takes but that cannot work, refused in one line before anything is built."""
+        accelerator = config.trainer.accelerator
+        if isinstance(accelerator, str) and accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+            raise InputError(f"--trainer.accelerator {accelerator}: no CUDA GPU is usable here (torch "
+                             f"{torch.__version__}); use --trainer.accelerator cpu (or auto)")
+        data_args = getattr(config.get("data"), "init_args", None)
+        workers = data_args.get("num_workers") if data_args is not None else None
+        if isinstance(workers, int) and workers < 0:
+            raise InputError(f"--data.num_workers {workers}: give 0 (load in the main process) or more")
+        if subcommand == "predict" and config.ckpt_path is None:
+            model_args = getattr(config.get("model"), "init_args", None)
+            if model_args is None or not model_args.get("init_from"):
+                raise InputError("predict needs trained weights: add --ckpt_path <run folder>/checkpoints/best.ckpt "
+                                 "(or --model.init_from <checkpoint or exported model folder>); without them every "
+                                 "score would come from an untrained model")
 
     def after_instantiate_classes(self) -> None:
         # config.yaml records how the run is set up, not where this command resumed it from: reused for
@@ -201,7 +363,27 @@ class AGIQACLI(LightningCLI):
         if config.trainer.logger in (None, True) and "logger" not in kwargs:
             keep_metrics = self.subcommand != "fit" or config.ckpt_path is not None
             kwargs["logger"] = False if self.subcommand == "predict" else RunLogger(str(self.run_folder), keep_metrics)
-        return super().instantiate_trainer(**kwargs)
+        plugins = _as_list(config.trainer.plugins)
+        if not any(isinstance(plugin, CheckpointIO) for plugin in plugins):
+            kwargs["plugins"] = [*plugins, AtomicCheckpointIO()]
+        if self.subcommand == "fit":
+            added = [StopOnSignal(), ForgetReplayedMetrics()]
+            if not sys.stdout.isatty():  # a job log or a pipe: a progress bar shows nothing there
+                added.append(EpochLines())
+            kwargs["callbacks"] = [*_as_list(config.trainer.callbacks), *added]
+        if config.trainer.enable_progress_bar is None and not sys.stderr.isatty():
+            kwargs["enable_progress_bar"] = False
+        try:
+            return super().instantiate_trainer(**kwargs)
+        except MisconfigurationException as error:
+            raise InputError(f"the --trainer options: {error}") from None
+
+    def _run_subcommand(self, subcommand: str) -> None:
+        try:
+            super()._run_subcommand(subcommand)
+        except RunInterrupted as stopped:
+            stopped.resume = resume_command(self.run_folder)
+            raise
 
     # --- what each subcommand tells at the end ---------------------------------------------------------
     @rank_zero_only
@@ -242,9 +424,11 @@ def quiet_third_party_noise() -> None:
     """Leave out messages about other packages' features and internals that a user cannot act on."""
     for message in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
-    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
-    if not any(isinstance(f, _DropTips) for f in logger.filters):
-        logger.addFilter(_DropTips())
+    for name in ("lightning.pytorch.utilities.rank_zero", "datasets.iterable_dataset",
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in logger.filters):
+            logger.addFilter(_DropTips())
 
 
 def main(args: list[str] | None = None):
@@ -258,6 +442,8 @@ def main(args: list[str] | None = None):
         save_config_callback=ConfigToWandb,
         save_config_kwargs={"overwrite": True},
         auto_configure_optimizers=False,
-        parser_kwargs={"description": DESCRIPTION},
+        # Parse errors come back as exceptions (one line, see usage_error), not as 80 lines of usage.
+        parser_kwargs={"description": DESCRIPTION, "exit_on_error": False,
+                       **{name: {"exit_on_error": False} for name in LightningCLI.subcommands()}},
         args=args,
     )

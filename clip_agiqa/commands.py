@@ -1,57 +1,214 @@
 """The ``clip-agiqa`` console script: LightningCLI's fit/validate/test/predict (``cli.py``) and the commands
-beside it, dispatched on the first argument; the package's own input errors as one short message."""
+beside it, dispatched on the first argument.
+
+It imports nothing heavy itself: the top-level help, a mistyped command and a sub-command's ``--help`` (rendered
+once, then kept in a cache keyed by the installed code) answer without importing torch. The user's mistakes
+(``InputError`` anywhere in an error's chain) and a stopped fit are one line, never a traceback.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import difflib
+import errno
+import hashlib
 import importlib
-import linecache
+import io
 import os
+import shutil
 import sys
+import warnings
+from pathlib import Path
 
-# Commands outside LightningCLI: name -> module with main(argv). Imported only when used, so `score` and
-# `export` start without Lightning.
-COMMANDS = {"export": "clip_agiqa.export", "benchmark": "clip_agiqa.benchmark", "score": "clip_agiqa.scoring",
+from .errors import InputError
+
+# Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
+# imported only when used, so that `score` and `export` start without Lightning).
+TRAINING_COMMANDS = {
+    "fit": "train a model; the run folder (--trainer.default_root_dir) gets config.yaml, metrics.csv, checkpoints/",
+    "validate": "the validation metrics of a checkpoint (--ckpt_path)",
+    "test": "the test metrics, test_predictions.csv and test_scatter.png of a checkpoint (--ckpt_path)",
+    "predict": "score a dataset's images with a checkpoint (--ckpt_path) -> file_name,score,error CSV",
+}
+COMMANDS = {"export": "clip_agiqa.export", "score": "clip_agiqa.scoring", "benchmark": "clip_agiqa.benchmark",
             "compare": "clip_agiqa.compare"}
+OTHER_COMMANDS = {
+    "export": "a checkpoint -> a model folder (model.safetensors + config.json) that loads without pickle",
+    "score": "score image files, folders or CSV lists with a saved model -> CSV",
+    "benchmark": "repeated splits of one config (fit + test each), with mean, median and std",
+    "compare": "several benchmark folders side by side, with their protocols",
+}
+ALL_COMMANDS = {**TRAINING_COMMANDS, **OTHER_COMMANDS}
 TRAINING_CLI = "clip_agiqa.cli"
 DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
+HELP_FLAGS = ("-h", "--help")
+PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+
+
+class UsageError(InputError):
+    """A mistyped command, option or value: one line, exit status 2 (as argparse)."""
+
+    exit_status = 2
+
+
+def top_level_help() -> str:
+    width = max(len(name) for name in ALL_COMMANDS) + 2
+    lines = ["usage: clip-agiqa COMMAND [options]      (clip-agiqa COMMAND --help: the options of COMMAND)", "",
+             "CLIP-AGIQA: train, evaluate and apply a quality model for AI-generated images.", "", "commands:"]
+    lines += [f"  {name:<{width}}{about}" for name, about in ALL_COMMANDS.items()]
+    lines += ["", "fit/validate/test/predict take --config FILE.yaml, --model.*, --data.*, --trainer.* (LightningCLI).",
+              f"{DEBUG_VARIABLE}=1 shows the traceback of an error."]
+    return "\n".join(lines) + "\n"
+
+
+def unknown_command(name: str) -> UsageError:
+    close = difflib.get_close_matches(name, list(ALL_COMMANDS), n=2, cutoff=0.5)
+    hint = f" (did you mean {' or '.join(close)}?)" if close else ""
+    return UsageError(f"unknown command {name!r}{hint}; the commands are {', '.join(ALL_COMMANDS)}")
 
 
 def main(args: list[str] | None = None):
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     argv = sys.argv[1:] if args is None else list(args)
-    if argv and argv[0] in COMMANDS:
+    if not argv or argv[0] in HELP_FLAGS:
+        sys.stdout.write(top_level_help())
+        return None
+    command = argv[0]
+    if not command.startswith("-") and command not in ALL_COMMANDS:
+        raise unknown_command(command)
+    if len(argv) == 2 and argv[1] in HELP_FLAGS:
+        return print_help(command, argv)
+    return dispatch(argv, args)
+
+
+def dispatch(argv: list[str], args: list[str] | None = None):
+    if argv[0] in COMMANDS:
         return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
-    return importlib.import_module(TRAINING_CLI).main(args)
+    return importlib.import_module(TRAINING_CLI).main(argv if args is not None else None)
 
 
-def raised_by_the_package(error: BaseException) -> bool:
-    """True for an error this package raised on purpose (a ``raise`` line in its code): a message for the user."""
+# --- quick help ----------------------------------------------------------------------------------------------
+def help_cache_folder() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(root) / "clip-agiqa" / "help"
+
+
+def help_key(argv: list[str]) -> str:
+    """Changes whenever the help could: the package's files, the libraries that build the parsers, the width."""
+    from importlib import metadata
+
+    stamps = []
+    for path in sorted(Path(PACKAGE_DIR).rglob("*.py")):
+        stat = path.stat()
+        stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
+    versions = []
+    for name in ("lightning", "jsonargparse", "torch", "transformers"):
+        try:
+            versions.append(metadata.version(name))
+        except metadata.PackageNotFoundError:
+            versions.append(None)
+    width = shutil.get_terminal_size().columns
+    return hashlib.sha256(repr((argv, stamps, versions, sys.version, width)).encode()).hexdigest()[:24]
+
+
+def print_help(command: str, argv: list[str]):
+    """``clip-agiqa COMMAND --help`` from the cache; rendered (with the heavy imports) only when the code changed."""
+    cached = help_cache_folder() / f"{command}-{help_key(argv)}.txt"
+    with contextlib.suppress(OSError):
+        sys.stdout.write(cached.read_text())
+        return None
+    printed = io.StringIO()
+    code = 0
+    with contextlib.redirect_stdout(printed):
+        try:
+            dispatch(argv, argv)
+        except SystemExit as done:
+            code = done.code
+    text = printed.getvalue()
+    if code in (0, None) and text:
+        from .files import atomic_write
+
+        with contextlib.suppress(OSError), atomic_write(cached) as handle:
+            handle.write(text)
+    sys.stdout.write(text)
+    if code not in (0, None):
+        raise SystemExit(code)
+    return None
+
+
+# --- errors and warnings as one line -------------------------------------------------------------------------
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def input_error(error: BaseException) -> BaseException | None:
+    """The user's mistake (an ``InputError``) in the error's chain: jsonargparse and Lightning wrap errors raised
+    while building the classes."""
+    found = next((link for link in _chain(error) if isinstance(link, InputError)), None)
+    # TODO(03:30): drop once every user-facing raise is an InputError.
+    return found or next((link for link in _chain(error) if _raised_by_the_package(link)), None)
+
+
+def _raised_by_the_package(error: BaseException) -> bool:
+    """Transitional: a ``raise`` line in this package's code."""
+    import linecache
+
     frame = error.__traceback__
     if frame is None:
         return False
     while frame.tb_next is not None:
         frame = frame.tb_next
     filename = os.path.abspath(frame.tb_frame.f_code.co_filename)
-    line = linecache.getline(filename, frame.tb_lineno).strip()
-    return filename.startswith(os.path.dirname(os.path.abspath(__file__)) + os.sep) and line.startswith("raise ")
+    return filename.startswith(PACKAGE_DIR) and linecache.getline(filename, frame.tb_lineno).strip().startswith("raise ")
 
 
-def input_error(error: BaseException) -> BaseException | None:
-    """The package's own error in the chain (jsonargparse wraps errors raised while building the classes)."""
-    while error is not None:
-        if raised_by_the_package(error):
-            return error
-        error = error.__cause__
-    return None
+def disk_full(error: BaseException) -> OSError | None:
+    return next((link for link in _chain(error) if isinstance(link, OSError) and link.errno == errno.ENOSPC), None)
+
+
+def one_line_warning(message, category, filename, lineno, line=None) -> str:
+    """The package's own warnings as ``clip-agiqa: warning: ...``; others on one line with where they come from."""
+    text = " ".join(str(message).split())
+    if os.path.abspath(filename).startswith(PACKAGE_DIR):
+        return f"clip-agiqa: warning: {text}\n"
+    return f"{category.__name__}: {text} ({filename}:{lineno})\n"
+
+
+def _fail(message: str, status: int) -> None:
+    sys.stderr.write(f"clip-agiqa: {message}\n")
+    sys.exit(status)
 
 
 def console() -> None:
-    """The console script: exit status 0 on success; the package's own input errors as one short message."""
+    """The console script: exit status 0 on success, 1 for an error about the input, 2 for a mistyped command
+    or option, 128 + the signal for a fit stopped by Ctrl-C or SIGTERM; a traceback only for a bug (or with
+    ``CLIP_AGIQA_DEBUG=1``)."""
+    debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    warnings.formatwarning = one_line_warning
     try:
         main()
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        _fail("interrupted", 130)
     except Exception as error:
         cause = input_error(error)
-        if cause is None or os.environ.get(DEBUG_VARIABLE, "") not in ("", "0"):
+        full = disk_full(error) if cause is None else None
+        if (cause is None and full is None) or debug:
             raise
-        sys.stderr.write(f"clip-agiqa: error: {cause}\n({DEBUG_VARIABLE}=1 shows the traceback)\n")
-        sys.exit(1)
+        if full is not None:
+            where = f" writing {full.filename}" if full.filename else ""
+            _fail(f"error: no space left on the device{where}: free some space, then run the command again "
+                  f"(a fit: add --ckpt_path last)", 1)
+        hint = "" if isinstance(cause, UsageError) else f" ({DEBUG_VARIABLE}=1 shows the traceback)"
+        _fail(f"error: {cause}{hint}", getattr(cause, "exit_status", 1))
+    except BaseException as error:
+        runs = sys.modules.get("clip_agiqa.runs")
+        if runs is None or not isinstance(error, runs.RunInterrupted) or debug:
+            raise
+        resume = getattr(error, "resume", "")
+        _fail(f"{error}{'. Resume with: ' + resume if resume else ''}", 128 + error.signum)

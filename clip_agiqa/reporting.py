@@ -5,12 +5,17 @@ At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score)
 gets ``<target>_mos,<target>_score`` columns per target and ``test_scatter_<target>.png`` each. When a
 ``WandbLogger`` is active it also logs the predictions table, and per target a W&B scatter plot and the PNG; at
 the start of training it logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb``
-logs the resolved LightningCLI config to the W&B run.
+logs the resolved LightningCLI config to the W&B run and records the fit's W&B run id in the run folder
+(``wandb_run_id``), so that a later ``test`` or resume logs into that run (``reuse_wandb_run``). ``EpochLines``
+prints one plain line per epoch where a progress bar shows nothing (a job log, a pipe). Every file is written
+whole (``clip_agiqa.files.atomic_write``).
 """
 
 from __future__ import annotations
 
-import csv
+import re
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +26,10 @@ from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image, ImageDraw
 
 from .data.splits import split_summary  # the data side owns its summary
+from .files import atomic_write
+from .safe_csv import safe_writer
 
+WANDB_RUN_FILE = "wandb_run_id"  # in the run folder: the W&B run of its fit
 PREDICTIONS_FILE = "test_predictions.csv"
 SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png (``scatter_file``)
 
@@ -75,8 +83,8 @@ def draw_scatter(mos, score, path: Path, title: str = "", size: int = 480) -> Pa
     draw.text((margin, 10), f"{title}  n={len(mos)}  SRCC={srcc:.4f}  PLCC={plcc:.4f}".strip(), fill="black")
     draw.text((size // 2 - 12, size - 20), "MOS", fill="black")
     draw.text((5, margin - 20), "predicted", fill="black")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    image.save(path)
+    with atomic_write(path, "wb") as handle:
+        image.save(handle, format="PNG")
     return path
 
 
@@ -163,8 +171,8 @@ class TestReport(Callback):
     def write(self, folder: Path, trainer) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         rows = self.table_rows()
-        with open(folder / PREDICTIONS_FILE, "w", newline="") as handle:
-            writer = csv.writer(handle)
+        with atomic_write(folder / PREDICTIONS_FILE, "w", newline="") as handle:
+            writer = safe_writer(handle)  # file names safe to open in a spreadsheet
             writer.writerow(prediction_columns(self.targets))
             writer.writerows([row[0], *(f"{value:.6f}" for value in row[1:])] for row in rows)
         pngs = {}
@@ -195,7 +203,21 @@ class TestReport(Callback):
 
 
 class ConfigToWandb(SaveConfigCallback):
-    """Writes config.yaml as usual and, when a WandbLogger is active, logs the resolved config to the run."""
+    """Writes config.yaml whole (beside it, then renamed) and, when a WandbLogger is active, logs the resolved
+    config to the run and records a fit's run id in the run folder."""
+
+    def setup(self, trainer, pl_module, stage: str) -> None:
+        if self.already_saved:
+            return
+        if self.save_to_log_dir:
+            log_dir = trainer.log_dir  # on every process: it broadcasts the folder
+            if trainer.is_global_zero:
+                with atomic_write(Path(log_dir) / self.config_filename) as handle:
+                    handle.write(self.parser.dump(self.config, skip_none=False))
+        if trainer.is_global_zero:
+            self.save_config(trainer, pl_module, stage)
+            self.already_saved = True
+        self.already_saved = trainer.strategy.broadcast(self.already_saved)
 
     def save_config(self, trainer, pl_module, stage: str) -> None:
         loggers = wandb_loggers(trainer)
@@ -203,16 +225,88 @@ class ConfigToWandb(SaveConfigCallback):
             config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
             for logger in loggers:
                 logger.log_hyperparams({"config": config})
+            if stage == "fit":
+                with atomic_write(Path(trainer.default_root_dir) / WANDB_RUN_FILE) as handle:
+                    handle.write(f"{loggers[0].experiment.id}\n")
+
+
+def _wandb_logger_configs(trainer_config) -> list:
+    loggers = trainer_config.logger
+    loggers = loggers if isinstance(loggers, list) else [loggers]
+    return [logger for logger in loggers if (getattr(logger, "class_path", None) or "").endswith("WandbLogger")]
+
+
+def reuse_wandb_run(trainer_config, run_folder: Path) -> None:
+    """A WandbLogger without an ``id`` logs into the run folder's fit run (``test`` after ``fit``, a resume)."""
+    recorded = Path(run_folder) / WANDB_RUN_FILE
+    configs = [c for c in _wandb_logger_configs(trainer_config)
+               if c.init_args.get("id") is None and c.init_args.get("version") is None]
+    if not configs or not recorded.is_file() or recorded.stat().st_size > 256:
+        return
+    run_id = recorded.read_text(errors="replace").strip()
+    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", run_id):
+        return  # not a W&B run id: a new run, as without the file
+    for config in configs:
+        config.init_args["id"] = run_id
 
 
 def place_wandb_logs(trainer_config) -> None:
     """A WandbLogger without ``save_dir`` writes into the working directory; put it in the run folder."""
-    loggers = trainer_config.logger
-    loggers = loggers if isinstance(loggers, list) else [loggers]
     root = trainer_config.default_root_dir
-    for logger in loggers:
-        class_path = getattr(logger, "class_path", None) or ""
-        if class_path.endswith("WandbLogger") and root:
-            init_args = logger.init_args
-            if init_args.get("save_dir") in (None, ".") and init_args.get("dir") in (None, "."):
-                init_args["save_dir"] = root
+    for logger in _wandb_logger_configs(trainer_config):
+        init_args = logger.init_args
+        if root and init_args.get("save_dir") in (None, ".") and init_args.get("dir") in (None, "."):
+            init_args["save_dir"] = root
+
+
+class EpochLines(Callback):
+    """One plain line per epoch (epoch, step, train loss, the monitored metric and its best), and one every
+    ``interval`` seconds inside a long epoch: what a job log or a pipe shows where a progress bar redraws in place."""
+
+    def __init__(self, interval: float = 300.0, stream=None) -> None:
+        self.interval = interval
+        self.stream = stream
+        self._started = self._last = 0.0
+
+    def _print(self, trainer, text: str) -> None:
+        if trainer.is_global_zero:
+            print(text, file=self.stream or sys.stdout, flush=True)
+
+    @staticmethod
+    def _value(trainer, key: str) -> str:
+        value = trainer.callback_metrics.get(key)
+        return f"{key} {float(value):.4f}" if value is not None else ""
+
+    @staticmethod
+    def _epoch(trainer) -> str:
+        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
+        return f"epoch {trainer.current_epoch}" + (f"/{last}" if last is not None else "")
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._started = self._last = time.monotonic()  # a resume may start inside an epoch
+
+    def on_train_epoch_start(self, trainer, pl_module) -> None:
+        self._started = self._last = time.monotonic()
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+        if time.monotonic() - self._last < self.interval:
+            return
+        self._last = time.monotonic()
+        batches = trainer.num_training_batches
+        of = f"/{batches}" if isinstance(batches, int) else ""
+        self._print(trainer, f"{self._epoch(trainer)}  batch {batch_idx + 1}{of}  step {trainer.global_step}  "
+                             f"{self._value(trainer, 'train/loss')}".rstrip())
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        parts = [self._epoch(trainer), f"step {trainer.global_step}", self._value(trainer, "train/loss")]
+        checkpoint = trainer.checkpoint_callback
+        monitor = getattr(checkpoint, "monitor", None)
+        current = trainer.callback_metrics.get(monitor) if monitor else None
+        if current is not None:
+            # The checkpoint callback may judge this epoch only after this hook: take it into account here.
+            best = getattr(checkpoint, "best_model_score", None)
+            pick = min if getattr(checkpoint, "mode", "max") == "min" else max
+            best = float(current) if best is None or best != best else pick(float(best), float(current))
+            parts.append(f"{monitor} {float(current):.4f} (best {best:.4f})")
+        parts.append(f"{time.monotonic() - self._started:.0f} s")
+        self._print(trainer, "  ".join(part for part in parts if part))

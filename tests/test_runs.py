@@ -5,6 +5,7 @@ import csv
 import pytest
 import yaml
 
+from clip_agiqa.errors import InputError
 from conftest import TINY_MODEL_ARGS, run_cli
 
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
@@ -49,10 +50,12 @@ def test_a_second_fit_into_the_same_folder_is_refused(synthetic_root, tmp_path):
     run_cli(fit_args(synthetic_root, tmp_path))
     best = tmp_path / "checkpoints" / "best.ckpt"
     before = best.read_bytes()
-    with pytest.raises(ValueError, match=r"already holds the checkpoints of another run.*--ckpt_path last"):
+    with pytest.raises(InputError, match=r"already holds the checkpoints of another run.*--ckpt_path last"):
         run_cli(fit_args(synthetic_root, tmp_path))
-    with pytest.raises(ValueError, match="another run"):  # a checkpoint of another run does not resume this one
-        run_cli([*fit_args(synthetic_root, tmp_path), "--ckpt_path", str(tmp_path / "elsewhere.ckpt")])
+    elsewhere = tmp_path / "elsewhere.ckpt"
+    elsewhere.write_bytes(before)
+    with pytest.raises(InputError, match="another run"):  # a checkpoint of another run does not resume this one
+        run_cli([*fit_args(synthetic_root, tmp_path), "--ckpt_path", str(elsewhere)])
     assert best.read_bytes() == before
 
 
