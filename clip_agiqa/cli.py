@@ -47,7 +47,8 @@ from .module import CLIPAGIQA
 from .commands import UsageError, unknown_command
 from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
 from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
-                   check_run_folder_is_free, drop_metric_rows_from, resolve_last_checkpoint, resume_command)
+                   check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
+                   resolve_last_checkpoint, resume_command)
 from .saved import read_checkpoint
 
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
@@ -325,6 +326,8 @@ class AGIQACLI(LightningCLI):
             self.run_lock = RunLock(self.run_folder).acquire()
         if self.subcommand == "fit":
             check_run_folder_is_free(self.checkpoint_folder, config.ckpt_path, self.run_folder)
+            if self.run_lock is not None:
+                remove_unfinished_writes(self.checkpoint_folder)
         # config.yaml describes the fit; test/predict must not replace it with their own arguments.
         self.save_config_kwargs = {**self.save_config_kwargs, "save_to_log_dir": self.subcommand == "fit"}
         place_wandb_logs(config.trainer)

@@ -90,6 +90,16 @@ def resolve_last_checkpoint(checkpoint_folder: Path, run_folder: Path) -> Path:
     return last
 
 
+def remove_unfinished_writes(checkpoint_folder: Path) -> list[Path]:
+    """Temporary checkpoint files a killed process left beside their targets (the folder is locked: no other
+    process is writing them)."""
+    found = sorted(checkpoint_folder.glob(".*.ckpt.*.tmp")) if checkpoint_folder.is_dir() else []
+    for path in found:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    return found
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Checkpoints written beside their target and renamed into place: never a truncated ``best.ckpt``."""
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -79,7 +80,8 @@ class MOSDataModule(L.LightningDataModule):
         reader: turns root into records (``Reader``); subclasses pass theirs.
         target: the target(s) to learn, one of the reader's (default: its first) or a list of them.
         batch_size: training batch size; ``eval_batch_size`` (default: the same) for val/test/predict.
-        num_workers: DataLoader worker processes that decode and transform images.
+        num_workers: DataLoader worker processes that decode and transform images (default: the CPU cores this
+            process may use, at most 8).
         test_size: fraction of samples held out for test.
         val_size: fraction of the remaining samples used for validation (checkpoint selection).
         seed: seed of the split (the same seed gives the same split on any machine).
@@ -114,7 +116,7 @@ class MOSDataModule(L.LightningDataModule):
         target: str | list[str] | None = None,
         batch_size: int = 32,
         eval_batch_size: int | None = None,
-        num_workers: int = 2,
+        num_workers: int | None = None,
         test_size: float = 0.2,
         val_size: float = 0.1,
         seed: int = 0,
@@ -141,7 +143,8 @@ class MOSDataModule(L.LightningDataModule):
         self.target = target if target is not None else (self.reader.targets or ("quality",))[0]
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
-        self.num_workers = num_workers
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        self.num_workers = min(8, cores) if num_workers is None else num_workers
         self.test_size = test_size
         self.val_size = val_size
         self.seed = seed
