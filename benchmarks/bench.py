@@ -361,7 +361,7 @@ def measure_sizes(fit_trainer, model, workdir: Path) -> dict:
     fit_trainer.save_checkpoint(checkpoint)
     from clip_agiqa.export import export_checkpoint
 
-    folder = export_checkpoint(checkpoint, workdir / "export")
+    folder = export_checkpoint(checkpoint, workdir / "export", overwrite=True)  # a reused --workdir
     export_bytes, how = sum(p.stat().st_size for p in folder.iterdir()), "clip_agiqa.export (save_pretrained)"
     trained = sum(p.numel() for p in model.trainable_parameters())
     return {"checkpoint_mb": checkpoint.stat().st_size / 1e6, "export_mb": export_bytes / 1e6, "export_by": how,
