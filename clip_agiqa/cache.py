@@ -488,7 +488,9 @@ class CachedFeatures(Dataset):
     """Cached features: ``features`` (one view, drawn at random per access when there are several), ``mos`` (as
     ``ImageDataset`` gives it: a scalar for one target, one value per target for several), ``prompt``, ``index``,
     ``file_name`` and ``error`` - the batch ``CLIPAGIQA`` reads instead of ``image`` - and, with a prompt table,
-    ``text_features`` (the generation prompt's frozen features).
+    ``text_features`` (the generation prompt's frozen features). ``names=False`` (training) leaves out the
+    per-sample strings (``file_name``, ``prompt``, ``error``), which a training step never reads but Lightning would
+    walk through on every batch.
 
     A loader fetches a whole batch at once (``__getitems__``: tensor indexing, no per-sample Python); give it
     ``collate_fn=dataset.collate_fn``."""
@@ -496,7 +498,7 @@ class CachedFeatures(Dataset):
     in_memory = True  # nothing to decode: loaders need no workers
 
     def __init__(self, records: Sequence[Record], features: torch.Tensor | ShardedFeatures,
-                 targets: list[str] | None = None, prompt_table: PromptTable | None = None):
+                 targets: list[str] | None = None, prompt_table: PromptTable | None = None, names: bool = True):
         if isinstance(features, torch.Tensor):
             if features.dim() != 3:
                 raise ValueError(f"expected features (n_records, views, dim), got {tuple(features.shape)}")
@@ -510,6 +512,7 @@ class CachedFeatures(Dataset):
         self.prompts = [r.prompt or "" for r in self.records]
         self.prompt_table = prompt_table
         self.prompt_rows = prompt_table.rows_of(self.prompts) if prompt_table is not None else None
+        self.names = names
 
     def __len__(self) -> int:
         return len(self.records)
@@ -518,9 +521,10 @@ class CachedFeatures(Dataset):
         rows = torch.as_tensor(indices, dtype=torch.long)
         views = self.features.shape[1]
         view = torch.randint(views, (len(rows),)) if views > 1 else torch.zeros(len(rows), dtype=torch.long)
-        batch = {"features": self.features.gather(rows, view), "mos": self.mos[rows], "index": rows,
-                 "file_name": [self.file_names[i] for i in indices], "prompt": [self.prompts[i] for i in indices],
-                 "error": [""] * len(rows)}
+        batch = {"features": self.features.gather(rows, view), "mos": self.mos[rows], "index": rows}
+        if self.names:
+            batch.update(file_name=[self.file_names[i] for i in indices], prompt=[self.prompts[i] for i in indices],
+                         error=[""] * len(rows))
         if self.prompt_rows is not None:
             batch["text_features"] = self.prompt_table.features[self.prompt_rows[rows]]
         return batch

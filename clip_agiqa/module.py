@@ -205,8 +205,21 @@ class CLIPAGIQA(L.LightningModule):
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         mos = self._targets(batch)
         loss = self._per_sample_loss(self._training_scale_scores(batch), mos).mean()
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(mos))
+        if self._logs_this_step(batch_idx):
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(mos))
         return loss
+
+    def _logs_this_step(self, batch_idx: int) -> bool:
+        """Whether Lightning writes this step's metrics to the loggers (every ``log_every_n_steps``, as its logger
+        connector decides), or the epoch ends (what callbacks and the epoch line read). Logging on the other steps
+        would only cost: a move of Lightning's result collection per call and, with a progress bar, a host sync."""
+        trainer = self._trainer
+        if trainer is None:
+            return True
+        every = trainer.log_every_n_steps
+        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", self.global_step)
+        return (batch_idx + 1 == trainer.num_training_batches or trainer.should_stop
+                or (every > 0 and (stepped + 1) % every == 0))
 
     def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None) -> torch.Tensor:
         mos = self._targets(batch)
