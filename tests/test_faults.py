@@ -85,7 +85,8 @@ def test_sigterm_mid_epoch_saves_last_and_the_resume_redoes_nothing(synthetic_ro
 
 
 def test_a_resume_after_a_later_epoch_forgets_the_rows_after_its_checkpoint(synthetic_root, tmp_path):
-    """kill -9 after epoch 1 finished but before its rows... : rows past last.ckpt's step are replayed, not doubled."""
+    """Killed after epoch 1's rows reached metrics.csv but before its last.ckpt did: the resume replays epoch 1,
+    and its rows are there once."""
     run_cli(fit_args(synthetic_root, tmp_path, epochs=2))
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved_epoch_0 = tmp_path / "epoch0.ckpt"
@@ -94,3 +95,148 @@ def test_a_resume_after_a_later_epoch_forgets_the_rows_after_its_checkpoint(synt
     last.write_bytes(saved_epoch_0.read_bytes())  # as if killed in epoch 1 after its rows were flushed
     run_cli([*fit_args(synthetic_root, tmp_path, epochs=2), "--ckpt_path", "last"])
     assert_each_step_once(tmp_path, epochs=2)
+
+
+def wait_for(path: Path, process: subprocess.Popen, guard: float = 1800) -> None:
+    """Until ``path`` exists (a hang guard, not a speed limit)."""
+    started = time.monotonic()
+    while not path.exists():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() - started < guard, f"{path} never appeared"
+        time.sleep(0.2)
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_a_real_fit_saves_last_says_how_to_resume_and_exits_quietly(synthetic_root, tmp_path):
+    run = tmp_path / "run"
+    exe = Path(sys.executable).with_name("clip-agiqa")
+    fit = subprocess.Popen([str(exe), *fit_args(synthetic_root, run, epochs=1000)], cwd=tmp_path, text=True,
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    wait_for(run / "checkpoints" / "last.ckpt", fit)  # epoch 0 is done: now a user presses Ctrl-C
+    fit.send_signal(signal.SIGINT)
+    out, err = fit.communicate(timeout=1800)
+    assert fit.returncode == 130, err
+    lines = [line for line in err.splitlines() if line.startswith("clip-agiqa:")]
+    assert len(lines) == 1 and "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    assert lines[0].startswith("clip-agiqa: stopped by SIGINT in epoch ")
+    assert lines[0].endswith(f"Resume with: clip-agiqa fit --config {run / 'config.yaml'} --ckpt_path last")
+    epoch, step = checkpoint_step(run / "checkpoints" / "last.ckpt")
+    assert step >= STEPS_PER_EPOCH and f"in epoch {epoch} at step {step};" in lines[0]
+
+    epochs = epoch + 2
+    run_cli(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", "last", "--trainer.max_epochs", str(epochs)])
+    assert_each_step_once(run, epochs)
+
+
+KILL_ON_THIRD_WRITE = """
+import os, signal, sys
+from clip_agiqa import runs
+from clip_agiqa.commands import console
+
+saves = []
+original = runs.AtomicCheckpointIO.save_checkpoint
+
+def save_checkpoint(self, checkpoint, path, storage_options=None):
+    saves.append(path)
+    if len(saves) == 3:  # the third checkpoint write (epoch 1) dies halfway: kill -9, nothing runs after it
+        with runs.atomic_write(path, "wb") as handle:
+            handle.write(b"PK\\x03\\x04" + bytes(4096))
+            handle.flush()
+            os.kill(os.getpid(), signal.SIGKILL)
+    return original(self, checkpoint, path, storage_options)
+
+runs.AtomicCheckpointIO.save_checkpoint = save_checkpoint
+sys.argv = ["clip-agiqa", *sys.argv[1:]]
+console()
+"""
+
+
+@pytest.mark.slow
+def test_kill_during_a_checkpoint_write_leaves_whole_checkpoints_and_the_resume_redoes_nothing(synthetic_root,
+                                                                                             tmp_path):
+    run = tmp_path / "run"
+    killed = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_WRITE, *fit_args(synthetic_root, run, epochs=3)],
+                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    checkpoints = run / "checkpoints"
+    assert checkpoint_step(checkpoints / "last.ckpt") == (0, STEPS_PER_EPOCH)  # the one before: whole
+    checkpoint_step(checkpoints / "best.ckpt")  # loads
+    orphans = list(checkpoints.glob(".*.tmp"))
+    assert len(orphans) == 1 and not list(run.glob(".*.tmp"))  # beside its target only
+
+    run_cli(["fit", "--config", str(run / "config.yaml"), "--ckpt_path", "last"])
+    assert not list(checkpoints.glob(".*.tmp"))  # the resumed run (holding the lock) cleared it
+    assert_each_step_once(run, epochs=3)
+
+
+class FullDisk:
+    """A file whose writes fail with ENOSPC after ``room`` bytes, as on a full disk."""
+
+    def __init__(self, handle, room: int) -> None:
+        self.handle, self.room = handle, room
+
+    def write(self, data) -> int:
+        self.room -= len(data)
+        if self.room < 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return self.handle.write(data)
+
+    def __getattr__(self, name):
+        return getattr(self.handle, name)
+
+
+def test_a_full_disk_during_fit_is_one_line_and_keeps_the_checkpoints_whole(synthetic_root, tmp_path, monkeypatch,
+                                                                            capsys):
+    import contextlib
+
+    from clip_agiqa import commands, runs
+
+    real_atomic_write, saves = runs.atomic_write, []
+
+    @contextlib.contextmanager
+    def filling_disk(path, mode="w", **kwargs):
+        saves.append(path)
+        with real_atomic_write(path, mode, **kwargs) as handle:
+            yield FullDisk(handle, room=1000) if len(saves) >= 3 else handle
+
+    monkeypatch.setattr(runs, "atomic_write", filling_disk)
+    monkeypatch.setattr(sys, "argv", ["clip-agiqa", *fit_args(synthetic_root, tmp_path, epochs=3)])
+    with pytest.raises(SystemExit) as done:
+        commands.console()
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("clip-agiqa:")]
+    assert line.startswith("clip-agiqa: error: no space left on the device")
+    assert checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == (0, STEPS_PER_EPOCH)
+    assert not list(tmp_path.rglob("*.tmp"))  # the unfinished file was removed
+
+
+def test_a_damaged_last_ckpt_is_refused_in_one_line_never_restarted(synthetic_root, tmp_path):
+    run_cli(fit_args(synthetic_root, tmp_path, epochs=1))
+    last = tmp_path / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[: last.stat().st_size // 2])  # cut, as by a full disk elsewhere
+    with pytest.raises(InputError, match=rf"{last} is damaged .*best.ckpt"):
+        run_cli([*fit_args(synthetic_root, tmp_path, epochs=2), "--ckpt_path", "last"])
+
+
+def test_a_second_command_on_a_run_folder_in_use_is_refused(synthetic_root, tmp_path):
+    lock = RunLock(tmp_path).acquire()  # another fit holds the folder
+    try:
+        with pytest.raises(InputError, match=rf"{tmp_path} is in use by another clip-agiqa command \(process "
+                                             rf"{os.getpid()}\)"):
+            run_cli(fit_args(synthetic_root, tmp_path, epochs=1))
+    finally:
+        lock.release()
+    assert not (tmp_path / "checkpoints").exists()
+    run_cli(fit_args(synthetic_root, tmp_path, epochs=1))  # free again once the other ended
+    assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+
+
+def test_checkpoints_are_written_beside_and_renamed(tmp_path, monkeypatch):
+    target = tmp_path / "best.ckpt"
+    AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
+    monkeypatch.setattr(torch, "save", lambda obj, handle: (handle.write(b"PK\x03\x04half"), 1 / 0))
+    with pytest.raises(ZeroDivisionError):
+        AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
+    monkeypatch.undo()
+    assert torch.load(target, weights_only=True) == {"step": 1} and sorted(tmp_path.iterdir()) == [target]

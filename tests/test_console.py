@@ -1,0 +1,149 @@
+"""The command line as people meet it: every mistake one line (no traceback, no usage dump) naming the thing, with
+the valid choices; exit status 1 (input) or 2 (a mistyped command or option); help of every command quickly
+(cached, without torch); the package's warnings as one line."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from clip_agiqa import commands
+from clip_agiqa.commands import ALL_COMMANDS, console, one_line_warning
+from conftest import REPO, TINY_MODEL_ARGS, run_cli
+
+
+def console_run(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
+    """``clip-agiqa ARGS`` in this process: (exit status, stdout, stderr)."""
+    monkeypatch.setattr(sys, "argv", ["clip-agiqa", *args])
+    status = 0
+    try:
+        console()
+    except SystemExit as done:
+        status = done.code if isinstance(done.code, int) else (0 if done.code is None else 1)
+    out, err = capsys.readouterr()
+    return status, out, err
+
+
+def the_error_line(err: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith("clip-agiqa: ")]
+    assert len(lines) == 1 and "Traceback" not in err and "usage:" not in err, err
+    return lines[0]
+
+
+@pytest.mark.parametrize("args, status, expected", [
+    (["fti"], 2, "unknown command 'fti' (did you mean fit?); the commands are fit, validate, test, predict, "
+                 "export, score, benchmark, compare"),
+    (["fit", "--data", "MOSFolder", "--data.rot", "x"], 2, "unknown option --data.rot of MOSFolder (did you mean "
+                                                           "--data.root"),
+    (["fit", "--model.head", "foo"], 2, "--model.head foo: not one of concat, similarity"),
+    (["fit", "--data", "AGIQA3K", "--data.root", ".", "--data.target", "qualty"], 2,
+     "--data.target qualty: not one of quality, align (did you mean quality?)"),
+    (["fit", "--trainer.acelerator", "cpu"], 2, "unknown option --trainer.acelerator (did you mean "
+                                                "--trainer.accelerator"),
+    (["fit", "--data", "MOSFoldr"], 2, "--data MOSFoldr: no such class (nor a config file); choose from "),
+    (["fit", "--trainer.max_epochs", "ten"], 2, "--trainer.max_epochs ten: expected int"),
+    (["fit", "--data", "MOSFolder", "--data.root", ".", "--data.num_workers", "-1"], 1,
+     "--data.num_workers -1: give 0 (load in the main process) or more"),
+    (["predict", "--data", "ImageFolder", "--data.root", "."], 1, "predict needs trained weights: add --ckpt_path"),
+])
+def test_each_mistake_is_one_line_with_the_choices(monkeypatch, capsys, args, status, expected):
+    code, out, err = console_run(monkeypatch, capsys, args)
+    assert code == status
+    assert expected in the_error_line(err)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
+def test_a_gpu_that_is_not_there_is_one_line(monkeypatch, capsys, synthetic_root, tmp_path):
+    code, _, err = console_run(monkeypatch, capsys, ["fit", "--data", "MOSFolder", "--data.root", str(synthetic_root),
+                                                     "--trainer.accelerator", "gpu",
+                                                     "--trainer.default_root_dir", str(tmp_path)])
+    assert code == 1 and "--trainer.accelerator gpu: no CUDA GPU is usable here" in the_error_line(err)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_a_missing_checkpoint_is_one_line(monkeypatch, capsys, synthetic_root, tmp_path):
+    missing = tmp_path / "runs" / "mine" / "checkpoints" / "nope.ckpt"
+    code, _, err = console_run(monkeypatch, capsys, ["test", "--data", "MOSFolder", "--data.root", str(synthetic_root),
+                                                     "--ckpt_path", str(missing)])
+    assert code == 1 and str(missing) in the_error_line(err)
+
+
+def test_resuming_a_run_without_last_ckpt_is_refused(monkeypatch, capsys, synthetic_root, tmp_path):
+    code, _, err = console_run(monkeypatch, capsys, ["fit", *TINY_MODEL_ARGS, "--data", "MOSFolder", "--data.root",
+                                                     str(synthetic_root), "--trainer.default_root_dir", str(tmp_path),
+                                                     "--ckpt_path", "last"])
+    assert code == 1 and f"{tmp_path / 'checkpoints'} holds no last.ckpt" in the_error_line(err)
+
+
+def test_the_top_level_help_names_every_command_with_one_line(monkeypatch, capsys):
+    code, out, _ = console_run(monkeypatch, capsys, ["--help"])
+    assert code == 0
+    listed = [line.split()[0] for line in out.splitlines() if line.startswith("  ")]
+    assert listed == list(ALL_COMMANDS) == ["fit", "validate", "test", "predict", "export", "score", "benchmark",
+                                            "compare"]
+
+
+def test_help_comes_from_the_cache_without_importing_torch(tmp_path):
+    """The second `clip-agiqa fit --help` reads the cached text: it works even where torch cannot be imported."""
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100", "PYTHONWARNINGS": "ignore"}
+    help_of_fit = "from clip_agiqa.commands import main; main(['fit', '--help'])"
+    first = subprocess.run([sys.executable, "-c", help_of_fit], cwd=REPO, env=env, capture_output=True, text=True)
+    assert first.returncode == 0 and "--trainer.max_epochs" in first.stdout, first.stderr[-2000:]
+    no_torch = f"import sys; sys.modules.update(torch=None, lightning=None, transformers=None); {help_of_fit}"
+    second = subprocess.run([sys.executable, "-c", no_torch], cwd=REPO, env=env, capture_output=True, text=True)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert second.stdout == first.stdout
+
+
+def test_the_help_cache_follows_the_code(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    key = commands.help_key(["fit", "--help"])
+    assert commands.help_key(["test", "--help"]) != key
+    source = sorted((REPO / "clip_agiqa").glob("*.py"))[0]
+    stat = source.stat()
+    os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))
+    try:
+        assert commands.help_key(["fit", "--help"]) != key  # a changed file renders the help again
+    finally:
+        os.utime(source, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+@pytest.mark.parametrize("command", ["validate", "export", "score", "benchmark", "compare"])  # fit: above
+def test_every_command_answers_help(command, monkeypatch, capsys, tmp_path):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
+    code, out, _ = console_run(monkeypatch, capsys, [command, "--help"])
+    assert code == 0 and out.startswith("usage:"), out[:300]
+
+
+def test_the_package_warnings_are_one_line():
+    package_file = str(REPO / "clip_agiqa" / "scoring.py")
+    text = one_line_warning(UserWarning("this model does not read prompts:\n  the prompt is ignored"), UserWarning,
+                            package_file, 12, "warnings.warn(...)")
+    assert text == "clip-agiqa: warning: this model does not read prompts: the prompt is ignored\n"
+    other = one_line_warning(DeprecationWarning("old"), DeprecationWarning, "/x/lib/other.py", 3)
+    assert other.count("\n") == 1 and "other.py:3" in other
+
+
+def test_an_input_error_wrapped_by_another_error_is_still_one_line(monkeypatch, capsys):
+    from clip_agiqa.errors import InputError
+
+    def main():
+        try:
+            raise InputError("metadata.csv: row 3: mos is empty")
+        except InputError as error:
+            raise RuntimeError("Problem with given class_path") from error  # as jsonargparse wraps it
+
+    monkeypatch.setattr(commands, "main", main)
+    code, _, err = console_run(monkeypatch, capsys, [])
+    assert code == 1 and the_error_line(err).startswith("clip-agiqa: error: metadata.csv: row 3: mos is empty")
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    def main():
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(commands, "main", main)
+    with pytest.raises(KeyError):
+        console()
