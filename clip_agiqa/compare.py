@@ -7,23 +7,12 @@ the folders tested on other datasets (``benchmark --test_on``), their cross-data
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-from .benchmark import (CROSS_NOTE, RESULTS_FILE, SETTINGS_FILE, cross_matrix, is_cross, mean_std, metric_label,
-                        read_results, summarise)
+from .bench.results import CROSS_NOTE, cross_matrix, is_cross, mean_std, metric_label, read_benchmark, summarise
+from .files import atomic_write
 
 TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
-
-
-def read_benchmark(folder: Path) -> tuple[dict, list[dict]]:
-    """A benchmark folder's protocol (from benchmark.json) and result rows, or a clear error."""
-    if not (folder / RESULTS_FILE).is_file():
-        raise SystemExit(f"{folder}: no {RESULTS_FILE}; give folders written by `clip-agiqa benchmark`")
-    settings = json.loads((folder / SETTINGS_FILE).read_text()) if (folder / SETTINGS_FILE).is_file() else {}
-    about = settings.get("protocol") or {}
-    return {"data": about.get("data", "?"), "split": about.get("split", "?"), "selection": about.get("selection", "?"),
-            "planned": settings.get("splits", "?")}, read_results(folder)
 
 
 def comparison(folders: list[Path]) -> str:
@@ -59,7 +48,7 @@ def main(argv: list[str] | None = None) -> str:
     table = comparison(args.folders)
     print(table, end="", flush=True)
     if args.output is not None:
-        args.output.parent.mkdir(parents=True, exist_ok=True)
-        args.output.write_text(table)
+        with atomic_write(args.output) as handle:
+            handle.write(table)
         print(f"wrote {args.output}", flush=True)
     return table

@@ -1,19 +1,29 @@
-"""The repeated-split benchmark: one row per split, a summary with mean/std/median, resume after a kill."""
+"""The repeated-split benchmark: one row per split, a summary with mean/std/median, resume after a kill, splits in
+parallel (--jobs), each split's fit and tests as processes with their output in the split's log."""
 
 import csv
+import json
+import math
 import os
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
+import torch
 
 import clip_agiqa.benchmark as benchmark
+from clip_agiqa.bench import plan as planning
+from clip_agiqa.bench import results as results_module
+from clip_agiqa.bench import run as runs
+from clip_agiqa.errors import InputError
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
 from experiment_helpers import folder_args
 
 DEMO = str(REPO / "experiments" / "demo.yaml")
+PER_SPLIT_METRICS = ("n_test", "best_epoch", "val_srcc", "srcc", "plcc", "krcc", "rmse", "plcc_logistic")
 
 
 def benchmark_args(data_root, out, splits: int, epochs: int = 1) -> list[str]:
@@ -26,16 +36,27 @@ def results(out) -> list[dict]:
     return list(csv.DictReader(open(out / "results.csv")))
 
 
-def test_benchmark_writes_a_row_per_split_and_a_summary_then_skips_finished_splits(
+def no_split_may_start(monkeypatch, what: str = "a split was started"):
+    def must_not_run(*args, **kwargs):
+        raise AssertionError(what)
+
+    monkeypatch.setattr(runs, "launch", must_not_run)
+
+
+@pytest.mark.slow
+def test_benchmark_runs_each_split_as_processes_then_skips_them_and_jobs_2_gives_the_same_results(
         synthetic_root, tmp_path, capsys, monkeypatch):
     out = tmp_path / "bench"
     run_cli(benchmark_args(synthetic_root, out, splits=2))
     rows = results(out)
     assert [r["seed"] for r in rows] == ["0", "1"]
     assert all(0 < int(r["n_test"]) and -1 <= float(r["srcc"]) <= 1 and r["plcc_logistic"] for r in rows)
+    assert all(-1 <= float(r["val_srcc"]) <= 1 for r in rows)  # read from the val-chosen checkpoint
     splits_0 = list(csv.DictReader(open(out / "split_0" / "checkpoints" / "splits.csv")))
     splits_1 = list(csv.DictReader(open(out / "split_1" / "checkpoints" / "splits.csv")))
     assert [r["split"] for r in splits_0] != [r["split"] for r in splits_1]  # each seed its own split
+    log = (out / "split_0" / "split.log").read_text()
+    assert "clip_agiqa fit " in log and "clip_agiqa test " in log  # each split: a fit process, then a test process
     summary = (out / "summary.md").read_text()
     for label in ("| SRCC |", "| PLCC |", "| KRCC |", "| RMSE |", "| PLCC (4-parameter logistic fit) |",
                   "| metric | mean | std | median |"):
@@ -43,54 +64,98 @@ def test_benchmark_writes_a_row_per_split_and_a_summary_then_skips_finished_spli
     printed = capsys.readouterr().out
     assert "[split 1/2] seed 0: fitting" in printed and "[split 2/2] seed 1: SRCC" in printed
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a finished split was run again")
-
-    monkeypatch.setattr(benchmark, "run_split", must_not_run)
+    no_split_may_start(monkeypatch, "a finished split was run again")
+    (out / "results.csv").unlink()  # killed after the splits' result.json, before results.csv: nothing is redone
     run_cli(benchmark_args(synthetic_root, out, splits=2))
     assert "[split 2/2] seed 1: done earlier, skipped" in capsys.readouterr().out
     assert results(out) == rows
+    monkeypatch.undo()
+
+    parallel = tmp_path / "parallel"
+    run_cli(benchmark_args(synthetic_root, parallel, splits=2) + ["--jobs", "2"])
+    assert "running up to 2 splits at once" in capsys.readouterr().out
+    for one, two in zip(rows, results(parallel)):  # other thread counts: sums in another order
+        assert (one["split"], one["n_test"], one["best_epoch"]) == (two["split"], two["n_test"], two["best_epoch"])
+        torch.testing.assert_close(torch.tensor([float(one[k]) for k in PER_SPLIT_METRICS]),
+                                   torch.tensor([float(two[k]) for k in PER_SPLIT_METRICS]),
+                                   rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
-def test_benchmark_refuses_to_mix_settings_in_one_folder(synthetic_root, tmp_path):
+def test_a_failed_split_is_named_in_one_line_with_its_log(tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
     out = tmp_path / "bench"
-    out.mkdir()
-    (out / benchmark.SETTINGS_FILE).write_text('{"configs": ["other.yaml"]}')
-    with pytest.raises(SystemExit, match="other settings"):
-        run_cli(benchmark_args(synthetic_root, out, splits=1))
+    with pytest.raises(runs.SplitsFailed) as failed:
+        run_cli(benchmark_args(empty, out, splits=2) + ["--jobs", "1"])
+    message = str(failed.value)
+    assert "\n" not in message and f"log: {out / 'split_0' / 'split.log'}" in message
+    assert "1 of 2 split(s) failed: [split 1/2] seed 0: failed (exit status 1: " in message
+    assert "metadata.csv" in message  # the fit's own one-line error, from the end of its log
+    printed = capsys.readouterr().out
+    assert "1 split(s) not started after the failure: [split 2/2] seed 1" in printed
+    assert not (out / "split_1").exists()
+
+
+def test_benchmark_refuses_to_mix_settings_in_one_folder(tmp_path):
+    (tmp_path / results_module.SETTINGS_FILE).write_text('{"configs": ["other.yaml"]}')
+    with pytest.raises(InputError, match="holds a benchmark run with other settings .configs differ"):
+        planning.claim_folder(tmp_path, {"configs": [DEMO], "splits": 2})
+    planning.claim_folder(tmp_path, {"configs": ["other.yaml"], "splits": 3})  # the number of splits may grow
 
 
 @pytest.mark.parametrize("extra, message", [
-    (["--data.split", "paper"], "split 'paper' does not depend on the seed"),
-    (["--data.split", "predefined", "--data.splits_file", "splits.csv"],
-     "split 'predefined' does not depend on the seed"),
-    (["--vary", "fold"], "--vary fold needs the k-fold split"),
-    (["--vary", "fold", "--data.split", "kfold", "--data.folds", "2"],
-     "--splits 3 with --vary fold needs as many folds"),
+    (["--data.split", "paper"], "--splits 3: split 'paper' does not depend on the seed"),
+    (["--report.enabled", "false"], "leave out --report.enabled false"),
+    (["--data.rot", "x"], "the fit's arguments: the CLI refused the arguments: .*data.rot"),
 ])
-def test_benchmark_refuses_splits_that_would_repeat_before_any_fit(synthetic_root, tmp_path, monkeypatch, extra,
-                                                                    message):
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a split was fitted")
-
-    monkeypatch.setattr(benchmark, "run_split", must_not_run)
-    with pytest.raises(SystemExit, match=message.replace("(", r"\(")):
+def test_benchmark_refuses_what_cannot_work_before_any_fit(synthetic_root, tmp_path, monkeypatch, extra, message):
+    no_split_may_start(monkeypatch)
+    with pytest.raises(InputError, match=message):
         run_cli(benchmark_args(synthetic_root, tmp_path / "bench", splits=3) + extra)
     assert not (tmp_path / "bench").exists()
 
 
+@pytest.mark.parametrize("data, vary, message", [
+    ({"split": "predefined"}, "seed", "split 'predefined' does not depend on the seed"),
+    ({"split": "random"}, "fold", "--vary fold needs the k-fold split"),
+    ({"split": "kfold", "folds": 2}, "fold", "--splits 3 with --vary fold needs as many folds"),
+])
+def test_splits_that_would_repeat_are_refused(data, vary, message):
+    args = planning.parse_args(["--config", DEMO, "--splits", "3", "--vary", vary])[0]
+    with pytest.raises(InputError, match=message):
+        planning.check_splits_differ(args, data)
+    planning.check_splits_differ(args, {"split": "kfold", "folds": 3})  # three folds: three splits
+
+
 def test_benchmark_plans_the_data_the_fit_would_get(synthetic_root):
-    data = benchmark.planned_data([DEMO], [*folder_args(synthetic_root), "--data.split", "kfold", "--data.folds", "4"])
-    assert data["class_path"] == "clip_agiqa.MOSFolder"
-    init_args = data["init_args"]
+    printed = planning.printed_configs({"fit": ["fit", "--config", DEMO, *folder_args(synthetic_root),
+                                                "--data.split", "kfold", "--data.folds", "4"]})
+    init_args = printed["fit"]["data"]["init_args"]
+    assert printed["fit"]["data"]["class_path"] == "clip_agiqa.MOSFolder"
     assert (init_args["split"], init_args["folds"], init_args["root"]) == ("kfold", 4, str(synthetic_root))
+
+
+def fake_plan(tmp_path, jobs: int, **trainer) -> planning.Plan:
+    return planning.Plan(configs=[DEMO], fit_args=[], out=tmp_path, splits=[], test_sets=(), jobs=jobs, command="",
+                         configured_split="random", about={}, trainer=trainer)
+
+
+def test_jobs_share_the_cpu_threads_or_get_a_gpu_each(tmp_path, monkeypatch):
+    assert runs.job_environments(fake_plan(tmp_path, 1), 1) == [{}]  # one at a time: this process's environment
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: set(range(8)))
+    monkeypatch.setattr(runs, "_gpus", lambda plan: [])
+    assert runs.job_environments(fake_plan(tmp_path, 2), 2) == [{"OMP_NUM_THREADS": "4", "MKL_NUM_THREADS": "4"}] * 2
+    monkeypatch.setattr(runs, "_gpus", lambda plan: ["0", "1", "2", "3"])
+    assert runs.job_environments(fake_plan(tmp_path, 3), 3) == [{"CUDA_VISIBLE_DEVICES": d} for d in "012"]
+    two_each = runs.job_environments(fake_plan(tmp_path, 4, devices=2), 4)  # DDP fits of 2 GPUs: 2 at once
+    assert two_each == [{"CUDA_VISIBLE_DEVICES": "0,1"}, {"CUDA_VISIBLE_DEVICES": "2,3"}]
 
 
 def test_summary_statistics():
     rows = [{"srcc": "0.5", "plcc": "0.6", "krcc": "0.4", "rmse": "1.0", "plcc_logistic": "0.7"},
             {"srcc": "0.7", "plcc": "0.8", "krcc": "0.5", "rmse": "0.8", "plcc_logistic": "0.75"},
             {"srcc": "0.9", "plcc": "0.7", "krcc": "0.6", "rmse": "0.9", "plcc_logistic": "0.8"}]
-    stats = benchmark.summarise(rows)
+    stats = results_module.summarise(rows)
     assert stats["srcc"]["mean"] == pytest.approx(0.7) and stats["srcc"]["median"] == pytest.approx(0.7)
     assert stats["srcc"]["std"] == pytest.approx(0.2)  # sample std (n-1)
     assert stats["rmse"]["min"] == pytest.approx(0.8) and stats["plcc"]["max"] == pytest.approx(0.8)
@@ -102,13 +167,13 @@ def test_a_last_checkpoint_cut_short_by_a_kill_sets_the_checkpoints_folder_aside
     checkpoints.mkdir()
     (checkpoints / "best.ckpt").write_bytes(b"an earlier best")
     (checkpoints / "last.ckpt").write_bytes(b"PK\x03\x04 cut short")
-    assert benchmark.usable_last_checkpoint(checkpoints) is None
+    assert runs.usable_last_checkpoint(checkpoints) is None
     assert not checkpoints.exists()
     assert sorted(p.name for p in (tmp_path / "checkpoints.damaged").iterdir()) == ["best.ckpt", "last.ckpt"]
     assert "checkpoints/ kept as checkpoints.damaged/, the split starts over" in capsys.readouterr().out
     checkpoints.mkdir()
     (checkpoints / "last.ckpt").write_bytes(b"cut short again")
-    benchmark.usable_last_checkpoint(checkpoints)
+    runs.usable_last_checkpoint(checkpoints)
     assert (tmp_path / "checkpoints.damaged2" / "last.ckpt").is_file()
 
 
@@ -119,14 +184,14 @@ def test_benchmark_resumes_after_being_killed(synthetic_root, tmp_path):
                *benchmark_args(synthetic_root, out, splits=2, epochs=4)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     interrupted = out / "split_1" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 240
+    deadline = time.time() + 1800  # a hang guard only
     while not interrupted.is_file() and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # mid-way through split 2
+    os.killpg(process.pid, signal.SIGKILL)  # mid-way through split 2: the benchmark and its split's processes
     process.wait()
     assert interrupted.is_file() and len(results(out)) == 1
 
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "[split 1/2] seed 0: done earlier, skipped" in resumed.stdout
     # Killed while last.ckpt was being written (rare), the split starts over instead: also correct.
@@ -213,18 +278,15 @@ def test_test_on_data_with_another_number_of_targets_is_refused_before_any_fit(t
     from test_datasets import agiqa1k_root
     from test_splits import agiqa3k_prompted_root
 
-    def must_not_run(*args, **kwargs):
-        raise AssertionError("a split was fitted")
-
-    monkeypatch.setattr(benchmark, "run_split", must_not_run)
+    no_split_may_start(monkeypatch)
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
     (tmp_path / "AGIQA-1K").mkdir()
     args = composed_args(AGIQA3K_PARTS, root, tmp_path / "bench", **{"data.target": "[quality, align]"})
-    with pytest.raises(SystemExit, match=r"agiqa1k\.yaml: its data has 1 target\(s\) \(quality\) but the model learns "
+    with pytest.raises(InputError, match=r"agiqa1k\.yaml: its data has 1 target\(s\) \(quality\) but the model learns "
                                          r"2 \(quality, align\)"):
         run_cli(args + ["--splits", "1", "--test_on", f"{EXPERIMENTS / 'data/agiqa1k.yaml'}:"
                                                        f"{agiqa1k_root(tmp_path / 'AGIQA-1K')}"])
-    with pytest.raises(SystemExit, match="sets no data.root; give it as --test_on .*agiqa1k.yaml:ROOT"):
+    with pytest.raises(InputError, match="sets no data.root; give it as --test_on .*agiqa1k.yaml:ROOT"):
         run_cli(args + ["--splits", "1", "--test_on", str(EXPERIMENTS / "data/agiqa1k.yaml")])
 
 
@@ -232,23 +294,46 @@ def test_splits_from_takes_no_splits_count(tmp_path, capsys):
     with pytest.raises(SystemExit):
         run_cli(["benchmark", "--config", DEMO, "--splits", "3", "--splits_from", str(tmp_path)])
     assert "--splits_from runs one split per path: leave out --splits and --vary" in capsys.readouterr().err
-    with pytest.raises(SystemExit, match="neither a split folder"):
+    with pytest.raises(InputError, match="neither a split folder"):
         run_cli(["benchmark", "--config", DEMO, "--splits_from", str(tmp_path)])
 
 
 def test_several_targets_get_their_own_metrics_and_summary_columns(tmp_path):
-    tested = {f"test/{t}/{k}": v for t, base in (("quality", 0.8), ("align", 0.6))
-              for k, v in zip(benchmark.LOGGED, (base, base + 0.05, base - 0.2, 0.3))}
-    predictions = [(f"n{i}", [float(i), float(i % 3)], [i + 0.1 * (i % 2), (i % 3) + 0.2]) for i in range(8)]
-    row = benchmark.test_metrics(tested, predictions, ["quality", "align"])
-    assert row["quality/srcc"] == 0.8 and row["align/srcc"] == 0.6 and row["srcc"] == pytest.approx(0.7)
-    assert row["quality/plcc_logistic"] == pytest.approx(1.0, abs=0.01)
+    from clip_agiqa.metrics import correlations, logistic_plcc
+
+    predictions = tmp_path / "test_predictions.csv"
+    quality = [(float(i), i + 0.1 * (i % 2)) for i in range(8)]
+    align = [(float(i % 3), (i % 3) + 0.2 * (i % 2) - 0.05 * i) for i in range(8)]
+    with open(predictions, "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "quality_mos", "quality_score", "align_mos", "align_score"])
+        writer.writerows([f"n{i}", *quality[i], *align[i]] for i in range(8))
+    row = results_module.test_metrics(predictions)
+    expected = {t: correlations([s for _, s in pairs], [m for m, _ in pairs])
+                for t, pairs in (("quality", quality), ("align", align))}
+    assert row["n_test"] == 8 and row["quality/srcc"] == pytest.approx(expected["quality"]["srcc"])
+    assert row["align/krcc"] == pytest.approx(expected["align"]["krcc"])
+    assert row["srcc"] == pytest.approx((expected["quality"]["srcc"] + expected["align"]["srcc"]) / 2)
+    assert row["quality/plcc_logistic"] == pytest.approx(logistic_plcc([s for _, s in quality], [m for m, _ in quality]))
+    assert row["align/rmse"] == pytest.approx(math.sqrt(sum((s - m) ** 2 for m, s in align) / 8))
     rows = [{"split": str(k), "seed": str(k), "fold": "", "n_test": "8", "best_epoch": "0", "val_srcc": "0.5",
              "images": "test split", **{key: str(value + k / 100) for key, value in row.items()}} for k in range(2)]
-    benchmark.write_results(tmp_path, rows)
+    results_module.write_results(tmp_path, rows)
     header = next(csv.reader(open(tmp_path / "results.csv")))
     assert header.index("quality/srcc") > header.index("plcc_logistic") and "align/plcc_logistic" in header
-    summary = benchmark.write_summary(tmp_path, rows, "clip-agiqa benchmark", 2).read_text()
-    assert "| quality SRCC | 0.8050 | 0.0071 |" in summary and "| align PLCC (4-parameter logistic fit) |" in summary
+    summary = results_module.write_summary(tmp_path, rows, "clip-agiqa benchmark", 2).read_text()
+    assert f"| quality SRCC | {expected['quality']['srcc'] + 0.005:.4f} | 0.0071 |" in summary
+    assert "| align PLCC (4-parameter logistic fit) |" in summary
     assert "| quality SRCC | quality PLCC (4-parameter logistic fit) | align SRCC |" in summary  # per-split columns
     assert "the overall figures are the mean over targets" in summary
+
+
+def test_one_target_predictions_give_the_overall_metrics(tmp_path):
+    predictions = tmp_path / "test_predictions.csv"
+    predictions.write_text("file_name,mos,score\na.png,1.0,2.0\nb.png,2.0,2.5\nc.png,3.0,2.4\nd.png,4.0,5.0\n")
+    row = results_module.test_metrics(predictions)
+    assert row["n_test"] == 4 and set(row) == {"n_test", "srcc", "plcc", "krcc", "rmse", "plcc_logistic"}
+    assert row["srcc"] == pytest.approx(0.8) and row["rmse"] == pytest.approx(math.sqrt((1 + 0.25 + 0.36 + 1) / 4))
+    predictions.write_text("file_name,mos\na.png,1.0\n")
+    with pytest.raises(InputError, match="not a predictions file"):
+        results_module.test_metrics(predictions)

@@ -5,8 +5,9 @@ import json
 
 import pytest
 
-from clip_agiqa import benchmark
+from clip_agiqa.bench import results
 from clip_agiqa.compare import comparison
+from clip_agiqa.errors import InputError
 from conftest import run_cli
 from test_benchmark import composed_args
 
@@ -29,7 +30,7 @@ def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path
     assert lines[0].startswith("| benchmark | data | split | selected on | splits | SRCC | PLCC | KRCC |")
     assert lines[2].startswith("| paper | agiqa3k_quality | paper | test | 1 of 1 |")
     assert lines[3].startswith("| prompt_disjoint | agiqa3k_quality | prompt | val | 2 of 2 |")
-    srcc = [float(r["srcc"]) for r in benchmark.read_results(honest)]
+    srcc = [float(r["srcc"]) for r in results.read_results(honest)]
     assert f"{sum(srcc) / 2:.4f} ± " in lines[3]
     assert lines[2].endswith("+0.0000 |")
 
@@ -37,12 +38,12 @@ def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path
 def fake_benchmark(folder, data: str, tested: dict[str, list[float]]):
     """A benchmark folder as `clip-agiqa benchmark` writes it: settings and one row per split and tested data."""
     folder.mkdir()
-    (folder / benchmark.SETTINGS_FILE).write_text(json.dumps(
+    (folder / results.SETTINGS_FILE).write_text(json.dumps(
         {"splits": 2, "protocol": {"data": data, "split": "prompt", "selection": "val"}}))
     rows = [{"split": str(k), "seed": str(k), "tested_on": name, "images": "test split" if name == data else "all",
              "srcc": str(values[k]), "plcc_logistic": str(values[k] + 0.01)}
             for name, values in tested.items() for k in range(2)]
-    benchmark.write_results(folder, rows)
+    results.write_results(folder, rows)
 
 
 def test_compare_joins_the_cross_dataset_matrices(tmp_path):
@@ -60,5 +61,5 @@ def test_compare_joins_the_cross_dataset_matrices(tmp_path):
 
 
 def test_compare_refuses_a_folder_without_results(tmp_path):
-    with pytest.raises(SystemExit, match=r"nothing: no results\.csv; give folders written by `clip-agiqa benchmark`"):
+    with pytest.raises(InputError, match=r"nothing: no results\.csv; give folders written by `clip-agiqa benchmark`"):
         run_cli(["compare", str(tmp_path / "nothing")])
