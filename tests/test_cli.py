@@ -97,3 +97,15 @@ def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIP_AGIQA_DEBUG", "1")
     with pytest.raises(FileNotFoundError, match="metadata.csv"):
         console()
+
+
+def test_a_fit_into_a_log_prints_a_line_per_epoch_and_no_progress_bar(synthetic_root, tmp_path, capsys):
+    args = trainer_args(tmp_path, epochs=2)
+    at = args.index("--trainer.enable_progress_bar")
+    del args[at:at + 2]  # left to the CLI
+    cli = run_cli(["fit", *TINY_MODEL_ARGS, *data_args(synthetic_root), *args])  # stdout/stderr: not a terminal
+    assert cli.trainer.progress_bar_callback is None  # it would only redraw in place
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("epoch ")]
+    assert [line.split("  ")[:2] for line in lines] == [["epoch 0/1", "step 4"], ["epoch 1/1", "step 8"]]
+    for line in lines:
+        assert "train/loss " in line and " val/srcc " in line and "(best " in line

@@ -5,6 +5,7 @@ the valid choices; exit status 1 (input) or 2 (a mistyped command or option); he
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -147,3 +148,19 @@ def test_a_bug_keeps_its_traceback(monkeypatch):
     monkeypatch.setattr(commands, "main", main)
     with pytest.raises(KeyError):
         console()
+
+
+LIGHTNING_NOTES = ("Seed set to", "GPU available:", "TPU available:", "`Trainer.fit` stopped:")
+
+
+def test_a_fit_of_the_shipped_demo_prints_no_warning(tmp_path):
+    """As a user runs it (default warning filters), shrunk to 60 pictures and 2 epochs."""
+    exe = Path(sys.executable).with_name("clip-agiqa")
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONWARNINGS"}
+    fit = subprocess.run([str(exe), "fit", "--config", str(REPO / "experiments" / "demo.yaml"), "--data.root",
+                          str(tmp_path / "data"), "--data.num_images", "60", "--trainer.max_epochs", "2",
+                          "--trainer.default_root_dir", str(tmp_path / "run")], cwd=tmp_path, env=env,
+                         capture_output=True, text=True)
+    assert fit.returncode == 0, fit.stderr[-3000:]
+    assert [line for line in fit.stderr.splitlines() if not line.startswith(LIGHTNING_NOTES)] == []
+    assert "best val/srcc" in fit.stdout
