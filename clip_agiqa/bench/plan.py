@@ -263,16 +263,17 @@ def make_plan(argv: list[str] | None) -> Plan:
     args, fit_args = parse_args(argv)
     out = Path(args.out)
     commands = {"the fit's arguments": ["fit", *config_args(args.config), *fit_args]}
-    commands.update({f"--test_on {t.config}": ["test", *t.data_args] for t in args.test_on})
+    named = {test: f"--test_on {test.config}" + (f":{test.root}" if test.root else "") for test in args.test_on}
+    commands.update({name: ["test", *test.data_args] for test, name in named.items()})
     printed = printed_configs(commands)
-    fit = printed.pop("the fit's arguments")
+    fit = printed["the fit's arguments"]
     data = fit["data"]
     check_splits_differ(args, data["init_args"])
     if not (fit.get("report") or {}).get("enabled", True):
         raise InputError("the benchmark reads each test's predictions (the test report): leave out "
                          "--report.enabled false")
-    for test, (_, tested) in zip(args.test_on, printed.items()):
-        check_test_set(test, tested.get("data"), data_targets(data))
+    for test, name in named.items():
+        check_test_set(test, printed[name].get("data"), data_targets(data))
     about = protocol(args, data)
     claim_folder(out, {"configs": args.config, "fit_args": fit_args, "first_seed": args.first_seed,
                        "vary": args.vary, "splits_from": args.splits_from,
