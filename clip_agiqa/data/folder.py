@@ -8,7 +8,8 @@ from pathlib import Path
 from ..errors import InputError
 from .base import MOSDataModule
 from .readers import Reader
-from .records import (MissingFile, Record, column, list_images, parse_names, parse_targets, read_csv_rows,
+from .images import scan_folder, warn_skipped
+from .records import (MissingFile, Record, column, parse_names, parse_stds, parse_targets, read_csv_rows,
                       require_unique, selected_targets, table)
 from .splits import SPLITS
 
@@ -40,9 +41,10 @@ class MOSFolderReader(Reader):
         names = parse_names(column(rows, "file_name"), str(path), "file_name")
         require_unique(names, str(path), [number for number, _ in rows])
         targets = parse_targets(rows, columns, str(path))
+        stds = parse_stds(rows, {name: f"{name}_std" for name in columns}, str(path))  # optional columns
         return [Record(name, root / name, targets[columns[0]][index], prompt=row.get("prompt") or None,
                        targets={name_: values[index] for name_, values in targets.items()},
-                       where=f"{path}, row {number}")
+                       where=f"{path}, row {number}", stds={name_: values[index] for name_, values in stds.items()})
                 for index, (name, (number, row)) in enumerate(zip(names, rows))]
 
 
@@ -55,7 +57,9 @@ class ImageFolderReader(Reader):
     def read(self, root: Path) -> list[Record]:
         if not root.is_dir():
             raise MissingFile(f"image folder {root} not found")
-        return [Record(str(p.relative_to(root)), p, float("nan")) for p in list_images(root)]
+        found, skipped = scan_folder(root)  # every format the loader reads, sorted
+        warn_skipped(root, skipped)  # one warning names what the scan left out
+        return [Record(str(p.relative_to(root)), p, float("nan")) for p in found]
 
 
 class MOSFolder(MOSDataModule):

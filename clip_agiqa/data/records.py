@@ -29,6 +29,7 @@ class Record:
     generator: str | None = None
     targets: dict[str, float] = field(default_factory=dict)
     where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
+    stds: dict[str, float] = field(default_factory=dict)  # the raters' spread per target, where the data gives it
 
 
 class MissingFile(InputError, FileNotFoundError):
@@ -165,6 +166,34 @@ def parse_targets(rows: list[tuple[int, dict]], columns: list[str], source: str)
     return values
 
 
+def parse_stds(rows: list[tuple[int, dict]], columns: dict[str, str], source: str) -> dict[str, list[float]]:
+    """{target: raters' std per row} of the ``columns`` (target -> std column) the table has; an empty cell is NaN
+    (not given), anything else must be a finite number of at least 0 (one error names the bad rows)."""
+    found = {}
+    for target, name in columns.items():
+        if not rows or name not in rows[0][1]:
+            continue
+        values, problems = [], []
+        for row, value in column(rows, name):
+            text = "" if value is None else str(value).strip()
+            number = float("nan") if not text else _float_or_none(text)
+            if number is None or (text and not (math.isfinite(number) and number >= 0)):
+                problems.append(f"row {row} ({value!r})")
+            values.append(number)
+        if problems:
+            raise InputError(f"{source}: {name} must be empty or a finite number of at least 0; "
+                             f"{len(problems)} row(s) are not: {listed(problems)}")
+        found[target] = values
+    return found
+
+
+def _float_or_none(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
 def selected_targets(target, valid: Iterable[str] | None, dataset: str) -> list[str]:
     """``target`` (one name or a list) as a list of names, each once and (when ``valid`` is given) one of
     ``valid``; otherwise an error that names the dataset's valid targets."""
@@ -195,16 +224,6 @@ def check_records(records: list[Record], source: str) -> None:
     if missing:
         raise MissingFile(f"{source}: {len(missing)} of {len(records)} image(s) not found under "
                           f"{records[0].path.parent}, e.g. {first_and_more(missing, 5)}")
-
-
-def list_images(root: Path) -> list[Path]:
-    """Every image file under root, in a stable (sorted) order: every format the loader reads; one warning
-    names what the scan left out (``images.scan_folder``: other files, special files, unreadable folders)."""
-    from .images import scan_folder, warn_skipped  # images imports this module
-
-    found, skipped = scan_folder(root)
-    warn_skipped(root, skipped)
-    return found
 
 
 def find_image_folder(root: Path, names: list[str], layout: str) -> Path:
@@ -263,3 +282,10 @@ def target_tensor(record: Record, targets: list[str] | None) -> torch.Tensor:
     if not targets or len(targets) == 1:
         return torch.tensor(target_value(record, targets[0]) if targets else record.mos, dtype=torch.float32)
     return torch.tensor([target_value(record, name) for name in targets], dtype=torch.float32)
+
+
+def std_tensor(record: Record, targets: list[str] | None) -> torch.Tensor:
+    """The raters' std of the record's MOS, shaped as ``target_tensor``; NaN where the data gives none."""
+    names = targets or ["mos"]
+    values = [record.stds.get(name, float("nan")) for name in names]
+    return torch.tensor(values[0] if len(names) == 1 else values, dtype=torch.float32)
