@@ -22,7 +22,8 @@ from ..text import first_and_more
 from .checks import image_problems
 from .images import BACKGROUND, error_reason, load_rgb
 from .readers import Reader
-from .records import Record, check_records, require_inside_root, selected_targets, target_tensor, target_value
+from .records import (Record, check_records, require_inside_root, selected_targets, std_tensor, target_tensor,
+                      target_value)
 from .splits import SPLITS, assign, split_summary, write_splits
 from .transforms import ImageSettings, ImageTransform
 
@@ -64,6 +65,7 @@ class ImageDataset(Dataset):
         return {
             "image": self.transform(image),
             "mos": target_tensor(record, self.targets),
+            "mos_std": std_tensor(record, self.targets),  # NaN where the data gives no raters' std
             "prompt": record.prompt or "",
             "index": index,
             "file_name": record.file_name,
@@ -168,6 +170,7 @@ class MOSDataModule(L.LightningDataModule):
         self.read_prompts = False  # cached datasets carry the generation prompts' features (use_encoder)
         self._prompt_table = None
         self.records: list[Record] | None = None
+        self.images_checked = False  # check_images passed in this process
         self.assignment: list[str] | None = None
 
     # --- the reader's records -------------------------------------------------------------------------
@@ -217,16 +220,18 @@ class MOSDataModule(L.LightningDataModule):
 
     def check_images(self) -> None:
         """One error that counts and names every labelled image whose header is unreadable, before any training.
-        Unlabelled records (a folder to score) are not pre-checked: predict lists an unreadable one in its CSV."""
+        Unlabelled records (a folder to score) are not pre-checked: predict lists an unreadable one in its CSV.
+        Every way to a dataset passes here (prepare_data, setup, make_dataset); it runs once per process."""
         self.load()
-        if self.skip_bad_images:
-            return  # every image was decoded by load
+        if self.skip_bad_images or self.images_checked:
+            return  # with skip_bad_images every image was decoded by load
         labelled = [r for r in self.records if not math.isnan(r.mos)]
         problems = image_problems(labelled, "header", self.check_folder())
         if problems:
             shown = first_and_more([f"{r.file_name} ({problem})" for r, problem in problems], 5, "; ")
             raise InputError(f"{self.root}: {len(problems)} of {len(labelled)} image(s) cannot be read: {shown}. "
                              "Replace or remove them, or leave them out with --data.skip_bad_images true")
+        self.images_checked = True
 
     # --- shared machinery ----------------------------------------------------------------------------
     def load(self) -> None:
@@ -301,6 +306,7 @@ class MOSDataModule(L.LightningDataModule):
         return [r.prompt for r in self.records]
 
     def make_dataset(self, split: str) -> Dataset:
+        self.check_images()
         records = self.split_records(split)
         if not records:
             raise InputError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")

@@ -133,3 +133,19 @@ def test_a_measured_scale_reads_the_annotations_but_checks_no_image(tmp_path, op
     train = [r.targets["mos"] for r in measured.split_records("train")]
     assert measured.target_scales == {"mos": [min(train), max(train)]}
     assert opened == []
+
+
+def test_an_explicit_loader_without_setup_still_names_a_broken_image_first(tmp_path):
+    root = folder(tmp_path / "d")
+    (root / "img_4.png").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"1 of 8 image\(s\) cannot be read: img_4\.png \(empty file\)"):
+        data(root).dataloader("all")
+
+
+def test_an_explicit_loader_takes_its_rank_and_world_size_as_arguments(tmp_path):
+    """What a caller outside Lightning's fit/test passes instead of setting attributes on the datamodule."""
+    module = data(folder(tmp_path / "d", n=9), batch_size=2)
+    parts = [[name for batch in module.dataloader("all", rank=rank, world_size=2) for name in batch["file_name"]]
+             for rank in range(2)]
+    assert sorted(parts[0] + parts[1]) == sorted(f"img_{i}.png" for i in range(9))  # each once, no padding
+    assert len(parts[0]) == 5 and len(parts[1]) == 4
