@@ -330,8 +330,12 @@ class MOSDataModule(L.LightningDataModule):
 
     def prepare_data(self) -> None:
         """The image check on one process per node (Lightning calls this before ``setup``); it records what
-        passed, so the other ranks' ``setup`` finds every file checked."""
-        self.check_images()
+        passed, so the other ranks' ``setup`` finds every file checked. A problem is not raised here: the other
+        ranks would wait at Lightning's barrier for good; every rank meets it again in ``setup`` and stops."""
+        try:
+            self.check_images()
+        except Exception:  # noqa: BLE001 - raised again, on every rank, by setup
+            pass
 
     def setup(self, stage: str | None = None) -> None:
         self.check_images()

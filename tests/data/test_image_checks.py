@@ -149,3 +149,14 @@ def test_an_explicit_loader_takes_its_rank_and_world_size_as_arguments(tmp_path)
              for rank in range(2)]
     assert sorted(parts[0] + parts[1]) == sorted(f"img_{i}.png" for i in range(9))  # each once, no padding
     assert len(parts[0]) == 5 and len(parts[1]) == 4
+
+
+def test_prepare_data_leaves_a_problem_to_setup_where_every_rank_meets_it(tmp_path):
+    """Raised in prepare_data (local rank 0 alone), it would leave the other ranks waiting at Lightning's barrier."""
+    root = folder(tmp_path / "d")
+    (root / "img_2.png").write_bytes(b"not an image")
+    rank0, rank1 = data(root), data(root)
+    rank0.prepare_data()
+    for rank in (rank0, rank1):
+        with pytest.raises(ValueError, match=r"1 of 8 image\(s\) cannot be read: img_2\.png"):
+            rank.setup("fit")
