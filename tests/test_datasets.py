@@ -282,34 +282,8 @@ def test_real_aigciqa20k_counts():
 
 
 # --- bad input -------------------------------------------------------------------------------------
-def test_missing_images_are_reported_at_once(tmp_path):
-    agiqa3k_root(tmp_path)
-    for name in ("AttnGAN_normal_001.jpg", "AttnGAN_normal_002.jpg", "AttnGAN_normal_003.jpg"):
-        (tmp_path / name).unlink()
-    with pytest.raises(FileNotFoundError, match=r"3 of 12 image\(s\) not found.*AttnGAN_normal_001\.jpg"):
-        AGIQA3K(str(tmp_path)).setup()
-
-
-def truncate(path: Path) -> None:
-    path.write_bytes(path.read_bytes()[:200])
-
-
-def test_unreadable_image_is_named_before_training(tmp_path):
-    agiqa3k_root(tmp_path)
-    truncate(tmp_path / "AttnGAN_normal_004.jpg")
-    with pytest.raises(ValueError, match=r"1 of 12 image\(s\) cannot be read: AttnGAN_normal_004\.jpg"):
-        AGIQA3K(str(tmp_path)).setup()
-
-
-def test_skip_bad_images_warns_once_with_the_count(tmp_path):
-    agiqa3k_root(tmp_path)
-    truncate(tmp_path / "AttnGAN_normal_004.jpg")
-    (tmp_path / "AttnGAN_normal_005.jpg").write_bytes(b"not an image")
-    data = AGIQA3K(str(tmp_path), skip_bad_images=True)
-    with pytest.warns(UserWarning, match=r"left out 2 of 12 unreadable image\(s\)") as caught:
-        data.setup()
-    assert len([w for w in caught if "skip_bad_images" in str(w.message)]) == 1
-    assert len(data.records) == 10
+# Missing and unreadable images, skip_bad_images: the same for every dataset (MOSDataModule), tested once in
+# test_bad_input.py and tests/data/test_image_checks.py.
 
 
 def rewrite_csv(path: Path, edit) -> None:
