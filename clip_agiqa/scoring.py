@@ -154,6 +154,7 @@ class QualityScorer:
         return rows[0] if single else rows
 
     def _as_result(self, scores: list[float]):
+        scores = scores[: len(self.targets)]  # the CSV's std and percentile columns follow the scores
         return scores[0] if len(scores) == 1 else dict(zip(self.targets, scores))
 
     def _prompts(self, prompt, count: int) -> list[str] | None:
@@ -181,7 +182,8 @@ class QualityScorer:
         """(batch, targets) scores on the device; nothing waits for them (no host sync)."""
         with self._autocast():
             features = self.model.encode_images(pixels.to(self.device, non_blocking=True))
-        return self.model.score_features(features, prompts if self.model.use_prompt else None)
+        # Scores, then the model's extra columns (<target>_std, <target>_percentile): see CLIPAGIQAModel.score_table
+        return self.model.score_table(features, prompts if self.model.use_prompt else None)
 
     @torch.no_grad()
     def score_many(self, items: list, prompts: list[str] | None = None) -> list[list[float]]:
@@ -203,7 +205,7 @@ class QualityScorer:
         workers = min(self.num_workers, batches)
         loader = DataLoader(ImageFiles(paths, self.transform), batch_size=self.batch_size, shuffle=False,
                             num_workers=workers, collate_fn=collate_images,
-                            pin_memory=self.device.type == "cuda", prefetch_factor=4 if workers else None)
+                            pin_memory=self.device.type == "cuda")
         pending = None
         for positions, pixels, readable, errors in loader:
             values = None
@@ -228,7 +230,8 @@ class QualityScorer:
         is scored. Returns the finished ``ScoreCSV`` (its ``summary()``) and, with ``collect``, the rows
         scored by this call as ``(name, scores or None)``."""
         with_prompt = prompts is not None if with_prompt is None else with_prompt
-        table = ScoreCSV(output, self.targets, with_prompt, "resume" if resume else "refuse")
+        table = ScoreCSV(output, self.targets, with_prompt, "resume" if resume else "refuse",
+                         extra_columns=self.model.extra_columns())
         collected = []
         try:
             names = [name for name in files if name not in table.done]

@@ -271,3 +271,17 @@ def test_a_folder_scan_names_an_unreadable_sub_folder(tmp_path):
         (tmp_path / "locked").chmod(0o755)
     assert found == [tmp_path / "a.png"]
     assert [(path, why.split(" (")[0]) for path, why in skipped] == [(tmp_path / "locked", "folder cannot be read")]
+
+
+def test_image_bytes_get_the_same_checks_as_files(tmp_path):
+    """A hub dataset's image bytes: the same formats, limits and reasons, the sample named."""
+    Image.new("L", (1, 100_000)).save(tmp_path / "thin.png")
+    with pytest.raises(ImageError, match=r"^cannot read image of sample 7: 1 x 100000 pixels: aspect ratio"):
+        load_rgb(io.BytesIO((tmp_path / "thin.png").read_bytes()), name="of sample 7")
+    for data, why in [(b"", "empty file"), (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 10 10\n", "not an image")]:
+        with pytest.raises(ImageError) as error:
+            load_rgb(io.BytesIO(data), name="of sample 7")
+        assert error.value.reason == why
+    Image.fromarray(COLOURS).save(tmp_path / "ok.png", icc_profile=ADOBE_RGB)
+    assert_pixels(np.asarray(load_rgb(io.BytesIO((tmp_path / "ok.png").read_bytes()))).astype(np.int64),
+                  loaded(tmp_path / "ok.png"), atol=0)

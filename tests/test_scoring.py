@@ -302,3 +302,16 @@ def test_splits_csv_escapes_names_and_reads_them_back(tmp_path):
     assert (tmp_path / "splits.csv").read_text().splitlines()[1:4] == ["'=1+1.png,train", "'-cmd.png,val",
                                                                        "'@a.png,test"]
     assert read_splits(tmp_path / "splits.csv", names) == ["train", "val", "test", "train"]
+
+
+def test_test_predictions_csv_escapes_names(tmp_path):
+    from types import SimpleNamespace
+
+    from clip_agiqa.reporting import PREDICTIONS_FILE, TestReport
+
+    report = TestReport()
+    report.predictions = [("=1+1.png", 1.0, 2.0), ("b.png", 2.0, -1.5), ("@c.png", 3.0, 3.5)]
+    report.write(tmp_path, SimpleNamespace(loggers=[]))
+    rows = list(csv.reader(open(tmp_path / PREDICTIONS_FILE, newline="")))
+    assert [row[0] for row in rows[1:]] == ["'=1+1.png", "b.png", "'@c.png"] and rows[2][2] == "-1.500000"
+    assert [unescape_formula(row[0]) for row in rows[1:]] == ["=1+1.png", "b.png", "@c.png"]

@@ -42,12 +42,7 @@ def decode_image(value, name: str) -> Image.Image:
         raise InputError(f"sample {name}: the image column holds no image ({type(value).__name__})")
     if value.get("bytes") is None:
         return load_rgb(value["path"])
-    try:
-        with Image.open(io.BytesIO(value["bytes"])) as image:
-            image.load()
-            return to_rgb(image)
-    except (OSError, ValueError, SyntaxError) as error:
-        raise InputError(f"cannot read the image of sample {name}: {error}") from error
+    return load_rgb(io.BytesIO(value["bytes"]), name=f"of sample {name}")  # the limits and formats of files
 
 
 class HubImageDataset(ImageDataset):
@@ -85,7 +80,7 @@ class EpochStream:
                 if produced == self.steps:
                     return
             if empty:
-                raise RuntimeError("the training stream of this rank yielded nothing; use fewer processes or "
+                raise InputError("the training stream of this rank yielded nothing; use fewer processes or "
                                    "a dataset with more shards")
             restart += 1
 

@@ -103,10 +103,16 @@ def size_problem(width: int, height: int) -> str | None:
     return None
 
 
-def read_problem(error: Exception, path) -> str:
+def _is_empty(source) -> bool:
+    if isinstance(source, (str, os.PathLike)):
+        return os.path.getsize(source) == 0
+    return source.seek(0, os.SEEK_END) == 0  # an in-memory file (image bytes of a hub dataset)
+
+
+def read_problem(error: Exception, source) -> str:
     """A short reason for a read error (PIL's "cannot identify" message repeats the full path)."""
     if isinstance(error, Image.UnidentifiedImageError):
-        return "empty file" if os.path.getsize(path) == 0 else "not an image"
+        return "empty file" if _is_empty(source) else "not an image"
     if isinstance(error, Image.DecompressionBombError):  # refused by Pillow at open, above twice MAX_PIXELS
         found = re.search(r"\((\d+) pixels\)", str(error))
         return f"{int(found.group(1)):,} pixels exceed the limit {MAX_PIXELS:,}" if found else str(error)
@@ -114,22 +120,25 @@ def read_problem(error: Exception, path) -> str:
 
 
 @contextlib.contextmanager
-def open_image(path):
-    """``Image.open`` of a regular file, its header checked against the limits; pixels not decoded yet.
-    Raises ``ImageError`` (``ImageNotFound``) naming the file and the reason."""
-    problem = file_problem(path)
-    if problem is not None:
-        raise (ImageNotFound if problem == "not found" else ImageError)(path, problem)
+def open_image(source, name: str | None = None):
+    """``Image.open`` of a regular file (or an in-memory binary file, e.g. ``io.BytesIO``), its header checked
+    against the limits; pixels not decoded yet. Raises ``ImageError`` (``ImageNotFound``) naming the file (or
+    ``name``) and the reason."""
+    name = source if name is None else name
+    if isinstance(source, (str, os.PathLike)):
+        problem = file_problem(source)
+        if problem is not None:
+            raise (ImageNotFound if problem == "not found" else ImageError)(name, problem)
     try:
-        with Image.open(path, formats=READABLE_FORMATS) as image:
+        with Image.open(source, formats=READABLE_FORMATS) as image:
             problem = size_problem(*image.size)
             if problem is not None:
-                raise ImageError(path, problem)
+                raise ImageError(name, problem)
             yield image
     except ImageError:
         raise
     except READ_ERRORS as error:
-        raise ImageError(path, read_problem(error, path)) from error
+        raise ImageError(name, read_problem(error, source)) from error
 
 
 def _scaled_to_8bit(image: Image.Image) -> Image.Image:
@@ -181,10 +190,11 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUND + (255,)), image).convert("RGB")
 
 
-def load_rgb(path) -> Image.Image:
-    """Open an image file and return it as displayed (``to_rgb``), or an ``ImageError`` naming the file
-    (``ImageNotFound``, also a ``FileNotFoundError``, when it is not there)."""
-    with open_image(path) as image:
+def load_rgb(source, name: str | None = None) -> Image.Image:
+    """Open an image file (or in-memory binary file, named by ``name`` in errors) and return it as displayed
+    (``to_rgb``), or an ``ImageError`` naming it (``ImageNotFound``, also a ``FileNotFoundError``, when a file
+    is not there)."""
+    with open_image(source, name) as image:
         image.load()  # the first frame of an animated file
         return to_rgb(image)
 
