@@ -86,9 +86,10 @@ class ImageFiles(Dataset):
     def __getitem__(self, position: int):
         try:
             return position, self.transform(load_rgb(self.paths[position])), ""
+        except ValueError as error:  # ImageError among them: the loader's short reason
+            return position, None, error_reason(error)
         except Exception as error:  # a hostile file may make a decoder raise anything: one row, not the run
-            reason = error_reason(error)
-            return position, None, reason if isinstance(error, ValueError) else f"{type(error).__name__}: {reason}"
+            return position, None, f"cannot decode ({type(error).__name__}{f': {error}' if str(error) else ''})"
 
 
 def collate_images(batch):

@@ -315,3 +315,21 @@ def test_test_predictions_csv_escapes_names(tmp_path):
     rows = list(csv.reader(open(tmp_path / PREDICTIONS_FILE, newline="")))
     assert [row[0] for row in rows[1:]] == ["'=1+1.png", "b.png", "'@c.png"] and rows[2][2] == "-1.500000"
     assert [unescape_formula(row[0]) for row in rows[1:]] == ["=1+1.png", "b.png", "@c.png"]
+
+
+def test_a_decoder_raising_anything_costs_one_row(saved_model, image_folder, tmp_path, monkeypatch):
+    from clip_agiqa import scoring
+
+    original = scoring.load_rgb
+
+    def load(path):
+        if path.endswith("img_03.png"):
+            raise IndexError("tile outside the image")  # what a hostile file can make a Pillow plugin raise
+        return original(path)
+
+    monkeypatch.setattr(scoring, "load_rgb", load)
+    with pytest.warns(UserWarning, match=r"1 of 11 image\(s\) have no score"):
+        clip_agiqa.load(saved_model, num_workers=0).score_folder(image_folder, tmp_path / "scores.csv")
+    rows = read_rows(tmp_path / "scores.csv")
+    assert rows[3]["error"] == "cannot decode (IndexError: tile outside the image)" and rows[3]["score"] == ""
+    assert sum(r["error"] == "" for r in rows) == 10
