@@ -20,6 +20,8 @@ from .errors import InputError
 DEFAULT_BACKBONE = "openai/clip-vit-base-patch16"
 DEFAULT_CATEGORIES = ("terrible", "bad", "poor", "average", "good", "perfect")
 HEADS = ("concat", "similarity")
+OUTPUTS = ("score", "distribution")
+MAX_LEVELS = 256
 FROZEN_DTYPES = ("float32", "float16", "bfloat16")
 ATTN_IMPLEMENTATIONS = ("sdpa", "eager")
 # The fixed scale the model trains on (where the paper tuned its recipe): targets are mapped onto it from
@@ -53,6 +55,11 @@ class CLIPAGIQAConfig:
         targets: the names of what it predicts, one output each (e.g. ``[quality, align]``).
         use_prompt: read each image's generation prompt (its frozen text features fused with the image's in
             the head); False is the paper's model.
+        output: ``score`` (one number per target: the paper) or ``distribution`` (per target a distribution over
+            ordered levels spanning the training scale: its mean is the score, its spread the certainty, trained
+            against the raters' distribution where the data gives their std; see ``calibration.py``).
+        levels: how many levels the concat head's distribution has (the similarity head's levels are its
+            categories).
         dropout: dropout of the concat head.
         mos_scale: the (low, high) MOS scale of the data it learns, one per target (or one for all); scores
             come out on it.
@@ -69,6 +76,8 @@ class CLIPAGIQAConfig:
     hidden_dim: int = field(default=512, metadata=ARCHITECTURE_FIELD)
     targets: list[str] = field(default_factory=lambda: ["quality"], metadata=ARCHITECTURE_FIELD)
     use_prompt: bool = field(default=False, metadata=ARCHITECTURE_FIELD)
+    output: str = field(default="score", metadata=ARCHITECTURE_FIELD)
+    levels: int = field(default=21, metadata=ARCHITECTURE_FIELD)
     dropout: float = 0.5
     mos_scale: list[list[float]] = field(default_factory=lambda: [list(TRAINING_SCALE)])
     frozen_dtype: str = "float32"
@@ -86,6 +95,8 @@ class CLIPAGIQAConfig:
             "hidden_dim": _integer("hidden_dim", self.hidden_dim, 1, MAX_HIDDEN_DIM),
             "targets": _words("targets", targets),
             "use_prompt": _boolean("use_prompt", self.use_prompt),
+            "output": _choice("output", self.output, OUTPUTS),
+            "levels": _integer("levels", self.levels, 2, MAX_LEVELS),
             "dropout": _number("dropout", self.dropout),
             "frozen_dtype": _choice("frozen_dtype", self.frozen_dtype, FROZEN_DTYPES),
             "attn_implementation": _choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS),

@@ -47,27 +47,45 @@ class ConcatHead(nn.Module):
     """
 
     def __init__(self, embed_dim: int, n_categories: int, hidden_dim: int = 512, dropout: float = 0.5,
-                 n_outputs: int = 1, prompt_aware: bool = False):
+                 n_outputs: int = 1, prompt_aware: bool = False, levels: int | None = None,
+                 training_scale: tuple[float, float] = TRAINING_SCALE):
         super().__init__()
         self.prompt_aware = prompt_aware
+        self.n_outputs = n_outputs
+        self.distribution = levels is not None  # K logits per target instead of one score
+        if self.distribution:
+            self.register_buffer("levels", torch.linspace(*training_scale, levels), persistent=False)
         inputs = embed_dim * (1 + n_categories) + ((2 * embed_dim + 1) if prompt_aware else 0)
         self.mlp = nn.Sequential(
             nn.Dropout(dropout),
             nn.Linear(inputs, hidden_dim),
             nn.ReLU(),
             nn.Dropout(dropout),
-            nn.Linear(hidden_dim, n_outputs),
+            nn.Linear(hidden_dim, n_outputs * (levels or 1)),
         )
 
-    @full_precision
-    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
-                generation_features: torch.Tensor | None = None) -> torch.Tensor:
+    def _outputs(self, image_features, quality_features, generation_features) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(quality_features, dim=-1).flatten()
         parts = [image, prompts.expand(image.shape[0], -1)]
         if self.prompt_aware:
             parts.append(prompt_fusion(image, F.normalize(generation_features, dim=-1)))
         return self.mlp(torch.cat(parts, dim=1))
+
+    @full_precision
+    def level_logits(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                     generation_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, targets, levels) logits of the distribution over ``levels`` (a distribution head only)."""
+        return self._outputs(image_features, quality_features, generation_features).unflatten(
+            1, (self.n_outputs, len(self.levels)))
+
+    @full_precision
+    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                generation_features: torch.Tensor | None = None) -> torch.Tensor:
+        if self.distribution:
+            logits = self._outputs(image_features, quality_features, generation_features)
+            return logits.unflatten(1, (self.n_outputs, len(self.levels))).softmax(dim=-1) @ self.levels
+        return self._outputs(image_features, quality_features, generation_features)
 
 
 class SimilarityHead(nn.Module):
@@ -77,6 +95,8 @@ class SimilarityHead(nn.Module):
     Each target has its own logit scale and a learned offset per level (zero at the start, so one target is
     exactly the single-target head). Prompt-aware, the cosine between image and generation prompt moves each
     level's logit by a learned slope per target and level (zero at the start)."""
+
+    distribution = True
 
     def __init__(self, n_categories: int, training_scale: tuple[float, float] = TRAINING_SCALE,
                  logit_scale: float = 100.0, n_outputs: int = 1, prompt_aware: bool = False):
@@ -93,8 +113,9 @@ class SimilarityHead(nn.Module):
         self.register_buffer("levels", torch.linspace(low, high, n_categories), persistent=False)
 
     @full_precision
-    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
-                generation_features: torch.Tensor | None = None) -> torch.Tensor:
+    def level_logits(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                     generation_features: torch.Tensor | None = None) -> torch.Tensor:
+        """(batch, targets, levels) logits of the distribution over the ordered ``levels``."""
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(quality_features, dim=-1)
         logits = self.log_scale.exp()[None, :, None] * (image @ prompts.T)[:, None, :]  # (batch, outputs, levels)
@@ -103,14 +124,22 @@ class SimilarityHead(nn.Module):
         if self.prompt_aware:
             alignment = (image * F.normalize(generation_features, dim=-1)).sum(dim=-1)
             logits = logits + alignment[:, None, None] * self.alignment_slope
-        return logits.softmax(dim=-1) @ self.levels
+        return logits
+
+    @full_precision
+    def forward(self, image_features: torch.Tensor, quality_features: torch.Tensor,
+                generation_features: torch.Tensor | None = None) -> torch.Tensor:
+        return self.level_logits(image_features, quality_features, generation_features).softmax(dim=-1) @ self.levels
 
 
 def build_head(name: str, embed_dim: int, n_categories: int, hidden_dim: int, dropout: float,
                training_scale: tuple[float, float] = TRAINING_SCALE, n_outputs: int = 1,
-               prompt_aware: bool = False) -> nn.Module:
+               prompt_aware: bool = False, levels: int | None = None) -> nn.Module:
+    """``levels``: a distribution over that many levels per target (the concat head; the similarity head's levels
+    are its categories)."""
     if name == "concat":
-        return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware)
+        return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware, levels,
+                          training_scale)
     if name == "similarity":
         return SimilarityHead(n_categories, training_scale, n_outputs=n_outputs, prompt_aware=prompt_aware)
     raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

@@ -27,6 +27,7 @@ from torch import nn
 
 from . import __version__
 from .backbone import feature_output, load_backbone, weights_fingerprint
+from .calibration import QUANTILES, check_quantiles, mean_and_std, percentile, quantiles_of
 from .config import TRAINING_SCALE, CLIPAGIQAConfig
 from .errors import InputError
 from .files import atomic_write
@@ -51,7 +52,10 @@ learned prompt context ({{ n_ctx }} vectors, categories {{ categories | join(", 
 (CLIP-AGIQA, Tang et al., ICPR 2024).
 
 - Outputs (MOS, higher is better): {{ scales }}.
-- Reads the generation prompt: {{ "yes (pass prompt=...)" if use_prompt else "no" }}.
+{% if distribution %}- Each score comes with a standard deviation ({{ std_columns }} in `clip-agiqa score`'s CSV; \\
+calibrated on the validation split, scale {{ std_scale }}): the central 90% interval is score +- 1.645 std.
+{% endif %}{% for line in percentiles %}- {{ line }}
+{% endfor %}- Reads the generation prompt: {{ "yes (pass prompt=...)" if use_prompt else "no" }}.
 - Backbone weights fingerprint: `{{ backbone_fingerprint }}` (checked on load).
 {% for label, value in about %}- {{ label }}: {{ value }}
 {% endfor %}{% if metrics %}
@@ -97,10 +101,16 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         self.prompt_learner = PromptLearner(self.clip, self.tokenizer, config.categories, config.n_ctx,
                                             config.ctx_init, config.class_specific_ctx)
         self.clip.to(DTYPES[config.frozen_dtype])
+        distribution = config.output == "distribution"
         self.head = build_head(config.head, self.clip.config.projection_dim, len(config.categories),
                                config.hidden_dim, config.dropout, TRAINING_SCALE, n_outputs=len(config.targets),
-                               prompt_aware=config.use_prompt)
+                               prompt_aware=config.use_prompt, levels=config.levels if distribution else None)
         self.register_buffer("mos_scale", torch.tensor(config.mos_scale, dtype=torch.float64))
+        # The training MOS distribution per target (calibration.QUANTILES quantiles; all equal: not recorded), what
+        # a score's percentile is read from; set when a fit starts.
+        self.register_buffer("mos_quantiles", torch.zeros(len(config.targets), QUANTILES))
+        if distribution:  # predicted stds are multiplied by it: fitted on the validation split
+            self.register_buffer("std_scale", torch.ones(len(config.targets)))
         self.training_info: dict = {}  # what it learned from (data, split, metrics): goes into the model card
         self._prompt_memo: tuple | None = None
         self._text_features: dict[str, torch.Tensor] = {}  # generation prompt -> frozen text features (CPU, fp32)
@@ -113,6 +123,15 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
     @property
     def use_prompt(self) -> bool:
         return self.config.use_prompt
+
+    @property
+    def gives_distribution(self) -> bool:
+        return self.config.output == "distribution"
+
+    @property
+    def knows_percentiles(self) -> bool:
+        """Whether the training MOS quantiles were recorded (a model saved before they were is not)."""
+        return bool((self.mos_quantiles[:, -1] > self.mos_quantiles[:, 0]).all())
 
     @property
     def arguments(self) -> dict:
@@ -206,10 +225,60 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         """Scores on ``TRAINING_SCALE``, (batch, targets) (what the loss compares with ``to_training_scale``).
         A prompt-aware model reads ``text_features`` (the generation prompts' frozen features, e.g. cached) when
         given, else encodes ``prompts``."""
-        text = None
-        if self.use_prompt:
-            text = text_features if text_features is not None else self.prompt_text_features(prompts)
-        return self.head(image_features, self.quality_prompt_features(), text)
+        return self.head(image_features, self.quality_prompt_features(), self._generation(prompts, text_features))
+
+    def _generation(self, prompts, text_features):
+        if not self.use_prompt:
+            return None
+        return text_features if text_features is not None else self.prompt_text_features(prompts)
+
+    def training_scale_log_probs(self, image_features: torch.Tensor, prompts=None,
+                                 text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Log-probabilities of the distribution over the head's ``levels`` (on the training scale), (batch, targets,
+        levels): a model with ``output: distribution`` only. Its mean is ``training_scale_scores``."""
+        if not self.gives_distribution:
+            raise InputError("this model predicts one score per target (output: score), not a distribution")
+        logits = self.head.level_logits(image_features, self.quality_prompt_features(),
+                                        self._generation(prompts, text_features))
+        return logits.float().log_softmax(dim=-1)
+
+    def mos_levels(self) -> torch.Tensor:
+        """The levels of the distribution on each target's MOS scale: (targets, levels)."""
+        return self.to_mos(self.head.levels.float()[:, None].expand(-1, len(self.targets))).T
+
+    def distribution_of_features(self, image_features: torch.Tensor, prompts=None,
+                                 text_features: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """``mean`` (the score) and ``std`` (calibrated: times ``std_scale``) on the MOS scale, (batch, targets);
+        ``probs`` (batch, targets, levels) over ``levels`` (targets, levels, on the MOS scale)."""
+        probs = self.training_scale_log_probs(image_features, prompts, text_features).exp()
+        mean, spread = mean_and_std(probs, self.head.levels.float())
+        low, high = self.mos_scale[:, 0].float(), self.mos_scale[:, 1].float()
+        unit = (high - low) / (TRAINING_SCALE[1] - TRAINING_SCALE[0])
+        return {"mean": self.to_mos(mean), "std": spread * self.std_scale * unit, "probs": probs,
+                "levels": self.mos_levels()}
+
+    def predict_distribution(self, pixel_values: torch.Tensor, prompts=None) -> dict[str, torch.Tensor]:
+        """The score distribution of a batch of normalised images: see ``distribution_of_features``."""
+        return self.distribution_of_features(self.encode_images(pixel_values), prompts)
+
+    def extra_columns(self) -> list[str]:
+        """What ``score_table`` gives after the scores: ``<target>_std`` (a distribution model), then
+        ``<target>_percentile`` (when the training MOS distribution was recorded)."""
+        columns = [f"{t}_std" for t in self.targets] if self.gives_distribution else []
+        return columns + ([f"{t}_percentile" for t in self.targets] if self.knows_percentiles else [])
+
+    def score_table(self, image_features: torch.Tensor, prompts=None,
+                    text_features: torch.Tensor | None = None) -> torch.Tensor:
+        """Scores (batch, targets), then the ``extra_columns``: what ``clip-agiqa score`` and ``predict`` write."""
+        if self.gives_distribution:
+            described = self.distribution_of_features(image_features, prompts, text_features)
+            scores, parts = described["mean"], [described["mean"], described["std"]]
+        else:
+            scores = self.to_mos(self.training_scale_scores(image_features, prompts, text_features))
+            parts = [scores]
+        if self.knows_percentiles:
+            parts.append(percentile(scores, self.mos_quantiles))
+        return torch.cat(parts, dim=1)
 
     def to_training_scale(self, mos: torch.Tensor) -> torch.Tensor:
         """MOS (batch, targets) on the data's scales -> the training scale."""
@@ -225,9 +294,12 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         """Predicted MOS (on ``mos_scale``) of precomputed image features: (batch, targets)."""
         return self.to_mos(self.training_scale_scores(image_features, prompts))
 
-    def forward(self, pixel_values: torch.Tensor, prompts=None) -> torch.Tensor:
+    def forward(self, pixel_values: torch.Tensor, prompts=None, return_distribution: bool = False):
         """Predicted MOS (on ``mos_scale``) of a batch of normalised images (and their generation prompts when
-        ``use_prompt``): (batch,) for one target, (batch, targets) for several."""
+        ``use_prompt``): (batch,) for one target, (batch, targets) for several. ``return_distribution``: the dict
+        of ``predict_distribution`` instead (a model with ``output: distribution``)."""
+        if return_distribution:
+            return self.predict_distribution(pixel_values, prompts)
         scores = self.score_features(self.encode_images(pixel_values), prompts)
         return scores.squeeze(-1) if len(self.targets) == 1 else scores
 
@@ -243,6 +315,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         if keep_scale:
             expected.pop("mos_scale")
             state = {k: v for k, v in state.items() if k != "mos_scale"}
+        if "mos_quantiles" not in state:  # saved before models kept them: no percentiles
+            state = {**state, "mos_quantiles": expected["mos_quantiles"]}
         check_tensors(state, source)
         missing = sorted(set(expected) - set(state))
         unexpected = sorted(set(state) - set(expected))
@@ -254,7 +328,12 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         wrong_dtype = [f"{k} {state[k].dtype} vs {v.dtype}" for k, v in expected.items() if state[k].dtype != v.dtype]
         if wrong_dtype:
             raise InputError(f"{source}: tensors of another dtype than this model's (never cast): {wrong_dtype[:5]}")
+        check_quantiles(state["mos_quantiles"], source)
         self.load_state_dict(state, strict=False)
+
+    def record_training_mos(self, mos: torch.Tensor) -> None:
+        """Keep the quantiles of the training split's MOS (samples, targets) for percentiles."""
+        self.mos_quantiles.copy_(quantiles_of(mos.reshape(len(mos), -1)).to(self.mos_quantiles))
 
     def check_fingerprint(self, saved: str | None, source: str) -> None:
         if saved is not None and saved != self.backbone_fingerprint:
@@ -287,8 +366,17 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                                                           ("split", "Split")) if training.get(key) is not None]
         metrics = sorted((k, v) for k, v in training.items()
                          if k.startswith(("val/", "test/")) and isinstance(v, (int, float)))
+        percentiles = []
+        if self.knows_percentiles:
+            for name, row in zip(self.targets, self.mos_quantiles.tolist()):
+                marks = ", ".join(f"{p}% {row[round(p / 100 * (len(row) - 1))]:.3g}" for p in (10, 25, 50, 75, 90))
+                percentiles.append(f"Training MOS of {name} at percentiles {marks} (`score` writes "
+                                   f"`{name}_percentile`: the share of training images with a lower MOS)")
+        std_scale = ", ".join(f"{v:.3g}" for v in self.std_scale.tolist()) if self.gives_distribution else ""
         return {**self.config.to_dict(), "scales": scales, "backbone_fingerprint": self.backbone_fingerprint,
-                "about": about, "metrics": metrics}
+                "about": about, "metrics": metrics, "distribution": self.gives_distribution,
+                "std_scale": std_scale, "percentiles": percentiles,
+                "std_columns": ", ".join(f"`{t}_std`" for t in self.targets)}
 
     def generate_model_card(self, *args, **kwargs):
         return super().generate_model_card(*args, **{**self.card_values(), **kwargs})

@@ -11,9 +11,11 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from lightning.pytorch import Callback
-from torchmetrics import MeanMetric
+from torchmetrics import CatMetric, MeanMetric
 
-from .config import ARCHITECTURE, FIELDS, CLIPAGIQAConfig, same_value
+from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
+from .calibration_metrics import CalibrationMetrics, ReliabilityReport
+from .config import ARCHITECTURE, FIELDS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
 from .errors import InputError
 from .metrics import as_metric_input, quality_metrics
 from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX, CLIPAGIQAModel
@@ -76,6 +78,8 @@ class ModelToData(Callback):
                                                                               else None)
         if trainer.is_global_zero and directory and hasattr(datamodule, "save_splits"):
             datamodule.save_splits(Path(directory))
+        if hasattr(datamodule, "split_records"):  # the training MOS distribution, for percentiles
+            pl_module.record_training_mos(datamodule)
 
 
 class CLIPAGIQA(L.LightningModule):
@@ -88,6 +92,10 @@ class CLIPAGIQA(L.LightningModule):
         dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``.
         targets, use_prompt: what the model predicts (one output each) and whether it reads each image's
             generation prompt; left out, from ``init_from``, else ``[quality]`` and False (the paper).
+        output, levels: ``score`` (the paper) or ``distribution`` over ``levels`` ordered levels per target (see
+            ``CLIPAGIQAModel``); a distribution is trained against the raters' distribution (a Gaussian of MOS and
+            their std, discretised on the levels: KL divergence) where the data gives their std, else with
+            ``loss`` on its mean; its std scale is fitted on each validation pass.
         mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
             training, scores back.
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
@@ -112,6 +120,8 @@ class CLIPAGIQA(L.LightningModule):
         hidden_dim: int | None = None,
         targets: list[str] | None = None,
         use_prompt: bool | None = None,
+        output: Literal["score", "distribution"] | None = None,
+        levels: int | None = None,
         dropout: float = 0.5,
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,
@@ -153,6 +163,11 @@ class CLIPAGIQA(L.LightningModule):
         self.val_metrics = self._target_metrics("val/")
         self.test_metrics = self._target_metrics("test/")
         self.val_loss = MeanMetric()
+        if self.model.gives_distribution:
+            targets = self.model.targets
+            self.val_abs_z = torch.nn.ModuleList([CatMetric() for _ in targets])  # errors in predicted stds
+            self.test_calibration = torch.nn.ModuleList([
+                CalibrationMetrics("test/" if len(targets) == 1 else f"test/{t}/") for t in targets])
 
     def _target_metrics(self, prefix: str) -> torch.nn.ModuleList:
         """One metric collection per target: ``val/srcc`` ... for one target, ``val/<target>/srcc`` for several."""
@@ -176,7 +191,18 @@ class CLIPAGIQA(L.LightningModule):
         return self.model(pixel_values, prompts)
 
     def configure_callbacks(self) -> list[Callback]:
-        return [ModelToData()]
+        return [ModelToData(), *([ReliabilityReport()] if self.model.gives_distribution else [])]
+
+    def record_training_mos(self, datamodule) -> None:
+        """The training split's MOS quantiles per target go into the model (what ``score``'s percentiles read)."""
+        from .data.records import target_tensor
+
+        records = datamodule.split_records("train")
+        if records:
+            targets = self.model.targets
+            names = getattr(datamodule, "targets", None) or targets
+            mos = torch.stack([target_tensor(r, list(names)) for r in records])
+            self.model.record_training_mos(mos.reshape(len(records), -1))
 
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)
@@ -188,23 +214,43 @@ class CLIPAGIQA(L.LightningModule):
     # --- steps ---------------------------------------------------------------------------------------
     def _training_scale_scores(self, batch: dict) -> torch.Tensor:
         """(batch, targets) scores on the training scale, from pixels or cached features."""
+        return self._training_scale_outputs(batch)[0]
+
+    def _training_scale_outputs(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(batch, targets) scores on the training scale and, for a distribution model, the log-probabilities of
+        its levels (batch, targets, levels); else None."""
         features = batch["features"] if "features" in batch else self.model.encode_images(batch["image"])
-        return self.model.training_scale_scores(features, batch.get("prompt"), batch.get("text_features"))
+        if not self.model.gives_distribution:
+            return self.model.training_scale_scores(features, batch.get("prompt"), batch.get("text_features")), None
+        log_probs = self.model.training_scale_log_probs(features, batch.get("prompt"), batch.get("text_features"))
+        return log_probs.exp() @ self.model.head.levels.float(), log_probs
 
     @staticmethod
     def _targets(batch: dict) -> torch.Tensor:
         mos = batch["mos"]
         return mos.reshape(len(mos), -1)  # (batch,) for one target, (batch, targets) for several
 
-    def _per_sample_loss(self, scores: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-        """Per sample, summed over targets, on the training scale."""
+    def _per_sample_loss(self, scores: torch.Tensor, mos: torch.Tensor, log_probs: torch.Tensor | None = None,
+                         mos_std: torch.Tensor | None = None) -> torch.Tensor:
+        """Per sample, summed over targets, on the training scale. A distribution (``log_probs``) is compared with
+        the raters' distribution (KL divergence) where ``mos_std`` is finite, its mean with ``loss`` elsewhere."""
         target = self.model.to_training_scale(mos)
         loss = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
-        return loss(scores, target, reduction="none").sum(dim=-1)
+        per_target = loss(scores, target, reduction="none")
+        if log_probs is not None and mos_std is not None:
+            std = self._training_scale_std(mos_std.reshape(target.shape))
+            raters = soft_labels(target, std.nan_to_num(1.0), self.model.head.levels.float())
+            per_target = torch.where(torch.isfinite(std), kl_to(raters, log_probs), per_target)
+        return per_target.sum(dim=-1)
+
+    def _training_scale_std(self, mos_std: torch.Tensor) -> torch.Tensor:
+        low, high = self.model.mos_scale[:, 0].float(), self.model.mos_scale[:, 1].float()
+        return mos_std.float() * ((TRAINING_SCALE[1] - TRAINING_SCALE[0]) / (high - low))
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         mos = self._targets(batch)
-        loss = self._per_sample_loss(self._training_scale_scores(batch), mos).mean()
+        scores, log_probs = self._training_scale_outputs(batch)
+        loss = self._per_sample_loss(scores, mos, log_probs, batch.get("mos_std")).mean()
         if self._logs_this_step(batch_idx):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(mos))
         return loss
@@ -221,15 +267,35 @@ class CLIPAGIQA(L.LightningModule):
         return (batch_idx + 1 == trainer.num_training_batches or trainer.should_stop
                 or (every > 0 and (stepped + 1) % every == 0))
 
-    def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None) -> torch.Tensor:
+    def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None,
+                  calibration: torch.nn.ModuleList | None = None) -> dict:
+        """Updates the metrics; returns ``score`` (and a distribution model's calibrated ``std``) on the MOS scale."""
         mos = self._targets(batch)
-        scores = self._training_scale_scores(batch)
+        scores, log_probs = self._training_scale_outputs(batch)
         prediction = self.model.to_mos(scores)
         for index, collection in enumerate(metrics):
             collection.update(as_metric_input(prediction[:, index]), as_metric_input(mos[:, index]))
+        mos_std = batch.get("mos_std")
         if loss_metric is not None:  # every sample weighs the same, however the set is batched or sharded
-            loss_metric.update(self._per_sample_loss(scores, mos).float())
-        return prediction.squeeze(-1) if prediction.shape[1] == 1 else prediction
+            loss_metric.update(self._per_sample_loss(scores, mos, log_probs, mos_std).float())
+        squeeze = (lambda x: x.squeeze(-1)) if prediction.shape[1] == 1 else (lambda x: x)
+        if log_probs is None:
+            return {"score": squeeze(prediction)}
+        probs = log_probs.exp()
+        _, spread = mean_and_std(probs, self.model.head.levels.float())  # raw, on the training scale
+        if calibration is None:  # validation: the standardised errors the std scale is fitted to
+            abs_z = (self.model.to_training_scale(mos) - scores).abs() / spread.clamp_min(1e-6)
+            for index, metric in enumerate(self.val_abs_z):
+                metric.update(abs_z[:, index].float())
+        unit = self.model.to_mos(torch.ones_like(scores)) - self.model.to_mos(torch.zeros_like(scores))
+        std = spread * self.model.std_scale * unit
+        if calibration is not None:
+            levels = self.model.mos_levels()
+            rater_std = mos_std.reshape(mos.shape) if mos_std is not None else None
+            for index, metrics_of_target in enumerate(calibration):
+                metrics_of_target.update(mos[:, index], prediction[:, index], std[:, index], probs[:, index],
+                                         levels[index], None if rater_std is None else rater_std[:, index])
+        return {"score": squeeze(prediction), "std": squeeze(std)}
 
     def _log_metrics(self, metrics, prefix: str, loss_metric: MeanMetric | None = None) -> None:
         values = {}
@@ -248,16 +314,32 @@ class CLIPAGIQA(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val/", self.val_loss)
+        if self.model.gives_distribution:  # calibrated on this pass: the checkpoint of this epoch keeps it
+            scales = []
+            for metric in self.val_abs_z:
+                scales.append(fitted_std_scale(metric.compute().reshape(-1)) if metric.update_count else
+                              torch.ones((), device=self.device))
+                metric.reset()
+            self.model.std_scale.copy_(torch.stack(scales).to(self.model.std_scale))
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
-        # The scores go to callbacks (the test report's scatter plot and predictions table).
-        return {"score": self._evaluate(batch, self.test_metrics).detach()}
+        # The scores (and stds) go to callbacks (the test report's scatter plot, predictions, reliability plot).
+        outputs = self._evaluate(batch, self.test_metrics, calibration=getattr(self, "test_calibration", None))
+        return {key: value.detach() for key, value in outputs.items()}
 
     def on_test_epoch_end(self) -> None:
         self._log_metrics(self.test_metrics, "test/")
+        if self.model.gives_distribution:
+            values = {}
+            for metrics_of_target in self.test_calibration:
+                values.update(metrics_of_target.compute())
+                metrics_of_target.reset()
+            self.log_dict(values)
 
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        scores = self.model.to_mos(self._training_scale_scores(batch)).float().cpu()
+        # scores, then the model's extra columns (<target>_std, <target>_percentile): one row of the CSV per image
+        features = batch["features"] if "features" in batch else self.model.encode_images(batch["image"])
+        scores = self.model.score_table(features, batch.get("prompt"), batch.get("text_features")).float().cpu()
         return {"index": batch["index"], "file_name": batch["file_name"],
                 "score": scores.squeeze(-1) if scores.shape[1] == 1 else scores,
                 "error": batch.get("error", [""] * len(batch["file_name"]))}

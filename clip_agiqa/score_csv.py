@@ -54,11 +54,13 @@ class ScoreCSV:
     """
 
     def __init__(self, path, targets: list[str] | None, with_prompt: bool,
-                 partial: Literal["refuse", "resume", "replace"] = "refuse"):
+                 partial: Literal["refuse", "resume", "replace"] = "refuse", extra_columns: list[str] = ()):
         self.path = check_output(path)
         self.partial = partial_path(self.path)
         self.with_prompt = with_prompt
-        self.columns = ["file_name", *(["prompt"] if with_prompt else []), *score_columns(targets), "error"]
+        # extra_columns (a model's <target>_std, <target>_percentile) follow the scores, written like them
+        self.columns = ["file_name", *(["prompt"] if with_prompt else []), *score_columns(targets), *extra_columns,
+                        "error"]
         self.done: set[str] = set()
         self.rows = self.unreadable = 0
         self.unreadable_names: list[str] = []

@@ -11,10 +11,11 @@ from typing import Literal
 
 from .base import MOSDataModule
 from .readers import Reader
-from .records import (MissingFile, Record, column, find_image_folder, generator_of, parse_names, parse_targets,
-                      read_csv_rows, require_unique, table)
+from .records import (MissingFile, Record, column, find_image_folder, generator_of, parse_names, parse_stds,
+                      parse_targets, read_csv_rows, require_unique, table)
 
 TARGET_COLUMNS = {"quality": "mos_quality", "align": "mos_align"}
+STD_COLUMNS = {"quality": "std_quality", "align": "std_align"}  # the raters' spread (read when present)
 Target = Literal["quality", "align"]
 LAYOUT = "AGIQA-3K as downloaded: data.csv (name,prompt,...,mos_quality,...,mos_align,...) and the images beside it"
 
@@ -35,12 +36,14 @@ class AGIQA3KReader(Reader):
         names = parse_names(column(rows, "name"), str(path), "name")
         require_unique(names, str(path), [number for number, _ in rows])
         by_column = parse_targets(rows, list(TARGET_COLUMNS.values()), str(path))
+        stds = parse_stds(rows, STD_COLUMNS, str(path))
         folder = find_image_folder(root, names, LAYOUT)
         records = []
         for index, (name, (number, row)) in enumerate(zip(names, rows)):
             values = {key: by_column[file_column][index] for key, file_column in TARGET_COLUMNS.items()}
             records.append(Record(name, folder / name, values["quality"], prompt=(row["prompt"] or "").strip(),
-                                  generator=generator_of(name), targets=values, where=f"{path}, row {number}"))
+                                  generator=generator_of(name), targets=values, where=f"{path}, row {number}",
+                                  stds={key: spread[index] for key, spread in stds.items()}))
         return records
 
 
