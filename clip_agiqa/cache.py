@@ -45,7 +45,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
 from .data.images import load_rgb
-from .data.records import Record, target_tensor
+from .data.records import Record, std_tensor, target_tensor
 from .data.transforms import ImageTransform
 from .errors import InputError
 from .files import atomic_write
@@ -508,6 +508,7 @@ class CachedFeatures(Dataset):
         self.records = list(records)
         self.features = features
         self.mos = torch.stack([target_tensor(r, targets) for r in self.records])
+        self.mos_std = torch.stack([std_tensor(r, targets) for r in self.records])
         self.file_names = [r.file_name for r in self.records]
         self.prompts = [r.prompt or "" for r in self.records]
         self.prompt_table = prompt_table
@@ -521,7 +522,8 @@ class CachedFeatures(Dataset):
         rows = torch.as_tensor(indices, dtype=torch.long)
         views = self.features.shape[1]
         view = torch.randint(views, (len(rows),)) if views > 1 else torch.zeros(len(rows), dtype=torch.long)
-        batch = {"features": self.features.gather(rows, view), "mos": self.mos[rows], "index": rows}
+        batch = {"features": self.features.gather(rows, view), "mos": self.mos[rows], "mos_std": self.mos_std[rows],
+                 "index": rows}
         if self.names:
             batch.update(file_name=[self.file_names[i] for i in indices], prompt=[self.prompts[i] for i in indices],
                          error=[""] * len(rows))
