@@ -152,7 +152,8 @@ def test_cached_features_with_two_targets_and_prompts_train(synthetic_root, tmp_
                    "--data.cache_dir", str(tmp_path / "cache"), "--model.use_prompt", "true"])
     assert cli.model.model.targets == ["mos", "align"] and cli.model.model.use_prompt
     batch = next(iter(cli.datamodule.train_dataloader()))
-    assert "features" in batch and batch["mos"].shape == (8, 2) and all(batch["prompt"])
+    # Cached training batches carry the prompts' cached text features (not their strings).
+    assert "features" in batch and batch["mos"].shape == (8, 2) and batch["text_features"].shape[0] == 8
     assert {"val/mos/srcc", "val/align/srcc", "val/srcc"} <= set(cli.trainer.callback_metrics)
     assert torch.isfinite(cli.trainer.callback_metrics["train/loss"])
 
