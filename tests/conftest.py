@@ -19,6 +19,9 @@ from clip_agiqa.data import write_synthetic_dataset  # noqa: E402
 REPO = Path(__file__).resolve().parents[1]
 SHARED_ANNOTATIONS = REPO.parent / "shared" / "annotations"
 
+# A subprocess that runs longer than this hangs: generous, so that a slow or busy machine never trips it.
+HANG_GUARD = 1800
+
 # Shrinks any run to a fast CPU smoke run; tests add their own model/data arguments.
 TINY_MODEL_ARGS = ["--model.backbone", "random:tiny", "--model.n_ctx", "4", "--model.hidden_dim", "16"]
 
@@ -39,14 +42,18 @@ def run_cli(args: list[str]):
     return main(args)
 
 
-def run_cli_subprocess(args: list[str], cwd: Path | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
-    """The console script exactly as a user types it."""
-    exe = Path(sys.executable).with_name("clip-agiqa")
-    result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+def run_checked(command: list[str], cwd: Path | None = None, timeout: float = None) -> subprocess.CompletedProcess:
+    """A process that must succeed; its output tails in the failure message. The timeout is a hang guard only."""
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout or HANG_GUARD,
                             env={**os.environ, "PYTHONWARNINGS": "ignore"})
     if result.returncode != 0:
-        raise AssertionError(f"clip-agiqa {' '.join(args)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
+        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
     return result
+
+
+def run_cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = None) -> subprocess.CompletedProcess:
+    """The console script exactly as a user types it."""
+    return run_checked([str(Path(sys.executable).with_name("clip-agiqa")), *args], cwd=cwd, timeout=timeout)
 
 
 @pytest.fixture(scope="session")
@@ -65,7 +72,7 @@ def tiny_model():
 
 
 def run_cli_expecting_failure(args: list[str], cwd: Path | None = None, env: dict | None = None,
-                              timeout: int = 300) -> subprocess.CompletedProcess:
+                              timeout: float = HANG_GUARD) -> subprocess.CompletedProcess:
     """The console script as a user types it, for input that must be refused: returns the failed process."""
     exe = Path(sys.executable).with_name("clip-agiqa")
     result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,

@@ -1,30 +1,21 @@
-"""Metrics and predictions on 2 CPU processes (gloo) equal the single-process values: no padded duplicates."""
+"""Metrics and predictions on 2 CPU processes (gloo) equal the single-process values: no padded duplicates;
+fit on 2 processes with uneven validation batches. One 2-process launch runs validate, test, predict and fit
+(tests/two_processes.py); the single-process references run in this process."""
 
 import csv
+import json
+import math
+import sys
+from pathlib import Path
 
 import pytest
 
 from clip_agiqa.data import write_synthetic_dataset
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
+from conftest import HANG_GUARD, TINY_MODEL_ARGS, run_checked, run_cli, trainer_args
 
 pytestmark = pytest.mark.slow
 
-
-def csv_logger_config(path, save_dir):
-    path.write_text(f"""trainer:
-  logger:
-    class_path: lightning.pytorch.loggers.CSVLogger
-    init_args: {{save_dir: "{save_dir}", name: metrics}}
-""")
-    return path
-
-
-def logged_metrics(save_dir) -> dict:
-    rows = list(csv.DictReader(open(next(save_dir.glob("metrics/version_*/metrics.csv")))))
-    merged = {}
-    for row in rows:
-        merged.update({k: float(v) for k, v in row.items() if v not in ("", None) and "/" in k})
-    return merged
+TWO_PROCESSES = ["--trainer.strategy", "ddp", "--trainer.devices", "2"]
 
 
 @pytest.fixture(scope="module")
@@ -38,44 +29,52 @@ def odd_dataset(tmp_path_factory):
     return root, data, root / "train" / "checkpoints" / "last.ckpt"
 
 
-def run_on(processes, subcommand, root, data, checkpoint, name, *extra):
-    save_dir = root / name
-    ddp = ["--trainer.strategy", "ddp", "--trainer.devices", str(processes)] if processes > 1 else []
-    run_cli_subprocess([subcommand, *data, *trainer_args(save_dir), *ddp, "--ckpt_path", str(checkpoint),
-                        "--config", str(csv_logger_config(root / f"{name}.yaml", save_dir)), *extra])
-    return save_dir
+def evaluation_args(root: Path, data: list[str], checkpoint: Path, subcommand: str, processes: int) -> list[str]:
+    extra = ["--predictions.output", str(root / f"scores{processes}.csv"), "--data.predict_split", "all"] \
+        if subcommand == "predict" else []
+    ddp = TWO_PROCESSES if processes == 2 else []
+    return [subcommand, *data, *trainer_args(root / f"{subcommand}{processes}"), *ddp, "--ckpt_path", str(checkpoint),
+            *extra]
+
+
+@pytest.fixture(scope="module")
+def two_processes(odd_dataset):
+    """validate, test, predict (from the fixture's checkpoint) and a 2-epoch fit, all in one 2-process launch."""
+    root, data, checkpoint = odd_dataset
+    commands = [[name, evaluation_args(root, data, checkpoint, name, 2)] for name in ("validate", "test", "predict")]
+    commands.append(["fit", ["fit", *TINY_MODEL_ARGS, *data, *trainer_args(root / "fit2", epochs=2), *TWO_PROCESSES]])
+    plan = root / "plan.json"
+    plan.write_text(json.dumps({"commands": commands, "results": str(root / "results.json")}))
+    run_checked([sys.executable, str(Path(__file__).with_name("two_processes.py")), str(plan)], timeout=HANG_GUARD)
+    return json.loads((root / "results.json").read_text())
 
 
 @pytest.mark.parametrize("subcommand,prefix", [("test", "test/"), ("validate", "val/")])
-def test_metrics_on_two_processes_equal_one(odd_dataset, subcommand, prefix):
+def test_metrics_on_two_processes_equal_one(odd_dataset, two_processes, subcommand, prefix):
     root, data, checkpoint = odd_dataset
-    single = logged_metrics(run_on(1, subcommand, root, data, checkpoint, f"{subcommand}1"))
-    double = logged_metrics(run_on(2, subcommand, root, data, checkpoint, f"{subcommand}2"))
+    cli = run_cli(evaluation_args(root, data, checkpoint, subcommand, 1))
+    single = {key: float(value) for key, value in cli.trainer.callback_metrics.items()}
+    double = two_processes[subcommand]
+    assert double["world_size"] == 2
     # Each process scores its own batches, whose fp32 predictions may differ in the last bits from the
     # single-process ones; on these 9 images a near-zero PLCC moves by up to ~2e-6 from that alone.
     for name in ("srcc", "plcc", "krcc", "rmse"):
+        assert math.isfinite(single[prefix + name]), name
         assert double[prefix + name] == pytest.approx(single[prefix + name], abs=1e-5), name
 
 
-def test_predictions_on_two_processes_equal_one(odd_dataset):
+def test_predictions_on_two_processes_equal_one(odd_dataset, two_processes):
     root, data, checkpoint = odd_dataset
-    outputs = []
-    for processes in (1, 2):
-        output = root / f"scores{processes}.csv"
-        run_on(processes, "predict", root, data, checkpoint, f"predict{processes}", "--predictions.output",
-               str(output), "--data.predict_split", "all")
-        outputs.append(list(csv.DictReader(open(output))))
-    assert len(outputs[0]) == 45 and [r["file_name"] for r in outputs[0]] == sorted(r["file_name"] for r in outputs[0])
-    assert [r["file_name"] for r in outputs[1]] == [r["file_name"] for r in outputs[0]]
-    for one, two in zip(*outputs):
-        assert float(two["score"]) == pytest.approx(float(one["score"]), abs=1e-5)
+    run_cli(evaluation_args(root, data, checkpoint, "predict", 1))
+    one, two = (list(csv.DictReader(open(root / f"scores{processes}.csv"))) for processes in (1, 2))
+    assert len(one) == 45 and [r["file_name"] for r in one] == sorted(r["file_name"] for r in one)
+    assert [r["file_name"] for r in two] == [r["file_name"] for r in one]
+    for single, double in zip(one, two):
+        assert float(double["score"]) == pytest.approx(float(single["score"]), abs=1e-5)
 
 
-def test_fit_on_two_processes_with_uneven_validation(odd_dataset):
-    root, data, _ = odd_dataset
-    save_dir = root / "fit2"
-    run_cli_subprocess(["fit", *TINY_MODEL_ARGS, *data, *trainer_args(save_dir, epochs=2), "--trainer.strategy", "ddp",
-                        "--trainer.devices", "2", "--config", str(csv_logger_config(root / "fit2.yaml", save_dir))],
-                       timeout=240)
-    metrics = logged_metrics(save_dir)
-    assert "val/srcc" in metrics and (save_dir / "checkpoints" / "best.ckpt").is_file()
+def test_fit_on_two_processes_with_uneven_validation(odd_dataset, two_processes):
+    root, _, _ = odd_dataset
+    fitted = two_processes["fit"]
+    assert fitted["world_size"] == 2 and math.isfinite(fitted["val/srcc"]) and math.isfinite(fitted["train/loss"])
+    assert (root / "fit2" / "checkpoints" / "best.ckpt").is_file()
