@@ -12,7 +12,6 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..files import atomic_write
-from ..metrics import correlations, logistic_plcc
 
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.md"
@@ -50,6 +49,8 @@ def read_predictions(path: Path) -> dict[str, tuple[list[float], list[float]]]:
 
 
 def target_metrics(mos: list[float], scores: list[float]) -> dict[str, float]:
+    from ..metrics import correlations, logistic_plcc  # torch and scipy: not for `--help` or compare
+
     rmse = math.sqrt(statistics.fmean((s - m) ** 2 for s, m in zip(scores, mos))) if mos else math.nan
     return {**correlations(scores, mos), "rmse": rmse, "plcc_logistic": logistic_plcc(scores, mos)}
 
