@@ -10,6 +10,8 @@ On the offline ``random:vit-b-16`` backbone (ViT-B/16 sized, random weights) and
   cache build images/s / bare encoder images/s             (goal >= 0.8)
   cached epoch time, prompt-aware / prompt-blind model      (goal <= 1.3)
   clip-agiqa score (image + prompt) / bare image + text encoders, images/s   (goal >= 0.9)
+  cached epoch through Lightning / a bare PyTorch loop, same math, same tensors  (goal <= 1.3)
+  RSS added by opening a cached split of 50,000 entries / its features' size     (goal <= 0.1)
   fit time of 100 epochs on 3,000 images, extrapolated, cache on and off
 
 Prints a table and writes it as JSON (``--output``). On a GPU::
@@ -39,6 +41,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 import torch  # noqa: E402
+from bench_scoring import rows_for_bench  # noqa: E402 (benchmarks/ is on the path when run as a script)
 
 GOALS = {  # figure -> (comparison, goal)
     "predict_vs_encoder_throughput": (">=", 0.9),
@@ -50,9 +53,12 @@ GOALS = {  # figure -> (comparison, goal)
     "cache_build_vs_encoder_throughput": (">=", 0.8),
     "prompt_aware_vs_blind_cached_epoch": ("<=", 1.3),
     "score_vs_encoders_throughput": (">=", 0.9),
+    "cached_epoch_lightning_vs_bare": ("<=", 1.3),
+    "open_cached_split_rss_vs_features": ("<=", 0.1),
 }
 # What a full-size run looks like for the extrapolation: AGIQA-3K, the default split, 100 epochs, K = 8.
 FULL_IMAGES, FULL_EPOCHS, FULL_VIEWS = 3000, 100, 8
+FULL_TRAIN = 2160  # AGIQA-3K training images (test 0.2, then val 0.1 of the rest)
 TEST_SIZE, VAL_SIZE = 0.2, 0.1
 
 
@@ -317,6 +323,134 @@ def measure_prompt_aware_epochs(args, cache_dir: Path) -> dict:
     return {"epoch_blind_s": medians["blind"], "epoch_aware_s": medians["aware"], "epochs": epochs}
 
 
+def cached_split(n: int, views: int, dim: int, seed: int = 0):
+    """A cached training split at a real size without images: random features (n, views, dim), MOS and prompts."""
+    from clip_agiqa.cache import CachedFeatures
+    from clip_agiqa.data import Record
+
+    generator = torch.Generator().manual_seed(seed)
+    mos = torch.rand(n, generator=generator) * 5
+    records = [Record(f"image_{i:06d}.png", Path(f"image_{i:06d}.png"), float(mos[i]), prompt=f"prompt {i % 300}")
+               for i in range(n)]
+    return CachedFeatures(records, torch.randn(n, views, dim, generator=generator))
+
+
+def bare_epoch(module, dataset, optimizer, scheduler, batch_size: int, device: torch.device) -> None:
+    """One epoch of the cached step's math in plain PyTorch, on the same tensors: shuffled batches, one random view
+    each, the model's scores, MSE on the training scale, SGD step and per-step schedule."""
+    import torch.nn.functional as F
+
+    model, table = module.model, dataset.features.shards[0]
+    mos = dataset.mos
+    order = torch.randperm(len(dataset))
+    for start in range(0, len(order), batch_size):
+        rows = order[start: start + batch_size]
+        views = torch.randint(table.shape[1], (len(rows),))
+        features, target = table[rows, views].to(device), mos[rows].to(device).reshape(len(rows), -1)
+        scores = model.training_scale_scores(features)
+        loss = F.mse_loss(scores, model.to_training_scale(target), reduction="none").sum(dim=-1).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        scheduler.step()
+
+
+def measure_step_overhead(args, n_train: int = FULL_TRAIN, epochs: int = 3, rounds: int = 2) -> dict:
+    """A cached training epoch through Lightning vs the bare loop doing the same math on the same tensors, at
+    AGIQA-3K's training size; alternated ``rounds`` times, each side's fastest median epoch (2+)."""
+    import lightning as L
+    from torch.utils.data import DataLoader
+
+    from clip_agiqa import CLIPAGIQA
+
+    device = torch_device(args)
+    dim = CLIPAGIQA(args.backbone).model.clip.config.projection_dim
+    dataset = cached_split(n_train, args.cache_views, dim)
+    epochs_of = {"lightning": [], "bare": []}
+    for _ in range(rounds):
+        torch.manual_seed(0)
+        timer = epoch_timer()
+        loader = DataLoader(dataset, batch_size=args.batch_size, shuffle=True, collate_fn=dataset.collate_fn)
+        trainer(args, max_epochs=epochs, callbacks=[timer], enable_checkpointing=False).fit(
+            CLIPAGIQA(args.backbone), train_dataloaders=loader)
+        epochs_of["lightning"].append(timer.epochs)
+        torch.manual_seed(0)
+        module = CLIPAGIQA(args.backbone).to(device).train()
+        hp = module.hparams
+        optimizer = torch.optim.SGD(module.trainable_parameters(), lr=hp.lr, momentum=hp.momentum,
+                                    weight_decay=hp.weight_decay)
+        steps = epochs * math.ceil(n_train / args.batch_size)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+        times = []
+        for _ in range(epochs):
+            synchronize(device)
+            start = time.perf_counter()
+            with autocast(args, device):
+                bare_epoch(module, dataset, optimizer, scheduler, args.batch_size, device)
+            synchronize(device)
+            times.append(time.perf_counter() - start)
+        epochs_of["bare"].append(times)
+    medians = {name: min(statistics.median(t[1:] or t) for t in runs) for name, runs in epochs_of.items()}
+    steps_per_epoch = math.ceil(n_train / args.batch_size)
+    return {"epoch_lightning_s": medians["lightning"], "epoch_bare_s": medians["bare"], "train_images": n_train,
+            "steps_per_epoch": steps_per_epoch, "step_lightning_ms": 1000 * medians["lightning"] / steps_per_epoch,
+            "step_bare_ms": 1000 * medians["bare"] / steps_per_epoch, "epochs": epochs_of}
+
+
+def current_rss_mb(kind: str = "RssAnon") -> float:
+    """Resident memory now (Linux): ``RssAnon`` is the process's own; ``RssFile`` counts mapped file pages, shared
+    with every process mapping the same file and dropped by the kernel under pressure."""
+    with open("/proc/self/status") as handle:
+        return next(int(line.split()[1]) for line in handle if line.startswith(kind + ":")) / 1024
+
+
+def measure_open_cached_split(workdir: Path, n: int = 50_000, views: int = 8, dim: int = 512) -> dict:
+    """A cached split of ``n`` entries written with random tensors (real shards and manifests, image files of a few
+    bytes for the identities), then opened as a loader would: time and resident memory added by opening it, and by
+    reading one batch."""
+    from clip_agiqa.cache import CachedFeatures, FeatureCache
+    from clip_agiqa.data import Record
+    from clip_agiqa.data.transforms import ImageTransform, ImageSettings
+    from clip_agiqa.frozen import EncoderKey, FrozenEncoder
+
+    folder = workdir / "open_split"
+    images = folder / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    records = []
+    for i in range(n):
+        path = images / f"image_{i:06d}.png"
+        path.write_bytes(b"x")
+        records.append(Record(path.name, path, float(i % 5), prompt=f"prompt {i % 300}"))
+    encoder = FrozenEncoder(EncoderKey("random:bench", "0" * 16), ImageSettings(224),
+                            encode_images=lambda pixels: None, encode_texts=lambda texts: None)
+    cache = FeatureCache(folder / "cache", encoder, progress=False)
+    transform = ImageTransform(encoder.image_settings, train=True)
+    store, generator = cache.store(transform), torch.Generator().manual_seed(0)
+    shards = cache.shards(records)
+    for name, part, identities in shards:  # written as the cache writes them, random values instead of encoding
+        store.write(name, identities, torch.randn(len(part), views, dim, generator=generator))
+    del shards
+    import gc
+
+    warm = CachedFeatures(records[:64], torch.randn(64, views, dim))  # the indexing kernels' first use, not the split's
+    warm.__getitems__(list(range(0, 64, 2)))
+    del warm
+    gc.collect()
+    rss_before, file_before = current_rss_mb(), current_rss_mb("RssFile")
+    start = time.perf_counter()
+    dataset = CachedFeatures(records, cache.features(records, transform, views))
+    open_s = time.perf_counter() - start
+    rss_open = current_rss_mb()
+    assert cache.built_views == 0, "opening the written split encoded something"
+    dataset.__getitems__(list(range(0, n, n // 32))[:32])
+    rss_batch = current_rss_mb()
+    size_mb = n * views * dim * 4 / 2**20
+    return {"entries": n, "views": views, "dim": dim, "features_mb": size_mb, "open_s": open_s,
+            "rss_added_open_mb": rss_open - rss_before, "rss_added_after_batch_mb": rss_batch - rss_before,
+            "mapped_file_pages_after_batch_mb": current_rss_mb("RssFile") - file_before,
+            "shards": len(dataset.features.shards)}
+
+
 def measure_text_step(args, model) -> dict:
     """Forward + backward of the prompt text path, cut after EOS vs padded to 77 tokens."""
     from clip_agiqa.prompts import PromptLearner
@@ -415,6 +549,22 @@ def table(results: dict) -> list[dict]:
         figure("score_vs_encoders_throughput", score["images_per_s"] / encoders["images_per_s"],
                f"score {score['images_per_s']:.2f} img/s, bare image + text encoders "
                f"{encoders['images_per_s']:.2f} img/s (each image with its own prompt)"),
+        *cached_rows(results),
+    ]
+
+
+def cached_rows(results: dict) -> list[dict]:
+    step, split = results["step_overhead"], results["open_split"]
+    return [
+        figure("cached_epoch_lightning_vs_bare", step["epoch_lightning_s"] / step["epoch_bare_s"],
+               f"cached epoch of {step['train_images']} images, Lightning {step['epoch_lightning_s']:.3f} s "
+               f"({step['step_lightning_ms']:.1f} ms/step), bare PyTorch loop {step['epoch_bare_s']:.3f} s "
+               f"({step['step_bare_ms']:.1f} ms/step)"),
+        figure("open_cached_split_rss_vs_features", split["rss_added_open_mb"] / split["features_mb"],
+               f"{split['entries']:,} entries x {split['views']} views x {split['dim']} ({split['features_mb']:.0f} MB "
+               f"in {split['shards']} shards): opened in {split['open_s']:.2f} s, own memory (RssAnon) "
+               f"+{split['rss_added_open_mb']:.0f} MB, +{split['rss_added_after_batch_mb']:.0f} MB after a batch "
+               f"(+{split['mapped_file_pages_after_batch_mb']:.0f} MB of shared, evictable file pages mapped)"),
     ]
 
 
@@ -460,6 +610,8 @@ def parse_args(argv=None):
     parser.add_argument("--workdir", type=Path, default=None, help="scratch folder (default: a temporary one)")
     parser.add_argument("--output", type=Path, default=Path("runs/bench/bench.json"))
     parser.add_argument("--worker", choices=sorted(WORKERS), help=argparse.SUPPRESS)
+    parser.add_argument("--only-cached", action="store_true",
+                        help="only the cached-step and cached-split rows (a minute or two; e.g. on a lent GPU)")
     args = parser.parse_args(argv)
     if args.accelerator == "cuda":
         args.accelerator = "gpu"
@@ -479,6 +631,17 @@ def main(argv=None) -> dict:
     scratch = tempfile.TemporaryDirectory(prefix="clip-agiqa-bench-") if args.workdir is None else None
     workdir = Path(scratch.name) if scratch else args.workdir
     workdir.mkdir(parents=True, exist_ok=True)
+    if args.only_cached:
+        results = {"environment": environment(args), "step_overhead": measure_step_overhead(args),
+                   "open_split": measure_open_cached_split(workdir)}
+        results["table"] = cached_rows(results)
+        for row in results["table"]:
+            print(f"| {row['figure']:36} | {row['value']:8.2f} | {row['goal']:>7} | {'yes' if row['met'] else 'NO ':3} "
+                  f"| {row['detail']}")
+        save_partial(args.output, results)
+        if scratch:
+            scratch.cleanup()
+        return results
     if args.data is None:
         args.data = workdir / "images"
         write_synthetic_dataset(args.data, num_images=args.num_images, picture_size=args.picture_size, seed=0)
@@ -506,8 +669,11 @@ def main(argv=None) -> dict:
     results["text_step"] = measure_text_step(args, model)
     print("cached epochs, prompt-aware vs prompt-blind ...", flush=True)
     results["prompt_epochs"] = measure_prompt_aware_epochs(args, workdir / "feature_cache")
+    print("cached epoch, Lightning vs a bare loop; opening a cached split of 50,000 entries ...", flush=True)
+    results["step_overhead"] = measure_step_overhead(args)
+    results["open_split"] = measure_open_cached_split(workdir)
     results["fit_extrapolated"] = extrapolate(fit)
-    results["table"] = table(results)
+    results["table"] = table(results) + rows_for_bench(args, workdir)  # scoring: peak RSS, workers' throughput
     results["bench_seconds"] = time.perf_counter() - started
     env = results["environment"]
     print_table(results["table"], results["fit_extrapolated"],

@@ -67,7 +67,7 @@ def test_training_batches_carry_tensors_only_and_eval_batches_their_names(synthe
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, data)
     train = next(iter(data.train_dataloader()))
-    assert set(train) == {"features", "mos", "index", "text_features"}
+    assert set(train) == {"features", "mos", "mos_std", "index", "text_features"}
     assert train["features"].shape == (8, 32) and train["text_features"].shape == (8, 32)
     val = next(iter(data.val_dataloader()))
     records = data.split_records("val")[:8]
