@@ -30,6 +30,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.core.saving import save_hparams_to_yaml
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins import CheckpointIO
@@ -42,9 +43,9 @@ from .config import ARCHITECTURE, same_value
 # Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
 from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
                    MOSDataModule, MOSFolder, SyntheticAIGI)
-from .errors import InputError
+from .errors import InputError, UsageError
+from .files import atomic_write
 from .module import CLIPAGIQA
-from .commands import UsageError, unknown_command
 from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
 from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
                    check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
@@ -101,6 +102,22 @@ class _RunMetricsWriter(ExperimentWriter):
             return
         with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
             self.metrics_keys = next(csv.reader(handle), [])  # new rows keep the earlier columns
+
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """A new column rewrites the file: whole or not at all (Lightning's rewrite in place can lose it)."""
+        with open(self.metrics_file_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with atomic_write(self.metrics_file_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log_hparams(self, params: dict) -> None:
+        self.hparams.update(params)
+        path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_hparams_to_yaml(str(partial), self.hparams)
+        os.replace(partial, path)  # whole or not at all
 
 
 class RunLogger(CSVLogger):
@@ -181,9 +198,10 @@ def usage_error(message: str, options: list[str]) -> UsageError:
     if unrecognized:
         option = unrecognized.group(1).split("=")[0]
         return UsageError(f"unknown option {option}{did_you_mean(option, options)}")
-    invalid_command = re.search(r"invalid choice: '([^']*)'", message)
-    if invalid_command:
-        return unknown_command(invalid_command.group(1))
+    invalid_choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
+    if invalid_choice:
+        given, choices = invalid_choice.group(1), re.findall(r"'([^']*)'", invalid_choice.group(2))
+        return UsageError(f"{given!r}: not one of {', '.join(choices)}{did_you_mean(given, choices)}")
     keys = re.findall(r'Parser key "([^"]+)"', message)
     option = "--" + ".".join(dict.fromkeys(keys)) if keys else ""
     inner = message[message.rfind('Parser key "'):] if keys else message

@@ -20,7 +20,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import InputError
+from .errors import InputError, UsageError
 
 # Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
 # imported only when used, so that `score` and `export` start without Lightning).
@@ -43,12 +43,6 @@ TRAINING_CLI = "clip_agiqa.cli"
 DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
 HELP_FLAGS = ("-h", "--help")
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
-
-
-class UsageError(InputError):
-    """A mistyped command, option or value: one line, exit status 2 (as argparse)."""
-
-    exit_status = 2
 
 
 def top_level_help() -> str:

@@ -7,3 +7,9 @@ is a bug and keeps its traceback. It is a ``ValueError``, so callers that caught
 
 class InputError(ValueError):
     """A mistake in what the user gave (a file, a row, an option): the message names it and says what to do."""
+
+
+class UsageError(InputError):
+    """A mistyped command, option or value: one line with the valid choices, exit status 2 (as argparse)."""
+
+    exit_status = 2

@@ -248,6 +248,8 @@ def reuse_wandb_run(trainer_config, run_folder: Path) -> None:
         return  # not a W&B run id: a new run, as without the file
     for config in configs:
         config.init_args["id"] = run_id
+        if config.init_args.get("resume") is None and "resume" in config.init_args:
+            config.init_args["resume"] = "allow"  # (the CLI hands wandb.init's default, None, past WandbLogger's)
 
 
 def place_wandb_logs(trainer_config) -> None:

@@ -30,7 +30,7 @@ class RecordingRun:
         self.saved: list[str] = []
         self.metric_summaries: dict[str, str] = {}
         self.finished = False
-        self.id = self.name = f"run{id(self)}"
+        self.id = self.name = init_kwargs.get("id") or f"run{id(self)}"  # as W&B: a given id resumes that run
 
     def log(self, data: dict, *args, **kwargs) -> None:
         self.logged.append(data)
@@ -117,15 +117,16 @@ def test_wandb_gets_one_table_and_a_scatter_plot_per_target(synthetic_root, tmp_
     assert run.config["split"]["target"] == "mos,align"
 
 
-def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, wandb_runs):
+def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, monkeypatch):
+    # Each split runs as its own processes (clip_agiqa.bench.run), so their W&B runs are seen as files: offline.
+    monkeypatch.setenv("WANDB_MODE", "offline")
     out = tmp_path / "bench"
     run_cli(["benchmark", "--config", str(REPO / "experiments" / "demo.yaml"), "--config", WANDB_CONFIG,
              "--splits", "2", "--out", str(out), *TINY_MODEL_ARGS, *folder_args(synthetic_root),
              "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
-    assert len(wandb_runs) == 2 and all(run.finished for run in wandb_runs)
-    for run, split in zip(wandb_runs, ("split_0", "split_1")):
-        assert run.init_kwargs["dir"] == str(out / split)
-        assert "test/srcc" in {key for entry in run.logged for key in entry}
+    run_ids = [{p.name.rsplit("-", 1)[1] for p in (out / split / "wandb").glob("offline-run-*")}
+               for split in ("split_0", "split_1")]
+    assert all(run_ids) and not run_ids[0] & run_ids[1]  # W&B files in each split's folder, no run shared
 
 
 def test_without_wandb_the_scatter_png_and_predictions_are_in_the_run_folder(synthetic_root, tmp_path):
@@ -150,3 +151,22 @@ def test_report_under_ddp_holds_every_test_sample_once(synthetic_root, tmp_path)
     names = [r["file_name"] for r in csv.DictReader(open(run_dir / "test_predictions.csv"))]
     splits = list(csv.DictReader(open(run_dir / "checkpoints" / "splits.csv")))
     assert sorted(names) == sorted(r["file_name"] for r in splits if r["split"] == "test")  # 11: uneven shares
+
+
+def test_test_and_a_resume_log_into_the_fits_wandb_run(synthetic_root, tmp_path, wandb_runs):
+    run_dir = tmp_path / "run"
+    common = ["--config", WANDB_CONFIG, *TINY_MODEL_ARGS, *folder_args(synthetic_root), "--trainer.default_root_dir",
+              str(run_dir), "--trainer.accelerator", "cpu", "--trainer.enable_progress_bar", "false"]
+    import wandb
+
+    for command in (["fit", *common, "--trainer.max_epochs", "1"],
+                    ["test", *common, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")],
+                    ["fit", *common, "--trainer.max_epochs", "2", "--ckpt_path", "last"]):
+        run_cli(command)
+        wandb.finish()  # each command is its own process, with no W&B run left from the one before
+    fit, test, resumed = wandb_runs
+    assert (run_dir / "wandb_run_id").read_text().strip() == fit.id
+    assert fit.init_kwargs["id"] is None  # a new fit: a new run
+    for later in (test, resumed):
+        assert later.init_kwargs["id"] == fit.id and later.init_kwargs["resume"] == "allow"
+    assert "test/srcc" in {key for entry in test.logged for key in entry}
