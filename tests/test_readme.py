@@ -1,17 +1,20 @@
 """The README's command-line block, run as a user types it: fit -> resume -> test -> predict -> export.
 
 The commands are read from the README itself, so the README cannot drift. Only the data folders are
-replaced by a generated one, the GPU by the CPU, and a tiny backbone and short training are added.
+replaced by a generated one, the GPU by the CPU, and a tiny backbone and short training are added. The first
+command runs through the real console script (as typed, in its own process); the others run the same entry
+point in this process (``run_cli``), in the same folder, which checks the same outputs without a process start.
 """
 
 import csv
+import math
 import re
 import shlex
 
 import pytest
 import torch
 
-from conftest import REPO, TINY_MODEL_ARGS, run_cli_subprocess
+from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess
 
 SHORT = {"fit": [*TINY_MODEL_ARGS, "--trainer.max_epochs", "1", "--data.batch_size", "8", "--data.num_workers", "0",
                  "--trainer.enable_progress_bar", "false"],
@@ -32,7 +35,7 @@ def as_run_here(args: list[str], data_root) -> list[str]:
 
 
 @pytest.mark.slow
-def test_the_readme_command_sequence_works_as_written(synthetic_root, tmp_path):
+def test_the_readme_command_sequence_works_as_written(synthetic_root, tmp_path, monkeypatch, capsys):
     commands = readme_cli_commands()
     assert [c[0] for c in commands] == ["fit", "fit", "test", "predict", "export"]
     fit, resume, test, predict, export = (as_run_here(c, synthetic_root) for c in commands)
@@ -43,14 +46,17 @@ def test_the_readme_command_sequence_works_as_written(synthetic_root, tmp_path):
     assert (run / "config.yaml").is_file() and (run / "metrics.csv").is_file()
     last = run / "checkpoints" / "last.ckpt"
     first_steps = torch.load(last, weights_only=True)["global_step"]
-    run_cli_subprocess([*resume, "--trainer.max_epochs", "2"], cwd=tmp_path)
+    monkeypatch.chdir(tmp_path)  # the README's paths are relative to where the user types them
+    run_cli([*resume, "--trainer.max_epochs", "2"])
     assert torch.load(last, weights_only=True)["global_step"] == 2 * first_steps  # it went on for one more epoch
 
-    tested = run_cli_subprocess(test, cwd=tmp_path)
-    assert "test/srcc" in tested.stdout and "runs/mine/test_predictions.csv" in tested.stdout
-    run_cli_subprocess([*predict, *SHORT["predict"]], cwd=tmp_path)
+    capsys.readouterr()
+    tested = run_cli(test)
+    assert "runs/mine/test_predictions.csv" in capsys.readouterr().out
+    assert math.isfinite(tested.trainer.callback_metrics["test/srcc"])
+    run_cli([*predict, *SHORT["predict"]])
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
-    assert len(rows) == len(list(synthetic_root.glob("*.png")))
-    run_cli_subprocess(export, cwd=tmp_path)
+    assert len(rows) == len(list(synthetic_root.glob("*.png"))) and all(math.isfinite(float(r["score"])) for r in rows)
+    run_cli(export)
     assert {"model.safetensors", "config.json"} <= {p.name for p in (tmp_path / "models" / "mine").iterdir()}
     assert not list(tmp_path.rglob("lightning_logs"))
