@@ -164,10 +164,19 @@ def disk_full(error: BaseException) -> OSError | None:
     return next((link for link in _chain(error) if isinstance(link, OSError) and link.errno == errno.ENOSPC), None)
 
 
+def _warned_by_the_package() -> bool:
+    """Whether ``warnings.warn`` was called from this package's code (a ``stacklevel`` may name its caller)."""
+    frame = sys._getframe(1)
+    while frame is not None and (frame.f_code.co_filename == __file__
+                                 or os.path.basename(frame.f_code.co_filename) == "warnings.py"):
+        frame = frame.f_back
+    return frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(PACKAGE_DIR)
+
+
 def one_line_warning(message, category, filename, lineno, line=None) -> str:
     """The package's own warnings as ``clip-agiqa: warning: ...``; others on one line with where they come from."""
     text = " ".join(str(message).split())
-    if os.path.abspath(filename).startswith(PACKAGE_DIR):
+    if os.path.abspath(filename).startswith(PACKAGE_DIR) or _warned_by_the_package():
         return f"clip-agiqa: warning: {text}\n"
     return f"{category.__name__}: {text} ({filename}:{lineno})\n"
 

@@ -127,6 +127,17 @@ def test_the_package_warnings_are_one_line():
     assert other.count("\n") == 1 and "other.py:3" in other
 
 
+def test_a_package_warning_naming_its_caller_is_still_the_packages(tmp_path):
+    """warn_skipped warns with stacklevel=2 (the line names its caller): as console() prints warnings."""
+    code = ("import warnings, sys; from pathlib import Path; from clip_agiqa.commands import one_line_warning; "
+            "warnings.formatwarning = one_line_warning; from clip_agiqa.data.images import warn_skipped; "
+            "root = Path(sys.argv[1]); warn_skipped(root, [(root / 'notes.txt', 'not an image format')])")
+    shown = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,
+                           env={k: v for k, v in os.environ.items() if k != "PYTHONWARNINGS"})
+    assert shown.stderr == (f"clip-agiqa: warning: {tmp_path}: the scan left out 1 file(s) or folder(s): notes.txt "
+                            "(not an image format)\n")
+
+
 def test_an_input_error_wrapped_by_another_error_is_still_one_line(monkeypatch, capsys):
     from clip_agiqa.errors import InputError
 
