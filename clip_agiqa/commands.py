@@ -82,9 +82,9 @@ def dispatch(argv: list[str], args: list[str] | None = None):
 
 
 # --- quick help ----------------------------------------------------------------------------------------------
-def help_cache_folder() -> Path:
+def help_cache_folder() -> Path | None:
     root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "clip-agiqa" / "help"
+    return Path(root) / "clip-agiqa" / "help" if os.path.isabs(root) else None  # no home: no cache
 
 
 def help_key(argv: list[str]) -> str:
@@ -107,10 +107,12 @@ def help_key(argv: list[str]) -> str:
 
 def print_help(command: str, argv: list[str]):
     """``clip-agiqa COMMAND --help`` from the cache; rendered (with the heavy imports) only when the code changed."""
-    cached = help_cache_folder() / f"{command}-{help_key(argv)}.txt"
-    with contextlib.suppress(OSError):
-        sys.stdout.write(cached.read_text())
-        return None
+    folder = help_cache_folder()
+    cached = folder / f"{command}-{help_key(argv)}.txt" if folder else None
+    if cached is not None and cached.is_file():
+        with contextlib.suppress(OSError):
+            sys.stdout.write(cached.read_text())
+            return None
     printed = io.StringIO()
     code = 0
     with contextlib.redirect_stdout(printed):
@@ -119,11 +121,14 @@ def print_help(command: str, argv: list[str]):
         except SystemExit as done:
             code = done.code
     text = printed.getvalue()
-    if code in (0, None) and text:
+    if code in (0, None) and text and cached is not None:
         from .files import atomic_write
 
-        with contextlib.suppress(OSError), atomic_write(cached) as handle:
-            handle.write(text)
+        with contextlib.suppress(OSError):
+            for stale in cached.parent.glob(f"{command}-*.txt"):  # renderings of code no longer installed
+                stale.unlink()
+            with atomic_write(cached) as handle:
+                handle.write(text)
     sys.stdout.write(text)
     if code not in (0, None):
         raise SystemExit(code)
