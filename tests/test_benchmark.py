@@ -101,6 +101,20 @@ def test_benchmark_refuses_to_mix_settings_in_one_folder(tmp_path):
     with pytest.raises(InputError, match="holds a benchmark run with other settings .configs differ"):
         planning.claim_folder(tmp_path, {"configs": [DEMO], "splits": 2})
     planning.claim_folder(tmp_path, {"configs": ["other.yaml"], "splits": 3})  # the number of splits may grow
+    (tmp_path / results_module.SETTINGS_FILE).write_text("[1, 2]")
+    with pytest.raises(InputError, match="not a benchmark's settings .not a JSON object"):
+        planning.claim_folder(tmp_path, {"configs": [DEMO]})
+
+
+def test_a_split_folder_gives_back_only_its_own_finished_rows(tmp_path):
+    split = planning.Split(1, 1)
+    (tmp_path / split.folder_name).mkdir()
+    result = tmp_path / split.folder_name / runs.RESULT_FILE
+    result.write_text(json.dumps([{"split": 1, "images": "test split", "srcc": 0.5}]))
+    assert runs.recorded_rows(fake_plan(tmp_path, 1), split) == [{"split": 1, "images": "test split", "srcc": 0.5}]
+    for damaged in ('[{"split": 0}]', '{"split": 1}', "[1]", "cut sh"):
+        result.write_text(damaged)
+        assert runs.recorded_rows(fake_plan(tmp_path, 1), split) == []
 
 
 @pytest.mark.parametrize("extra, message", [

@@ -18,6 +18,7 @@ from pathlib import Path
 import yaml
 
 from ..errors import InputError
+from ..files import atomic_write
 from .results import SETTINGS_FILE
 
 FIXED_SPLITS = ("paper", "predefined")  # the same split whatever the seed
@@ -245,14 +246,14 @@ def claim_folder(out: Path, settings: dict) -> None:
     if path.is_file():
         try:
             previous = json.loads(path.read_text())
-        except ValueError as error:
+        except (OSError, ValueError) as error:
             raise InputError(f"{path}: not a benchmark's settings ({error}); use another --out") from None
+        if not isinstance(previous, dict):
+            raise InputError(f"{path}: not a benchmark's settings (not a JSON object); use another --out")
         changed = [k for k in settings if k not in DERIVED_SETTINGS and previous.get(k) != settings[k]]
         if changed:
             raise InputError(f"{out} holds a benchmark run with other settings ({', '.join(changed)} differ: "
                              f"{ {k: previous.get(k) for k in changed} }); use another --out or remove {out}")
-    from ..files import atomic_write
-
     with atomic_write(path) as handle:
         handle.write(json.dumps(settings, indent=2) + "\n")
 

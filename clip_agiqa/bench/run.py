@@ -147,7 +147,9 @@ def recorded_rows(plan: Plan, split: Split) -> list[dict]:
         rows = json.loads(path.read_text())
     except (OSError, ValueError):
         return []
-    return rows if isinstance(rows, list) and all(isinstance(r, dict) for r in rows) else []
+    usable = isinstance(rows, list) and all(isinstance(r, dict) and str(r.get("split")) == str(split.index)
+                                            for r in rows)
+    return rows if usable else []
 
 
 # --- where each job runs ----------------------------------------------------------------------------------------
