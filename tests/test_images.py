@@ -285,3 +285,14 @@ def test_image_bytes_get_the_same_checks_as_files(tmp_path):
     Image.fromarray(COLOURS).save(tmp_path / "ok.png", icc_profile=ADOBE_RGB)
     assert_pixels(np.asarray(load_rgb(io.BytesIO((tmp_path / "ok.png").read_bytes()))).astype(np.int64),
                   loaded(tmp_path / "ok.png"), atol=0)
+
+
+def test_a_big_profile_is_used_but_not_kept(tmp_path, monkeypatch):
+    Image.fromarray(COLOURS).save(tmp_path / "tagged.png", icc_profile=ADOBE_RGB)
+    images.srgb_transform.cache_clear()
+    monkeypatch.setattr(images, "CACHED_PROFILE_BYTES", len(ADOBE_RGB) - 1)
+    assert_pixels(loaded(tmp_path / "tagged.png"), reference_srgb(Image.fromarray(COLOURS), ADOBE_RGB), atol=0)
+    assert images.srgb_transform.cache_info().currsize == 0
+    monkeypatch.setattr(images, "CACHED_PROFILE_BYTES", len(ADOBE_RGB))
+    loaded(tmp_path / "tagged.png")
+    assert images.srgb_transform.cache_info().currsize == 1

@@ -150,6 +150,7 @@ def _scaled_to_8bit(image: Image.Image) -> Image.Image:
 
 SRGB = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB"))
 PROFILE_MODES = {"RGB": "RGB", "GRAY": "L", "CMYK": "CMYK"}  # ICC colour space -> the PIL mode it describes
+CACHED_PROFILE_BYTES = 1 << 20  # display profiles are a few KB; a hostile 100 MB one is used once, not kept
 
 
 @functools.lru_cache(maxsize=16)  # a data set has few distinct profiles; building a transform costs ms
@@ -182,7 +183,9 @@ def to_rgb(image: Image.Image) -> Image.Image:
         image = image.convert(image.mode[:-1])  # the colour channels: L or RGB
     elif image.mode not in PROFILE_MODES.values():
         image = image.convert("RGB")  # palette, 1-bit, YCbCr ...
-    transform = srgb_transform(bytes(icc), image.mode) if icc else None
+    icc = bytes(icc or b"")
+    build = srgb_transform if len(icc) <= CACHED_PROFILE_BYTES else srgb_transform.__wrapped__  # big: not kept
+    transform = build(icc, image.mode) if icc else None
     image = ImageCms.applyTransform(image, transform) if transform is not None else image.convert("RGB")
     if alpha is None:
         return image
