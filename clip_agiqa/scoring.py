@@ -359,13 +359,6 @@ def gather_inputs(inputs: list[str]) -> tuple[dict[str, Path], dict[str, str] | 
     return files, (prompts if listed_prompts else None)
 
 
-def positive(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise ValueError
-    return value
-
-
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(
         prog="clip-agiqa score",

@@ -17,7 +17,7 @@ from clip_agiqa import CLIPAGIQAModel
 from clip_agiqa.errors import InputError
 from clip_agiqa.safe_csv import escape_formula, safe_writer, unescape_formula
 from clip_agiqa.score_csv import ScoreCSV
-from clip_agiqa.scoring import QualityScorer, read_score_list
+from clip_agiqa.scoring import read_score_list
 from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 
 SCORE_TOLERANCE = dict(rtol=0, atol=1e-5)  # fp32 features computed in other batches
