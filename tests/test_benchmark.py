@@ -81,6 +81,7 @@ def test_benchmark_runs_each_split_as_processes_then_skips_them_and_jobs_2_gives
                                    rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
+@pytest.mark.slow
 def test_a_failed_split_is_named_in_one_line_with_its_log(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
@@ -300,8 +301,11 @@ def test_test_on_data_with_another_number_of_targets_is_refused_before_any_fit(t
                                          r"2 \(quality, align\)"):
         run_cli(args + ["--splits", "1", "--test_on", f"{EXPERIMENTS / 'data/agiqa1k.yaml'}:"
                                                        f"{agiqa1k_root(tmp_path / 'AGIQA-1K')}"])
+    no_root = planning.test_set(str(EXPERIMENTS / "data/agiqa1k.yaml"))  # as the CLI prints a part without root
     with pytest.raises(InputError, match="sets no data.root; give it as --test_on .*agiqa1k.yaml:ROOT"):
-        run_cli(args + ["--splits", "1", "--test_on", str(EXPERIMENTS / "data/agiqa1k.yaml")])
+        planning.check_test_set(no_root, {"class_path": "clip_agiqa.AGIQA1K", "init_args": {"root": None}}, ["q"])
+    with pytest.raises(InputError, match="names no data class"):
+        planning.check_test_set(no_root, None, ["q"])
 
 
 def test_splits_from_takes_no_splits_count(tmp_path, capsys):
