@@ -196,7 +196,7 @@ def console() -> None:
     or option, 128 + the signal for a fit stopped by Ctrl-C or SIGTERM; a traceback only for a bug (or with
     ``CLIP_AGIQA_DEBUG=1``)."""
     debug = os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
-    warnings.formatwarning = one_line_warning
+    formatwarning, warnings.formatwarning = warnings.formatwarning, one_line_warning
     try:
         main()
     except KeyboardInterrupt:
@@ -220,3 +220,5 @@ def console() -> None:
             raise
         resume = getattr(error, "resume", "")
         _fail(f"{error}{'. Resume with: ' + resume if resume else ''}", 128 + error.signum)
+    finally:
+        warnings.formatwarning = formatwarning  # (console() run in a process that goes on, e.g. a test)
