@@ -62,6 +62,7 @@ def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Pa
         if not (shared / "done").is_file():
             shutil.rmtree(shared, ignore_errors=True)
             aigciqa2023_root(shared)
+            vary_images(sorted(shared.rglob("*.png")))
             (shared / "done").touch()
         return shared, {}
     if data_class == "MOSFolder":
@@ -69,6 +70,19 @@ def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Pa
     if data_class == "SyntheticAIGI":
         return root, {"data.num_images": "30", "data.picture_size": "32"}
     raise AssertionError(f"no tiny root for data class {data_class}: add one to tests/experiment_helpers.py")
+
+
+def vary_images(paths: list[Path], distinct: int = 16) -> None:
+    """Give copies of one placeholder ``distinct`` different contents in turn, so that a model's scores vary and
+    SRCC/PLCC are defined (they are NaN on constant scores)."""
+    import shutil
+
+    from test_datasets import placeholder
+
+    for index, path in enumerate(paths[:distinct]):
+        placeholder(path, seed=index)
+    for index, path in enumerate(paths[distinct:], start=distinct):
+        shutil.copyfile(paths[index % distinct], path)
 
 
 def shrink_args(data_root: Path, run_dir: Path, extra: dict | None = None) -> dict:

@@ -2,6 +2,7 @@
 ``--config``. Every combination the README ships runs through the CLI (shrunk to the tiny model, a tiny root
 in its dataset's real layout, a couple of steps), so none can rot; each part says what it promises."""
 
+import math
 import re
 import warnings
 
@@ -70,7 +71,8 @@ def test_combination_fits_and_tests_through_the_cli(parts, synthetic_root, tmp_p
     assert cli.model.model.use_prompt == (PROMPT_AWARE[0] in parts)
     per_target = [""] if len(targets) == 1 else [f"{target}/" for target in targets]
     expected_metrics = {f"test/{t}{name}" for t in per_target for name in ("srcc", "plcc", "krcc", "rmse")}
-    assert expected_metrics | {"test/srcc"} <= set(tested)
+    for name in expected_metrics | {"test/srcc"}:  # defined on these roots: neither MOS nor scores are constant
+        assert math.isfinite(tested[name]), f"{name} of {parts} is {tested[name]}"
     assert (run_dir / "checkpoints" / "splits.csv").is_file()
     assert all((run_dir / scatter_file(target, targets)).is_file() for target in targets)
 
