@@ -375,7 +375,7 @@ def test_ddp_ranks_build_the_cache_together(synthetic_root, tmp_path):
               "--data.cache_dir", str(cache_dir)]
     ddp = trainer_args(tmp_path / "ddp")
     ddp[ddp.index("--trainer.devices") + 1] = "2"
-    run_cli_subprocess(["fit", *common, *ddp, "--trainer.strategy", "ddp"], timeout=240)
+    run_cli_subprocess(["fit", *common, *ddp, "--trainer.strategy", "ddp"])
     entries = shard_files(cache_dir)
     assert len(entries) == 2 * 2  # train and val: one shard each, array and manifest
     assert not list(cache_dir.rglob("*.tmp*"))
