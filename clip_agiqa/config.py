@@ -60,6 +60,8 @@ class CLIPAGIQAConfig:
             against the raters' distribution where the data gives their std; see ``calibration.py``).
         levels: how many levels the concat head's distribution has (the similarity head's levels are its
             categories).
+        standardise: the concat head standardises its image-dependent inputs with the training data's statistics
+            (mean and variance per feature, kept with the model), as a linear probe on frozen features does.
         dropout: dropout of the concat head.
         mos_scale: the (low, high) MOS scale of the data it learns, one per target (or one for all); scores
             come out on it.
@@ -78,6 +80,7 @@ class CLIPAGIQAConfig:
     use_prompt: bool = field(default=False, metadata=ARCHITECTURE_FIELD)
     output: str = field(default="score", metadata=ARCHITECTURE_FIELD)
     levels: int = field(default=21, metadata=ARCHITECTURE_FIELD)
+    standardise: bool = field(default=False, metadata=ARCHITECTURE_FIELD)
     dropout: float = 0.5
     mos_scale: list[list[float]] = field(default_factory=lambda: [list(TRAINING_SCALE)])
     frozen_dtype: str = "float32"
@@ -97,6 +100,7 @@ class CLIPAGIQAConfig:
             "use_prompt": _boolean("use_prompt", self.use_prompt),
             "output": _choice("output", self.output, OUTPUTS),
             "levels": _integer("levels", self.levels, 2, MAX_LEVELS),
+            "standardise": _boolean("standardise", self.standardise),
             "dropout": _number("dropout", self.dropout),
             "frozen_dtype": _choice("frozen_dtype", self.frozen_dtype, FROZEN_DTYPES),
             "attn_implementation": _choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS),

@@ -39,6 +39,35 @@ def prompt_fusion(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
     return torch.cat([text, product, product.sum(dim=-1, keepdim=True)], dim=-1)
 
 
+class FeatureStandardiser(nn.Module):
+    """Standardises features (zero mean, unit variance per feature) with statistics of the training data: while
+    training, each batch's own (as batch normalisation does) and their running average over every training batch
+    seen; when scoring, that average, saved with the model (float buffers only: a saved model holds no integers)."""
+
+    def __init__(self, size: int, eps: float = 1e-5):
+        super().__init__()
+        self.eps = eps
+        self.register_buffer("mean", torch.zeros(size))
+        self.register_buffer("var", torch.ones(size))
+        self.register_buffer("batches", torch.zeros(()))
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        if self.training and len(features) > 1:
+            mean, var = features.mean(dim=0), features.var(dim=0, unbiased=False)
+            with torch.no_grad():  # the cumulative average: no host sync
+                self.batches += 1
+                weight = 1.0 / self.batches
+                self.mean.lerp_(mean.detach(), weight)
+                self.var.lerp_(var.detach(), weight)
+        else:
+            mean, var = self.mean, self.var
+        return (features - mean) / (var + self.eps).sqrt()
+
+
+def feature_standardiser(size: int) -> FeatureStandardiser:
+    return FeatureStandardiser(size)
+
+
 class ConcatHead(nn.Module):
     """The paper's head: [normalised image, normalised prompts...] -> Dropout -> Linear -> ReLU -> Dropout -> Linear.
 
@@ -48,9 +77,13 @@ class ConcatHead(nn.Module):
 
     def __init__(self, embed_dim: int, n_categories: int, hidden_dim: int = 512, dropout: float = 0.5,
                  n_outputs: int = 1, prompt_aware: bool = False, levels: int | None = None,
-                 training_scale: tuple[float, float] = TRAINING_SCALE):
+                 training_scale: tuple[float, float] = TRAINING_SCALE, standardise: bool = False):
         super().__init__()
         self.prompt_aware = prompt_aware
+        if standardise:  # the image-dependent inputs to zero mean, unit variance: the training split's statistics
+            self.image_norm = feature_standardiser(embed_dim)
+            if prompt_aware:
+                self.fusion_norm = feature_standardiser(2 * embed_dim + 1)
         self.n_outputs = n_outputs
         self.distribution = levels is not None  # K logits per target instead of one score
         if self.distribution:
@@ -67,9 +100,11 @@ class ConcatHead(nn.Module):
     def _outputs(self, image_features, quality_features, generation_features) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(quality_features, dim=-1).flatten()
-        parts = [image, prompts.expand(image.shape[0], -1)]
+        standardised = hasattr(self, "image_norm")
+        parts = [self.image_norm(image) if standardised else image, prompts.expand(image.shape[0], -1)]
         if self.prompt_aware:
-            parts.append(prompt_fusion(image, F.normalize(generation_features, dim=-1)))
+            fusion = prompt_fusion(image, F.normalize(generation_features, dim=-1))
+            parts.append(self.fusion_norm(fusion) if standardised else fusion)
         return self.mlp(torch.cat(parts, dim=1))
 
     @full_precision
@@ -134,12 +169,12 @@ class SimilarityHead(nn.Module):
 
 def build_head(name: str, embed_dim: int, n_categories: int, hidden_dim: int, dropout: float,
                training_scale: tuple[float, float] = TRAINING_SCALE, n_outputs: int = 1,
-               prompt_aware: bool = False, levels: int | None = None) -> nn.Module:
+               prompt_aware: bool = False, levels: int | None = None, standardise: bool = False) -> nn.Module:
     """``levels``: a distribution over that many levels per target (the concat head; the similarity head's levels
     are its categories)."""
     if name == "concat":
         return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware, levels,
-                          training_scale)
+                          training_scale, standardise)
     if name == "similarity":
         return SimilarityHead(n_categories, training_scale, n_outputs=n_outputs, prompt_aware=prompt_aware)
     raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

@@ -104,7 +104,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         distribution = config.output == "distribution"
         self.head = build_head(config.head, self.clip.config.projection_dim, len(config.categories),
                                config.hidden_dim, config.dropout, TRAINING_SCALE, n_outputs=len(config.targets),
-                               prompt_aware=config.use_prompt, levels=config.levels if distribution else None)
+                               prompt_aware=config.use_prompt, levels=config.levels if distribution else None,
+                               standardise=config.standardise)
         self.register_buffer("mos_scale", torch.tensor(config.mos_scale, dtype=torch.float64))
         # The training MOS distribution per target (calibration.QUANTILES quantiles; all equal: not recorded), what
         # a score's percentile is read from; set when a fit starts.

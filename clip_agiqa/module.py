@@ -122,6 +122,7 @@ class CLIPAGIQA(L.LightningModule):
         use_prompt: bool | None = None,
         output: Literal["score", "distribution"] | None = None,
         levels: int | None = None,
+        standardise: bool | None = None,
         dropout: float = 0.5,
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,

@@ -1,0 +1,47 @@
+"""--model.standardise (issue 18.4): the concat head standardises its image-dependent inputs with the training data's
+statistics, kept with the model; the paper's head has no such step."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from clip_agiqa.heads import FeatureStandardiser
+from clip_agiqa.model import CLIPAGIQAModel
+
+
+def test_the_statistics_are_the_training_batches_and_scoring_uses_them():
+    standardiser = FeatureStandardiser(3)
+    features = torch.randn(120, 3, generator=torch.Generator().manual_seed(0)) * 4 + 2
+    for batch in features.split(40):
+        out = standardiser(batch)  # training: each batch standardised by its own statistics
+        torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
+    batches = features.split(40)
+    torch.testing.assert_close(standardiser.mean, torch.stack([b.mean(0) for b in batches]).mean(0))
+    torch.testing.assert_close(standardiser.var, torch.stack([b.var(0, unbiased=False) for b in batches]).mean(0))
+    standardiser.eval()
+    one = standardiser(features[:1])  # scoring: one image is standardised by the kept statistics
+    torch.testing.assert_close(one, (features[:1] - standardiser.mean) / (standardiser.var + 1e-5).sqrt())
+
+
+def test_a_standardised_model_saves_and_loads_its_statistics(tmp_path):
+    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=True, use_prompt=True)
+    assert {"head.image_norm.mean", "head.fusion_norm.var"} <= set(model.trained_state_dict())
+    model.train()
+    dim = model.clip.config.projection_dim
+    model.training_scale_scores(torch.randn(8, dim) + 3, text_features=torch.randn(8, dim))
+    assert model.head.image_norm.batches.item() == 1 and model.head.image_norm.mean.abs().sum() > 0
+    model.eval().save_pretrained(tmp_path / "saved")
+    loaded = CLIPAGIQAModel.from_pretrained(tmp_path / "saved")
+    features, text = torch.randn(2, dim), torch.randn(2, dim)
+    torch.testing.assert_close(loaded.training_scale_scores(features, text_features=text),
+                               model.training_scale_scores(features, text_features=text))
+
+
+def test_the_paper_head_reads_the_normalised_features_unstandardised():
+    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16).eval()
+    assert not hasattr(model.head, "image_norm") and not model.config.standardise
+    features = torch.randn(3, model.clip.config.projection_dim)
+    prompts = F.normalize(model.quality_prompt_features(), dim=-1).flatten()
+    expected = model.head.mlp(torch.cat([F.normalize(features, dim=-1), prompts.expand(3, -1)], dim=1))
+    torch.testing.assert_close(model.training_scale_scores(features), expected, rtol=0, atol=0)
