@@ -202,6 +202,13 @@ def usage_error(message: str, options: list[str]) -> UsageError:
     if invalid_choice:
         given, choices = invalid_choice.group(1), re.findall(r"'([^']*)'", invalid_choice.group(2))
         return UsageError(f"{given!r}: not one of {', '.join(choices)}{did_you_mean(given, choices)}")
+    not_expected = re.search(r"does not accept option '([^']+)'", message)  # a config file's key
+    if not_expected:
+        option = f"--{not_expected.group(1)}"
+        return UsageError(f"unknown option {option} (in a --config file){did_you_mean(option, options)}")
+    missing_file = re.search(r'Parser key "config":\s*File does not exist: (.*)', message)
+    if missing_file:
+        return UsageError(f"--config {missing_file.group(1).strip()}: no such file")
     keys = re.findall(r'Parser key "([^"]+)"', message)
     option = "--" + ".".join(dict.fromkeys(keys)) if keys else ""
     inner = message[message.rfind('Parser key "'):] if keys else message
@@ -215,6 +222,13 @@ def usage_error(message: str, options: list[str]) -> UsageError:
         owner = f" of {class_path.group(1).rpartition('.')[2]}" if class_path else ""
         return UsageError(f"unknown option {bad}{owner}"
                           f"{did_you_mean(bad, [f'{option}.{p}' for p in parameters])}")
+    required = re.search(r"the following arguments are required: (.*)", message)
+    if required:
+        names = [re.sub(r"^(fit|validate|test|predict)\.", "", name.strip()) for name in required.group(1).split(",")]
+        names = [f"{option}.{name}" if option else f"--{name}" for name in names]
+        no_class = names == ["--data"] or "class_path 'clip_agiqa.MOSDataModule'" in message
+        hint = " (and the data class, e.g. --data MOSFolder --data.root DIR, or a --config FILE.yaml)" if no_class else ""
+        return UsageError(f"missing {', '.join(names)}{hint}")
     literal = re.search(r"Literal\[([^\]]*)\]", inner)
     if literal:
         choices = [c.strip().strip("'\"") for c in literal.group(1).split(",")]

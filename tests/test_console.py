@@ -48,11 +48,23 @@ def the_error_line(err: str) -> str:
     (["fit", "--data", "MOSFolder", "--data.root", ".", "--data.num_workers", "-1"], 1,
      "--data.num_workers -1: give 0 (load in the main process) or more"),
     (["predict", "--data", "ImageFolder", "--data.root", "."], 1, "predict needs trained weights: add --ckpt_path"),
+    (["fit"], 2, "missing --data (and the data class, e.g. --data MOSFolder --data.root DIR, or a --config"),
+    (["fit", "--data", "MOSFolder"], 2, "missing --data.root"),
+    (["fit", "--config", "no/such.yaml"], 2, "no/such.yaml': no such file"),
 ])
 def test_each_mistake_is_one_line_with_the_choices(monkeypatch, capsys, args, status, expected):
     code, out, err = console_run(monkeypatch, capsys, args)
     assert code == status
     assert expected in the_error_line(err)
+
+
+def test_a_mistyped_key_in_a_config_file_is_one_line(monkeypatch, capsys, tmp_path):
+    config = tmp_path / "run.yaml"
+    config.write_text("trainer:\n  max_epoch: 3\n")
+    code, _, err = console_run(monkeypatch, capsys, ["fit", "--config", str(config)])
+    assert code == 2 and the_error_line(err) == ("clip-agiqa: error: unknown option --trainer.max_epoch (in a --config "
+                                                 "file) (did you mean --trainer.max_epochs or --trainer.min_epochs or "
+                                                 "--trainer.max_steps?)")
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is there")
