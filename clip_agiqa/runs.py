@@ -166,8 +166,10 @@ class RunLock:
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
         self._handle = None
+        self._made_folder = False
 
     def acquire(self) -> RunLock:
+        self._made_folder = not self.folder.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
         handle = open(self.folder / LOCK_FILE, "a+")
         try:
@@ -189,10 +191,16 @@ class RunLock:
         return self
 
     def release(self) -> None:
-        if self._handle is not None:
-            with contextlib.suppress(OSError):
-                self._handle.close()  # closing drops the lock
-            self._handle = None
+        if self._handle is None:
+            return
+        lock_file = self.folder / LOCK_FILE
+        with contextlib.suppress(OSError):
+            if self._made_folder and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
+                lock_file.unlink()  # a command that failed before writing anything leaves no folder behind
+                self.folder.rmdir()
+        with contextlib.suppress(OSError):
+            self._handle.close()  # closing drops the lock
+        self._handle = None
 
 
 # --- Ctrl-C and SIGTERM ------------------------------------------------------------------------------------

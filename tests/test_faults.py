@@ -232,6 +232,13 @@ def test_a_second_command_on_a_run_folder_in_use_is_refused(synthetic_root, tmp_
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
 
 
+def test_a_fit_refused_before_writing_anything_leaves_no_run_folder(tmp_path):
+    run = tmp_path / "runs" / "new"
+    with pytest.raises(InputError, match="metadata.csv"):
+        run_cli(fit_args(tmp_path / "no_such_data", run, epochs=1))
+    assert not run.exists()
+
+
 def test_checkpoints_are_written_beside_and_renamed(tmp_path, monkeypatch):
     target = tmp_path / "best.ckpt"
     AtomicCheckpointIO().save_checkpoint({"step": 1}, target)
