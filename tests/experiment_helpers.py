@@ -50,7 +50,7 @@ def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Pa
     """A tiny root in the real layout of ``data_class``, and extra data arguments that shrink it."""
     import shutil
 
-    from test_datasets import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
+    from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
 
     builders = {"AGIQA3K": agiqa3k_root, "AGIQA1K": agiqa1k_root, "AIGCIQA20K": aigciqa20k_root}
     root = tmp / data_class
@@ -77,7 +77,7 @@ def vary_images(paths: list[Path], distinct: int = 16) -> None:
     SRCC/PLCC are defined (they are NaN on constant scores)."""
     import shutil
 
-    from test_datasets import placeholder
+    from layouts import placeholder
 
     for index, path in enumerate(paths[:distinct]):
         placeholder(path, seed=index)

@@ -236,7 +236,7 @@ def split_of(run_folder) -> dict[str, str]:
 
 @pytest.mark.slow
 def test_benchmark_runs_ipce_split_folders_with_prompt_disjoint_validation(tmp_path, capsys):
-    from test_splits import agiqa3k_prompted_root, ipce_folder
+    from layouts import agiqa3k_prompted_root, ipce_folder
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
     database = tmp_path / "Database" / "AGIQA-3K"
@@ -262,8 +262,7 @@ def test_benchmark_runs_ipce_split_folders_with_prompt_disjoint_validation(tmp_p
 
 @pytest.mark.slow
 def test_benchmark_tests_each_split_on_other_datasets_and_writes_the_matrix(tmp_path):
-    from test_datasets import agiqa1k_root, aigciqa20k_root
-    from test_splits import agiqa3k_prompted_root
+    from layouts import agiqa1k_root, agiqa3k_prompted_root, aigciqa20k_root
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
     (tmp_path / "AGIQA-1K").mkdir()
@@ -290,8 +289,7 @@ def test_benchmark_tests_each_split_on_other_datasets_and_writes_the_matrix(tmp_
 
 
 def test_test_on_data_with_another_number_of_targets_is_refused_before_any_fit(tmp_path, monkeypatch):
-    from test_datasets import agiqa1k_root
-    from test_splits import agiqa3k_prompted_root
+    from layouts import agiqa1k_root, agiqa3k_prompted_root
 
     no_split_may_start(monkeypatch)
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")

@@ -14,7 +14,7 @@ from test_benchmark import composed_args
 
 @pytest.mark.slow
 def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path, capsys):
-    from test_splits import agiqa3k_prompted_root
+    from layouts import agiqa3k_prompted_root
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
     model, data = "model/clip_agiqa.yaml", "data/agiqa3k_quality.yaml"

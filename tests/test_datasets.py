@@ -11,81 +11,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
-from PIL import Image
 
 from clip_agiqa.data import AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023
-from clip_agiqa.data.aigciqa2023 import NUM_IMAGES, sample_name
+from clip_agiqa.data.aigciqa2023 import NUM_IMAGES
 from clip_agiqa.data.splits import assign
 from conftest import SHARED_ANNOTATIONS, TINY_MODEL_ARGS, run_cli, trainer_args
+from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root, placeholder, write_mat, write_xlsx
 
 DATA = Path(__file__).parent / "data"
 # A few batches are enough to prove the wiring; the 2,400-image layout would otherwise take minutes.
 SHORT = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",
          "--data.batch_size", "4", "--data.num_workers", "0"]
-
-
-def placeholder(path: Path, seed: int = 0) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    pixels = np.random.default_rng(seed).integers(0, 255, size=(40, 40, 3), dtype=np.uint8)
-    Image.fromarray(pixels).save(path)
-
-
-def copy_placeholder(source: Path, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(source, path)
-
-
-# --- roots in the real layouts ---------------------------------------------------------------------
-def agiqa3k_root(root: Path, image_folder: str = "") -> Path:
-    shutil.copy(DATA / "agiqa3k_data.csv", root / "data.csv")
-    with open(root / "data.csv", newline="") as handle:
-        for i, row in enumerate(csv.DictReader(handle)):
-            placeholder(root / image_folder / row["name"], i)
-    return root
-
-
-def write_xlsx(path: Path, rows: list[list]) -> None:
-    import openpyxl
-
-    workbook = openpyxl.Workbook()
-    for row in rows:
-        workbook.active.append(row)
-    workbook.save(path)
-
-
-def agiqa1k_root(root: Path) -> Path:
-    with open(DATA / "agiqa1k_rows.csv", newline="") as handle:
-        rows = list(csv.reader(handle))
-    write_xlsx(root / "AIGC_MOS_Zscore.xlsx", [rows[0]] + [[n, p, float(m)] for n, p, m in rows[1:]])
-    for i, (name, _, _) in enumerate(rows[1:]):
-        placeholder(root / "file" / name, i)
-    return root
-
-
-def write_mat(folder: Path, values: dict[int, np.ndarray]) -> None:
-    folder.mkdir(parents=True, exist_ok=True)
-    for number, mos in values.items():
-        scipy.io.savemat(folder / f"mosz{number}.mat", {"MOSz": np.asarray(mos, dtype=np.float64).reshape(-1, 1)})
-
-
-def aigciqa2023_root(root: Path, flat: bool = False, mos_folder: str = "DATA/MOS") -> Path:
-    rng = np.random.default_rng(0)
-    write_mat(root / mos_folder, {i: rng.uniform(27, 72, NUM_IMAGES) for i in (1, 2, 3)})
-    source = root / "placeholder.png"
-    placeholder(source)
-    for n in range(NUM_IMAGES):
-        name, _ = sample_name(n)
-        copy_placeholder(source, root / ("allimg" if flat else "Image") / (f"{n}.png" if flat else name))
-    source.unlink()
-    return root
-
-
-def aigciqa20k_root(root: Path) -> Path:
-    shutil.copy(DATA / "aigciqa20k_info_train.csv", root / "info_train.csv")
-    with open(root / "info_train.csv", newline="") as handle:
-        for i, row in enumerate(csv.reader(handle)):
-            placeholder(root / "images" / row[0], i)  # the images in one sub-folder
-    return root
 
 
 # --- loading and splitting -------------------------------------------------------------------------

@@ -12,6 +12,7 @@ import pytest
 from clip_agiqa.data import MOSFolder, Record
 from clip_agiqa.data.splits import (assign, kfold_split, paper_split, predefined_split, random_split, read_splits,
                                     write_splits)
+from layouts import agiqa3k_prompted_root, ipce_folder, write_csv
 
 
 def records(n: int, per_prompt: int = 3) -> list[Record]:
@@ -63,12 +64,6 @@ def test_paper_split_is_sklearn_train_test_split_random_state_42():
     # Follows the annotation order, whatever order the records come in.
     shuffled = list(reversed(order))
     assert paper_split(order, shuffled) == list(reversed(assignment))
-
-
-def write_csv(path: Path, rows: list[list[str]]) -> Path:
-    with open(path, "w", newline="") as handle:
-        csv.writer(handle).writerows(rows)
-    return path
 
 
 def test_predefined_split_reads_a_run_splits_file(tmp_path):
@@ -129,35 +124,6 @@ def test_predefined_protocol_reuses_an_earlier_split(synthetic_root, tmp_path):
 
 
 # --- published split folders (IPCE's layout) and the validation set drawn from train ----------------------------
-AGIQA3K_HEADER = ["name", "prompt", "adj1", "adj2", "style", "mos_quality", "std_quality", "mos_align", "std_align"]
-GENERATORS = ("AttnGAN", "DALLE2", "glide")
-
-
-def agiqa3k_prompted_root(root: Path, prompts: int = 12) -> Path:
-    """A tiny AGIQA-3K root in the real layout (data.csv + images beside it) where, as in the real set, image i of
-    every generator has prompt i: 3 images per prompt."""
-    from test_datasets import placeholder
-
-    rows = [[f"{generator}_normal_{i:03d}.jpg", f"prompt number {i}", "", "", "", f"{(i * 7 + g) % 5}.5", "0.5",
-             f"{(i * 3 + g) % 5}.25", "0.5"] for g, generator in enumerate(GENERATORS) for i in range(prompts)]
-    root.mkdir(parents=True, exist_ok=True)
-    write_csv(root / "data.csv", [AGIQA3K_HEADER, *rows])
-    for number, row in enumerate(rows):
-        placeholder(root / row[0], number)
-    return root
-
-
-def ipce_folder(folder: Path, root: Path, test_prompts: set[int], test_file: str = "val.csv") -> Path:
-    """An IPCE split folder for an AGIQA-3K root: train.csv and val.csv (its test set) with data.csv's columns."""
-    with open(root / "data.csv", newline="") as handle:
-        header, *rows = list(csv.reader(handle))
-    folder.mkdir(parents=True, exist_ok=True)
-    in_test = [int(row[0].rsplit("_", 1)[1][:3]) in test_prompts for row in rows]
-    write_csv(folder / "train.csv", [header] + [r for r, t in zip(rows, in_test) if not t])
-    write_csv(folder / test_file, [header] + [r for r, t in zip(rows, in_test) if t])
-    return folder
-
-
 def prompts_of(data, split: str) -> set[str]:
     return {r.prompt for r in data.split_records(split)}
 

@@ -14,7 +14,7 @@ from clip_agiqa.commands import input_error
 from clip_agiqa.data import AGIQA3K, AIGCIQA2023, MOSFolder
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
-from test_datasets import agiqa3k_root, aigciqa2023_root
+from layouts import agiqa3k_root, aigciqa2023_root
 
 SMALL = dict(batch_size=4, num_workers=0, image_size=32)
 # Enough samples in val and test for a correlation on the 12-image AGIQA-3K root.
@@ -159,7 +159,7 @@ def test_cached_features_with_two_targets_and_prompts_train(synthetic_root, tmp_
 
 
 def test_records_of_every_benchmark_carry_their_prompt(tmp_path):
-    from test_datasets import agiqa1k_root, aigciqa20k_root
+    from layouts import agiqa1k_root, aigciqa20k_root
 
     from clip_agiqa.data import AGIQA1K, AIGCIQA20K
 
