@@ -9,7 +9,7 @@ from PIL import Image
 
 import clip_agiqa
 from clip_agiqa import CLIPAGIQAModel
-from conftest import REPO, run_cli, run_cli_subprocess
+from conftest import REPO, run_cli
 
 
 def test_use_prompt_false_is_the_paper_model_exactly():
@@ -67,7 +67,7 @@ def test_scorer_takes_prompts_and_gives_a_score_per_target(saved_prompt_model, s
     assert scorer.score_range == {"quality": (0.0, 5.0), "align": (1.0, 5.0)}
 
 
-def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, synthetic_root, tmp_path):
+def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, synthetic_root, tmp_path, capsys):
     rows = list(csv.DictReader(open(synthetic_root / "metadata.csv")))[:4]
     listed = tmp_path / "list"
     listed.mkdir()
@@ -79,8 +79,8 @@ def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, syn
         writer.writerow(["file_name", "prompt"])
         writer.writerows([(r["file_name"], r["prompt"]) for r in rows] + [("broken.png", "a prompt")])
     output = tmp_path / "scores.csv"
-    result = run_cli_subprocess(["score", str(saved_prompt_model), str(listed / "images.csv"), "--output", str(output)])
-    assert "wrote 5 rows" in result.stdout
+    run_cli(["score", str(saved_prompt_model), str(listed / "images.csv"), "--output", str(output)])
+    assert "wrote 5 rows" in capsys.readouterr().out
     scored = list(csv.DictReader(open(output)))
     assert list(scored[0]) == ["file_name", "prompt", "quality", "align", "error"]
     broken = next(r for r in scored if r["file_name"] == "broken.png")
