@@ -40,8 +40,18 @@ def instantiate(spec: dict, **changes):
     return getattr(importlib.import_module(module), name)(**{**spec.get("init_args", {}), **changes})
 
 
-def split_features(config: dict, workdir: Path) -> tuple[dict, list[str]]:
-    """{split: (inputs, mos)} of the config's data and split, and the target names."""
+def data_overrides(overrides: list[str]) -> dict:
+    """The ``--data.<name>=<value>`` overrides, so the probe sees the split the model is trained on."""
+    found = {}
+    for option in overrides:
+        name, _, value = option.partition("=")
+        if name.startswith("--data.") and value:
+            found[name.removeprefix("--data.")] = yaml.safe_load(value)
+    return found
+
+
+def split_features(config: dict, workdir: Path, overrides: list[str] = ()) -> tuple[dict, list[str]]:
+    """{split: (inputs, mos)} of the config's data and split (with the ``--data.*`` overrides), and the targets."""
     from clip_agiqa.data.records import target_tensor
     from clip_agiqa.data.transforms import ImageTransform
     from clip_agiqa.model import CLIPAGIQAModel
@@ -49,7 +59,8 @@ def split_features(config: dict, workdir: Path) -> tuple[dict, list[str]]:
     model_args = config["model"]["init_args"]
     model = CLIPAGIQAModel(backbone=model_args["backbone"], n_ctx=model_args.get("n_ctx", 16)).eval()
     data_args = config["data"]["init_args"]
-    datamodule = instantiate(config["data"], root=str(workdir / Path(data_args["root"]).name), num_workers=0)
+    datamodule = instantiate(config["data"], **{**data_overrides(overrides),
+                                                "root": str(workdir / Path(data_args["root"]).name), "num_workers": 0})
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     transform = ImageTransform(model.image_settings, train=False)
@@ -140,7 +151,7 @@ def main(argv: list[str] | None = None) -> dict:
     results = {}
     for config_path in args.configs:
         config = yaml.safe_load(config_path.read_text())
-        splits, targets = split_features(config, args.workdir)
+        splits, targets = split_features(config, args.workdir, args.override)
         probe = fit_probe(splits, epochs=args.probe_epochs)
         raw = fit_probe(splits, epochs=args.probe_epochs, standardise=False)
         row = {"targets": targets, "sizes": {s: len(v[1]) for s, v in splits.items()}, "probe": probe,

@@ -28,6 +28,7 @@ COMBINATIONS = [
     *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in BENCHMARK_PARTS],
     ("data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/paper.yaml"),
     ("data/custom.yaml", "model/clip_agiqa.yaml", "protocol/random.yaml"),
+    ("data/custom.yaml", "model/clip_agiqa_standardised.yaml", "protocol/random.yaml"),  # standardised inputs
     ("demo.yaml",),  # one self-contained file (make demo)
     *[(f"data/{name}.yaml", *PROMPT_AWARE) for name in BENCHMARK_PARTS + ALL_TARGETS_PARTS],
     *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in ALL_TARGETS_PARTS],
