@@ -147,22 +147,7 @@ def _chain(error: BaseException | None):
 def input_error(error: BaseException) -> BaseException | None:
     """The user's mistake (an ``InputError``) in the error's chain: jsonargparse and Lightning wrap errors raised
     while building the classes."""
-    found = next((link for link in _chain(error) if isinstance(link, InputError)), None)
-    # TODO(03:30): drop once every user-facing raise is an InputError.
-    return found or next((link for link in _chain(error) if _raised_by_the_package(link)), None)
-
-
-def _raised_by_the_package(error: BaseException) -> bool:
-    """Transitional: a ``raise`` line in this package's code."""
-    import linecache
-
-    frame = error.__traceback__
-    if frame is None:
-        return False
-    while frame.tb_next is not None:
-        frame = frame.tb_next
-    filename = os.path.abspath(frame.tb_frame.f_code.co_filename)
-    return filename.startswith(PACKAGE_DIR) and linecache.getline(filename, frame.tb_lineno).strip().startswith("raise ")
+    return next((link for link in _chain(error) if isinstance(link, InputError)), None)
 
 
 def disk_full(error: BaseException) -> OSError | None:

@@ -208,7 +208,7 @@ class CLIPAGIQA(L.LightningModule):
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)
         if precision not in MIXED_OR_FULL:
-            raise ValueError(f"--trainer.precision {precision} is not supported: it would hold the prompt context "
+            raise InputError(f"--trainer.precision {precision} is not supported: it would hold the prompt context "
                              f"and head in half precision. Use --trainer.precision bf16-mixed (or 16-mixed on a GPU), "
                              f"and --model.frozen_dtype bfloat16 to halve the frozen encoders' memory")
 
