@@ -201,3 +201,15 @@ def _image(path):
     from PIL import Image
 
     return Image.open(path).convert("RGB")
+
+
+def test_predict_writes_the_same_columns_as_score(fitted, tmp_path):
+    run, checkpoint, _, _ = fitted
+    args = [*TINY_MODEL_ARGS, "--model.output", "distribution", "--model.levels", "11", "--data", "MOSFolder",
+            "--data.root", str(fitted[2].datamodule.root), "--data.num_workers", "0",
+            "--data.val_size", "0.35", "--data.test_size", "0.35", *trainer_args(tmp_path),
+            "--predictions.output", str(tmp_path / "predictions.csv"), "--ckpt_path", str(checkpoint)]
+    run_cli(["predict", *args])
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
+    assert list(rows[0]) == ["file_name", "score", "mos_std", "mos_percentile", "error"] and len(rows) == 70
+    assert all(float(r["mos_std"]) > 0 and 0 <= float(r["mos_percentile"]) <= 100 for r in rows)
