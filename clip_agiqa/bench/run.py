@@ -191,8 +191,11 @@ def launch(command: list[str], log, environment: dict[str, str]) -> subprocess.P
     """Start one process of a split, its output appended to the split's log."""
     log.write(f"\n$ {' '.join(command)}\n")
     log.flush()
+    # Each process starts its own W&B service: one inherited from a caller that used W&B (a notebook, a test
+    # session) would hold the fit's run id, and the split's test, which logs into that run, would be refused.
+    inherited = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
     return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            env={**os.environ, **environment})
+                            env={**inherited, **environment})
 
 
 def _last_line(path: Path) -> str:
