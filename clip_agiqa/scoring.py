@@ -241,17 +241,17 @@ class QualityScorer:
             if not self.model.use_prompt and prompts is not None:
                 warnings.warn(NO_PROMPTS + ("; the prompt column is copied from the input" if with_prompt else ""),
                               stacklevel=2)
-            bar = tqdm(total=len(files), initial=len(files) - len(names), unit="img", disable=not self.progress,
-                       leave=False)
-            for rows in self.stream([files[name] for name in names], use_prompts) if names else ():
-                for position, scores, error in rows:
-                    name = names[position]
-                    table.write(name, prompts.get(name) if prompts is not None else None, scores, error)
-                    if collect:
-                        collected.append((name, scores))
-                table.flush()
-                bar.update(len(rows))
-            bar.close()
+            # closed (its line cleared) however the loop ends, so an error message starts on a line of its own
+            with tqdm(total=len(files), initial=len(files) - len(names), unit="img", disable=not self.progress,
+                      leave=False) as bar:
+                for rows in self.stream([files[name] for name in names], use_prompts) if names else ():
+                    for position, scores, error in rows:
+                        name = names[position]
+                        table.write(name, prompts.get(name) if prompts is not None else None, scores, error)
+                        if collect:
+                            collected.append((name, scores))
+                    table.flush()
+                    bar.update(len(rows))
         except BaseException:
             table.close()  # the rows so far stay in the .partial, for resume
             raise

@@ -333,3 +333,40 @@ def test_a_decoder_raising_anything_costs_one_row(saved_model, image_folder, tmp
     rows = read_rows(tmp_path / "scores.csv")
     assert rows[3]["error"] == "cannot decode (IndexError: tile outside the image)" and rows[3]["score"] == ""
     assert sum(r["error"] == "" for r in rows) == 10
+
+
+def test_a_full_disk_while_scoring_is_one_line_and_resume_goes_on(saved_model, image_folder, tmp_path, monkeypatch,
+                                                                    capsys):
+    import errno
+    import sys
+
+    from clip_agiqa import commands, safe_csv
+
+    real_writer, written = safe_csv.safe_writer, []
+
+    class FillingDisk:  # the scores CSV's rows: the disk is full after the header and five rows
+        def __init__(self, handle):
+            self.writer = real_writer(handle)
+
+        def writerow(self, row):
+            if len(written) >= 6:
+                raise OSError(errno.ENOSPC, "No space left on device")
+            written.append(row)
+            return self.writer.writerow(row)
+
+    import clip_agiqa.score_csv as score_csv
+
+    monkeypatch.setattr(score_csv, "safe_writer", FillingDisk)
+    output = tmp_path / "scores.csv"
+    command = ["score", str(saved_model), str(image_folder), "--output", str(output), "--num_workers", "0"]
+    monkeypatch.setattr(sys, "argv", ["clip-agiqa", *command])
+    with pytest.raises(SystemExit) as done:
+        commands.console()
+    err = capsys.readouterr().err
+    assert done.value.code == 1 and "Traceback" not in err
+    [line] = [line for line in err.splitlines() if line.startswith("clip-agiqa:")]  # not after the progress bar
+    assert "No space left on device" in line and "--resume" in line, line
+    assert not output.exists() and len(read_rows(tmp_path / "scores.csv.partial")) == 5  # the rows written stay
+    monkeypatch.setattr(score_csv, "safe_writer", real_writer)  # room again
+    run_cli([*command, "--resume"])
+    assert len(read_rows(output)) == 11
