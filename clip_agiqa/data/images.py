@@ -30,7 +30,6 @@ import numpy as np
 from PIL import Image, ImageCms, ImageFile, ImageOps
 
 from ..errors import InputError
-from .records import Record
 
 BACKGROUND = (255, 255, 255)  # white, as browsers and viewers show transparent pixels on a page
 SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" holds 16-bit files (PNG, TIFF) in PIL
@@ -217,16 +216,6 @@ def header_problem(path: Path) -> str | None:
         return error.reason
 
 
-def require_readable(records: list[Record], source: str) -> None:
-    """One error that counts and names (relative to the dataset root) every image failing ``header_problem``."""
-    problems = [(r.file_name, problem) for r in records if (problem := header_problem(r.path))]
-    if problems:
-        shown = "; ".join(f"{name} ({problem})" for name, problem in problems[:5])
-        more = f" and {len(problems) - 5} more" if len(problems) > 5 else ""
-        raise InputError(f"{source}: {len(problems)} of {len(records)} image(s) cannot be read: {shown}{more}. "
-                         "Replace or remove them, or leave them out with --data.skip_bad_images true")
-
-
 def readable_image(path: Path) -> bool:
     """Whether the image decodes fully (JPEGs in draft mode: truncation still shows, at a fraction of the cost)."""
     try:
@@ -236,17 +225,6 @@ def readable_image(path: Path) -> bool:
         return True
     except ImageError:
         return False
-
-
-def scan_images(records: list[Record]) -> list[Record]:
-    """The records whose image decodes; one warning counts and names the others."""
-    bad = [r for r in records if not readable_image(r.path)]
-    if bad:
-        warnings.warn(f"skip_bad_images: left out {len(bad)} of {len(records)} unreadable image(s), e.g. "
-                      f"{', '.join(r.file_name for r in bad[:5])}", stacklevel=2)
-        bad_names = {r.file_name for r in bad}
-        records = [r for r in records if r.file_name not in bad_names]
-    return records
 
 
 # --- folder scans -------------------------------------------------------------------------------------------

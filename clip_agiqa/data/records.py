@@ -15,8 +15,6 @@ import torch
 from ..errors import InputError
 from ..text import first_and_more
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
-
 
 @dataclass
 class Record:
