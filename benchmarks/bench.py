@@ -330,7 +330,7 @@ def cached_split(n: int, views: int, dim: int, seed: int = 0):
 
     generator = torch.Generator().manual_seed(seed)
     mos = torch.rand(n, generator=generator) * 5
-    records = [Record(f"image_{i:06d}.png", Path(f"image_{i:06d}.png"), float(mos[i]), prompt=f"prompt {i % 300}")
+    records = [Record(f"image_{i:06d}.png", Path(f"image_{i:06d}.png"), {"mos": float(mos[i])}, prompt=f"prompt {i % 300}")
                for i in range(n)]
     return CachedFeatures(records, torch.randn(n, views, dim, generator=generator))
 
@@ -420,7 +420,7 @@ def measure_open_cached_split(workdir: Path, n: int = 50_000, views: int = 8, di
     for i in range(n):
         path = images / f"image_{i:06d}.png"
         path.write_bytes(b"x")
-        records.append(Record(path.name, path, float(i % 5), prompt=f"prompt {i % 300}"))
+        records.append(Record(path.name, path, {"mos": float(i % 5)}, prompt=f"prompt {i % 300}"))
     encoder = FrozenEncoder(EncoderKey("random:bench", "0" * 16), ImageSettings(224),
                             encode_images=lambda pixels: None, encode_texts=lambda texts: None)
     cache = FeatureCache(folder / "cache", encoder, progress=False)

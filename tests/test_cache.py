@@ -34,7 +34,7 @@ def images(synthetic_root, tmp_path) -> list[Record]:
     records = []
     for index, source in enumerate(sorted(synthetic_root.glob("*.png"))[:4]):
         shutil.copy2(source, folder / source.name)
-        records.append(Record(source.name, folder / source.name, float(index)))
+        records.append(Record(source.name, folder / source.name, {"mos": float(index)}))
     return records
 
 

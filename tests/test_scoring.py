@@ -297,7 +297,7 @@ def test_splits_csv_escapes_names_and_reads_them_back(tmp_path):
     from clip_agiqa.data.splits import read_splits, write_splits
 
     names = ["=1+1.png", "-cmd.png", "@a.png", "plain.png"]
-    records = [Record(name, tmp_path / name, 1.0) for name in names]
+    records = [Record(name, tmp_path / name, {"mos": 1.0}) for name in names]
     write_splits(tmp_path / "splits.csv", records, ["train", "val", "test", "train"])
     assert (tmp_path / "splits.csv").read_text().splitlines()[1:4] == ["'=1+1.png,train", "'-cmd.png,val",
                                                                        "'@a.png,test"]

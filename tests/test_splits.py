@@ -16,7 +16,7 @@ from layouts import agiqa3k_prompted_root, ipce_folder, write_csv
 
 
 def records(n: int, per_prompt: int = 3) -> list[Record]:
-    return [Record(f"img_{i:03d}.png", Path(f"img_{i:03d}.png"), float(i % 5), prompt=f"prompt {i // per_prompt}")
+    return [Record(f"img_{i:03d}.png", Path(f"img_{i:03d}.png"), {"mos": float(i % 5)}, prompt=f"prompt {i // per_prompt}")
             for i in range(n)]
 
 
@@ -74,7 +74,7 @@ def test_predefined_split_reads_a_run_splits_file(tmp_path):
 
 
 def test_predefined_split_without_val_or_prompts_draws_val_from_train_at_random(tmp_path):
-    rows = [Record(f"n{i}", Path(f"n{i}"), 1.0) for i in range(20)]
+    rows = [Record(f"n{i}", Path(f"n{i}"), {"mos": 1.0}) for i in range(20)]
     path = write_csv(tmp_path / "s.csv", [["file_name", "split"]] + [[r.file_name, "test" if i < 4 else "train"]
                                                                      for i, r in enumerate(rows)])
     assignment = predefined_split(path, rows, 0.25, 0)

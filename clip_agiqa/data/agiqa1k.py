@@ -53,8 +53,8 @@ class AGIQA1KReader(Reader):
             folder = find_image_folder(root, names, LAYOUT)
         kept = [(name, number, row) for name, (number, row) in zip(names, rows) if keep.get(name) == number]
         mos = parse_mos([(number, row["MOS"]) for _, number, row in kept], str(path), "MOS")
-        return [Record(name, folder / name, score, prompt=str(row["Prompt"] or "").strip() or None,
-                       generator=generator_of(name), targets={"quality": score}, where=f"{path}, row {number}")
+        return [Record(name, folder / name, {"quality": score}, prompt=str(row["Prompt"] or "").strip() or None,
+                       generator=generator_of(name), where=f"{path}, row {number}")
                 for (name, number, row), score in zip(kept, mos)]
 
     def _resolve_duplicates(self, names: list[str], rows: list[int], path) -> dict[str, int]:

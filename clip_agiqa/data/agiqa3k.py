@@ -41,8 +41,8 @@ class AGIQA3KReader(Reader):
         records = []
         for index, (name, (number, row)) in enumerate(zip(names, rows)):
             values = {key: by_column[file_column][index] for key, file_column in TARGET_COLUMNS.items()}
-            records.append(Record(name, folder / name, values["quality"], prompt=(row["prompt"] or "").strip(),
-                                  generator=generator_of(name), targets=values, where=f"{path}, row {number}",
+            records.append(Record(name, folder / name, values, prompt=(row["prompt"] or "").strip(),
+                                  generator=generator_of(name), where=f"{path}, row {number}",
                                   stds={key: spread[index] for key, spread in stds.items()}))
         return records
 

@@ -134,8 +134,8 @@ class AIGCIQA2023Reader(Reader):
             name, prompt_index = sample_name(n)
             values = {key: float(mos[n]) for key, mos in targets.items()}
             prompt = prompts[prompt_index] if prompts else f"prompt {prompt_index:03d}"
-            records.append(Record(name, image_path(name, n), values[self.needed[0]], prompt=prompt,
-                                  generator=name.split("/")[0], targets=values, where=f"{folder}, MOSz row {n + 1}"))
+            records.append(Record(name, image_path(name, n), values, prompt=prompt,
+                                  generator=name.split("/")[0], where=f"{folder}, MOSz row {n + 1}"))
         return records
 
 

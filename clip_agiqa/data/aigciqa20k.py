@@ -48,8 +48,8 @@ class AIGCIQA20KReader(Reader):
         require_unique(names, str(path), numbers)
         folder = find_image_folder(root, names, LAYOUT)
         mos = parse_mos([(number, row[2]) for number, row in rows], str(path), "mos")
-        return [Record(name, folder / name, score, prompt=row[1].strip() or None,
-                       generator=generator_of(name, from_end=True), targets={"quality": score},
+        return [Record(name, folder / name, {"quality": score}, prompt=row[1].strip() or None,
+                       generator=generator_of(name, from_end=True),
                        where=f"{path}, row {number}")
                 for name, score, (number, row) in zip(names, mos, rows)]
 

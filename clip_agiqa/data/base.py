@@ -25,7 +25,7 @@ from .readers import Reader
 from .records import (Record, check_records, require_inside_root, selected_targets, std_tensor, target_tensor,
                       target_value)
 from .splits import SPLITS, assign, split_summary, write_splits
-from .transforms import ImageSettings, ImageTransform
+from .transforms import ImageSettings, ImageTransform, checked_augment
 
 SPLITS_FILE = "splits.csv"
 DATA_FILE = "data.json"
@@ -88,6 +88,8 @@ class MOSDataModule(L.LightningDataModule):
         val_size: fraction of the remaining samples used for validation (checkpoint selection).
         seed: seed of the split (the same seed gives the same split on any machine).
         crop_scale: area range of the training random resized crop.
+        augment: the training view: ``resized_crop`` (the paper's), ``crop`` (a window at the eval views' pixel
+            scale, never rescaled, and a flip) or ``none`` (the eval view); see ``transforms.AUGMENTATIONS``.
         predict_split: which samples ``predict`` scores: ``test``, ``val``, ``train`` or ``all``.
         test_split: which samples ``test`` evaluates: ``test``, or ``all`` (another dataset's every image: the
             benchmark's ``--test_on``).
@@ -123,6 +125,7 @@ class MOSDataModule(L.LightningDataModule):
         val_size: float = 0.1,
         seed: int = 0,
         crop_scale: tuple[float, float] = (0.08, 1.0),
+        augment: Literal["resized_crop", "crop", "none"] = "resized_crop",
         predict_split: str = "test",
         test_split: str = "test",
         image_size: int | None = None,
@@ -151,6 +154,7 @@ class MOSDataModule(L.LightningDataModule):
         self.val_size = val_size
         self.seed = seed
         self.crop_scale = tuple(crop_scale)
+        self.augment = checked_augment(augment)
         self.predict_split = predict_split
         self.test_split = test_split
         self.image_size = image_size
@@ -180,12 +184,12 @@ class MOSDataModule(L.LightningDataModule):
         return self.reader.mos_range
 
     def load_records(self) -> list[Record]:
-        """The reader's records, ``mos`` being the first selected target."""
+        """The reader's records, each with the first selected target first (its ``mos``)."""
         records = self.reader.read(self.root)
         first = self.targets[0]
         for record in records:
             if first in record.targets:
-                record.mos = record.targets[first]
+                record.targets = {first: record.targets[first], **record.targets}
         return records
 
     def assign_splits(self, records: list[Record]) -> list[str]:
@@ -312,7 +316,8 @@ class MOSDataModule(L.LightningDataModule):
             raise InputError(f"{self.root}: the {split} split is empty; change test_size/val_size or add samples")
         if self.read_prompts:
             self.generation_prompts()  # a model that reads prompts: samples without one are named before any step
-        transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
+        transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale,
+                                   augment=self.augment)
         if self.cache_views:
             return self.cached_dataset(records, transform)
         return ImageDataset(records, transform, self.targets)

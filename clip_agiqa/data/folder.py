@@ -42,8 +42,8 @@ class MOSFolderReader(Reader):
         require_unique(names, str(path), [number for number, _ in rows])
         targets = parse_targets(rows, columns, str(path))
         stds = parse_stds(rows, {name: f"{name}_std" for name in columns}, str(path))  # optional columns
-        return [Record(name, root / name, targets[columns[0]][index], prompt=row.get("prompt") or None,
-                       targets={name_: values[index] for name_, values in targets.items()},
+        return [Record(name, root / name, {name_: values[index] for name_, values in targets.items()},
+                       prompt=row.get("prompt") or None,
                        where=f"{path}, row {number}", stds={name_: values[index] for name_, values in stds.items()})
                 for index, (name, (number, row)) in enumerate(zip(names, rows))]
 
@@ -59,7 +59,7 @@ class ImageFolderReader(Reader):
             raise MissingFile(f"image folder {root} not found")
         found, skipped = scan_folder(root)  # every format the loader reads, sorted
         warn_skipped(root, skipped)  # one warning names what the scan left out
-        return [Record(str(p.relative_to(root)), p, float("nan")) for p in found]
+        return [Record(str(p.relative_to(root)), p) for p in found]
 
 
 class MOSFolder(MOSDataModule):

@@ -172,14 +172,13 @@ class HubReader(Reader):
             name = self.sample_name(example, row)
             values.append((position, {target: example[target] for target in self.targets}))
             prompt = example.get(self.prompt_column) if self.prompt_column else None
-            records.append(Record(name, Path(name), math.nan, prompt=str(prompt) if prompt else None,
+            records.append(Record(name, Path(name), prompt=str(prompt) if prompt else None,
                                   where=f"{self.source}, row {position}"))
             self.rows[name] = position
         require_unique([r.file_name for r in records], self.source, [position for position, _ in values])
         targets = parse_targets(values, list(self.targets), self.source)
         for index, record in enumerate(records):
             record.targets = {target: mos[index] for target, mos in targets.items()}
-            record.mos = record.targets[self.targets[0]]
         return records
 
 
@@ -258,7 +257,8 @@ class HFDataset(MOSDataModule):
             raise InputError(f"dataset {self.path}: the {split} split is empty; change test_size/val_size")
         if self.read_prompts:
             self.generation_prompts()
-        transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale)
+        transform = ImageTransform(self.image_settings(), train=split == "train", crop_scale=self.crop_scale,
+                                   augment=self.augment)
         return HubImageDataset(records, transform, self.targets, self.table, self.image_column, self.rows)
 
     def stream(self, split: str, train: bool):
@@ -272,7 +272,8 @@ class HFDataset(MOSDataModule):
         if self.read_prompts:
             self.generation_prompts()
         index = {r.file_name: (i, r) for i, r in enumerate(records)}
-        transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale)
+        transform = ImageTransform(self.image_settings(), train=train, crop_scale=self.crop_scale,
+                                   augment=self.augment)
         stream = self.open(streaming=True)
         if train:  # the same seed on every rank, so the ranks' parts stay disjoint after shuffling
             stream = stream.shuffle(seed=self.seed, buffer_size=self.shuffle_buffer)

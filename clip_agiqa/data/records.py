@@ -18,16 +18,20 @@ from ..text import first_and_more
 
 @dataclass
 class Record:
-    """An image with its MOS. ``file_name`` is relative to the dataset root and names the sample."""
+    """An image with its MOS per target. ``file_name`` is relative to the dataset root and names the sample."""
 
     file_name: str
     path: Path
-    mos: float
+    targets: dict[str, float] = field(default_factory=dict)  # the datamodule puts its first selected target first
     prompt: str | None = None
     generator: str | None = None
-    targets: dict[str, float] = field(default_factory=dict)
     where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
     stds: dict[str, float] = field(default_factory=dict)  # the raters' spread per target, where the data gives it
+
+    @property
+    def mos(self) -> float:
+        """The MOS of the first target; NaN for an image without one (a folder scored, not trained on)."""
+        return next(iter(self.targets.values()), math.nan)
 
 
 class MissingFile(InputError, FileNotFoundError):
@@ -271,7 +275,7 @@ def require_inside_root(records: list[Record], root: Path) -> None:
 
 
 def target_value(record: Record, name: str) -> float:
-    """A record's value of one target (``mos`` holds it when the record names no targets)."""
+    """A record's value of one target (its first target when it has no value of that name)."""
     return record.targets.get(name, record.mos)
 
 

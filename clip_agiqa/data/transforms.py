@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..errors import InputError
+
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 
@@ -53,42 +55,70 @@ def random_crop_box(width: int, height: int, scale: tuple[float, float], ratio: 
     return left, top, left + w, top + h
 
 
+# Training augmentations (``augment``): what a training view is; val/test/score views are the same for all.
+#   resized_crop: a random crop of area ``crop_scale`` resized to the input size, and a flip (the paper's);
+#   crop: the image at the eval view's pixel scale, a random input-size window of it (never rescaled: blur,
+#         noise and detail look as in the views the model is tested and scored on), and a flip;
+#   none: the eval view itself.
+AUGMENTATIONS = ("resized_crop", "crop", "none")
+
+
+def checked_augment(augment: str) -> str:
+    if augment not in AUGMENTATIONS:
+        raise InputError(f"augment must be one of {', '.join(AUGMENTATIONS)}, got {str(augment)[:80]!r}")
+    return augment
+
+
 class ImageTransform:
     """PIL image -> normalised float tensor (3, size, size).
 
-    Training: random resized crop + horizontal flip. Otherwise: resize the shorter side + centre crop.
-    A ``generator`` makes a training view reproducible (the feature cache draws views this way).
+    Training: the ``augment`` view (see ``AUGMENTATIONS``; default: random resized crop + horizontal flip).
+    Otherwise: resize the shorter side + centre crop. A ``generator`` makes a training view reproducible (the
+    feature cache draws views this way).
     """
 
     def __init__(self, settings: ImageSettings, train: bool, crop_scale: tuple[float, float] = (0.08, 1.0),
-                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True):
+                 crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, augment: str = "resized_crop"):
         self.settings = settings
         self.train = train
         self.crop_scale = tuple(crop_scale)
         self.crop_ratio = tuple(crop_ratio)
         self.flip = flip
+        self.augment = checked_augment(augment)
         self._mean = torch.tensor(settings.mean).view(3, 1, 1)
         self._std = torch.tensor(settings.std).view(3, 1, 1)
 
     def describe(self) -> dict:
         """Every setting that changes the output (used to key cached features)."""
-        return {"size": self.settings.size, "mean": list(self.settings.mean), "std": list(self.settings.std),
-                "train": self.train, "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio),
-                "flip": self.flip, "interpolation": Image.Resampling(RESIZE_INTERPOLATION).name}
+        settings = {"size": self.settings.size, "mean": list(self.settings.mean), "std": list(self.settings.std),
+                    "train": self.train, "crop_scale": list(self.crop_scale), "crop_ratio": list(self.crop_ratio),
+                    "flip": self.flip, "interpolation": Image.Resampling(RESIZE_INTERPOLATION).name}
+        if self.train and self.augment != "resized_crop":  # absent for the default: caches made before stay valid
+            settings["augment"] = self.augment
+        return settings
 
     def __call__(self, image: Image.Image, generator: torch.Generator | None = None) -> torch.Tensor:
         size = self.settings.size
-        if self.train:
+        if self.train and self.augment == "resized_crop":
             box = random_crop_box(image.width, image.height, self.crop_scale, self.crop_ratio, generator)
             image = image.resize((size, size), RESIZE_INTERPOLATION, box=box)
-            if self.flip and float(torch.rand((), generator=generator)) < 0.5:
-                image = image.transpose(Image.FLIP_LEFT_RIGHT)
         else:
-            scale = size / min(image.width, image.height)
-            width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-            image = image.resize((width, height), RESIZE_INTERPOLATION)
-            left, top = (width - size) // 2, (height - size) // 2
+            image = self._at_eval_scale(image)
+            width, height = image.size
+            if self.train and self.augment == "crop":
+                left = int(torch.randint(0, width - size + 1, (), generator=generator))
+                top = int(torch.randint(0, height - size + 1, (), generator=generator))
+            else:
+                left, top = (width - size) // 2, (height - size) // 2
             image = image.crop((left, top, left + size, top + size))
+        if self.train and self.augment != "none" and self.flip and float(torch.rand((), generator=generator)) < 0.5:
+            image = image.transpose(Image.FLIP_LEFT_RIGHT)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self._mean) / self._std
 
+    def _at_eval_scale(self, image: Image.Image) -> Image.Image:
+        """The image with its shorter side at the input size: the pixel scale of every eval view."""
+        size = self.settings.size
+        scale = size / min(image.width, image.height)
+        width, height = max(size, round(image.width * scale)), max(size, round(image.height * scale))
+        return image.resize((width, height), RESIZE_INTERPOLATION)

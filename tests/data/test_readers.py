@@ -100,7 +100,7 @@ def test_one_datamodule_takes_any_reader(tmp_path):
         name, targets, mos_range = "TwoImages", ("quality",), (1.0, 5.0)
 
         def read(self, root: Path) -> list[Record]:
-            return [Record(f"{i}.png", root / f"{i}.png", float(i), targets={"quality": float(i)}) for i in range(9)]
+            return [Record(f"{i}.png", root / f"{i}.png", {"quality": float(i)}) for i in range(9)]
 
     from PIL import Image
 
