@@ -50,7 +50,7 @@ from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, 
 from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
                    check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
                    resolve_last_checkpoint, resume_command)
-from .saved import read_checkpoint
+from .saved import FIELDS_ADDED_LATER, read_checkpoint
 
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
 # silently replace chosen ones.
@@ -329,11 +329,16 @@ class AGIQACLI(LightningCLI):
                                                         and not str(ckpt_path).startswith("registry"))):
             if not Path(ckpt_path).exists():
                 raise InputError(f"--ckpt_path {ckpt_path} not found")
-            read_checkpoint(Path(ckpt_path), task_parameters=inspect.signature(CLIPAGIQA).parameters)
+            saved = read_checkpoint(Path(ckpt_path), task_parameters=inspect.signature(CLIPAGIQA).parameters).config
+        else:
+            saved = None
         defaults = inspect.signature(CLIPAGIQA).parameters
         chosen = {k: v for k, v in self._model_options().items()
                   if k in ARCHITECTURE_OPTIONS and k in defaults and not same_value(v, defaults[k].default)}
         super()._parse_ckpt_path()
+        if saved is not None:  # a field an older checkpoint lacks: the value it was trained with, not today's default
+            for name in FIELDS_ADDED_LATER:
+                self.config[self.config.subcommand].model.init_args[name] = getattr(saved, name)
         from_checkpoint = self._model_options()
         differing = [k for k, v in chosen.items() if not same_value(from_checkpoint.get(k), v)]
         if differing:

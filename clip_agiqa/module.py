@@ -15,11 +15,11 @@ from torchmetrics import CatMetric, MeanMetric
 
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
 from .calibration_metrics import CalibrationMetrics, ReliabilityReport
-from .config import ARCHITECTURE, FIELDS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
+from .config import ARCHITECTURE, FIELDS, RECIPE_DEFAULTS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
 from .errors import InputError
 from .metrics import as_metric_input, quality_metrics
 from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX, CLIPAGIQAModel
-from .saved import MODEL_PREFIX, TrainedWeights, read_trained_weights
+from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 from .data.splits import split_summary
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
@@ -28,8 +28,9 @@ MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 
 
 def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
-    """The architecture to build: what was given, else what ``init_from`` was trained with, else the defaults.
-    A given value that contradicts ``init_from`` is refused (its tensors would not fit)."""
+    """The architecture to build: what was given, else what ``init_from`` was trained with, else the defaults
+    (the published network with ``RECIPE_DEFAULTS``). A given value that contradicts ``init_from`` is refused (its
+    tensors would not fit)."""
     defaults = CLIPAGIQAConfig().architecture()
     source = start.config.architecture() if start is not None else {}
     resolved = {}
@@ -42,6 +43,8 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
             raise InputError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
         resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
+    if given.get("standardise") is None and start is None and resolved["head"] == "concat":
+        resolved["standardise"] = RECIPE_DEFAULTS["standardise"]
     return resolved
 
 
@@ -96,6 +99,9 @@ class CLIPAGIQA(L.LightningModule):
             ``CLIPAGIQAModel``); a distribution is trained against the raters' distribution (a Gaussian of MOS and
             their std, discretised on the levels: KL divergence) where the data gives their std, else with
             ``loss`` on its mean; its std scale is fitted on each validation pass.
+        standardise: the concat head standardises its image-dependent inputs (see ``CLIPAGIQAConfig``); left out,
+            from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``,
+            measured in README "What the features hold"); false is the paper's.
         mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
             training, scores back.
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
@@ -169,6 +175,15 @@ class CLIPAGIQA(L.LightningModule):
             self.val_abs_z = torch.nn.ModuleList([CatMetric() for _ in targets])  # errors in predicted stds
             self.test_calibration = torch.nn.ModuleList([
                 CalibrationMetrics("test/" if len(targets) == 1 else f"test/{t}/") for t in targets])
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, *args, **kwargs):
+        """Lightning's, where a field an older checkpoint lacks (``saved.FIELDS_ADDED_LATER``) takes the value it
+        was trained with, not today's default."""
+        if isinstance(checkpoint_path, (str, Path)) and Path(checkpoint_path).is_file():
+            saved = read_checkpoint(Path(checkpoint_path)).config
+            kwargs = {**{name: getattr(saved, name) for name in FIELDS_ADDED_LATER}, **kwargs}
+        return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
 
     def _target_metrics(self, prefix: str) -> torch.nn.ModuleList:
         """One metric collection per target: ``val/srcc`` ... for one target, ``val/<target>/srcc`` for several."""

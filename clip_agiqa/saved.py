@@ -38,6 +38,9 @@ MAX_WEIGHTS_BYTES = 1 << 30  # a ViT-B/16 model's trained tensors are 7.4 MB
 SAVED_FIELDS = ("format", "format_version", "clip_agiqa_version", "backbone_fingerprint", "weights_sha256",
                 "image_settings", "training")
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
+# Model fields added after models were saved without them, and the value every such model was made with. A
+# config.json or checkpoint that lacks one gets this value, not today's default (which may differ).
+FIELDS_ADDED_LATER = {"standardise": False}
 
 
 @dataclass
@@ -133,6 +136,12 @@ def read_weights_file(path: Path, sha256: str | None) -> dict[str, torch.Tensor]
     return check_tensors(state, str(path))
 
 
+def model_fields(saved: dict) -> dict:
+    """The model's fields among what a file saved; a field added since (``FIELDS_ADDED_LATER``) that it lacks
+    takes the value the model was made with."""
+    return {**FIELDS_ADDED_LATER, **{k: saved[k] for k in FIELDS if k in saved}}
+
+
 # --- a saved model folder ------------------------------------------------------------------------------------------
 def read_saved_config(path: Path) -> tuple[CLIPAGIQAConfig, dict]:
     """``config.json`` of a saved model: the model's config and the rest (format, fingerprint, SHA-256, training),
@@ -146,7 +155,7 @@ def read_saved_config(path: Path) -> tuple[CLIPAGIQAConfig, dict]:
     unknown = sorted(set(raw) - set(FIELDS) - set(SAVED_FIELDS))
     if unknown:
         raise InputError(f"{path}: unknown field(s) {', '.join(k[:40] for k in unknown[:5])}")
-    config = CLIPAGIQAConfig.checked(str(path), **{k: raw[k] for k in FIELDS if k in raw})
+    config = CLIPAGIQAConfig.checked(str(path), **model_fields(raw))
     saved = {"backbone_fingerprint": fingerprint(raw.get("backbone_fingerprint"), str(path)),
              "weights_sha256": raw.get("weights_sha256"),
              "training": plain_info(raw.get("training"), str(path))}
@@ -228,7 +237,7 @@ def read_checkpoint(path: Path, task_parameters=None) -> TrainedWeights:
     if not state:
         raise InputError(f"{path} is not a checkpoint of clip-agiqa's CLIPAGIQA (no model.* tensors)")
     hparams = checkpoint.get("hyper_parameters", {})
-    config = CLIPAGIQAConfig.checked(f"{path} (hyper-parameters)", **{k: hparams[k] for k in FIELDS if k in hparams})
+    config = CLIPAGIQAConfig.checked(f"{path} (hyper-parameters)", **model_fields(hparams))
     return TrainedWeights(check_tensors(state, str(path)), config,
                           fingerprint(checkpoint.get("backbone_fingerprint"), str(path)), str(path),
                           plain_info(checkpoint.get("training_info"), str(path)))

@@ -80,3 +80,63 @@ def test_the_model_card_is_rendered_from_the_template():
     assert "- Trained on: AGIQA3K" in card and "| val/srcc | 0.5000 |" in card and "epoch" not in card
     assert f"`{model.backbone_fingerprint}`" in card and "{{" not in card
     assert torch.equal(model.mos_scale, torch.tensor([[0.0, 5.0], [1.0, 5.0]], dtype=torch.float64))
+
+
+# --- the default recipe (issue 18.4) and what was saved before it ------------------------------------------------
+def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_spell_the_paper():
+    import yaml
+
+    from conftest import REPO
+
+    assert CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16).model.config.standardise
+    assert not CLIPAGIQA(backbone="random:tiny", n_ctx=4, head="similarity").model.config.standardise  # concat only
+    assert not CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=False).model.config.standardise
+    assert not CLIPAGIQAConfig().standardise  # the network's own defaults stay the published one
+    for part in ("clip_agiqa.yaml", "clip_agiqa_prompt.yaml"):
+        assert yaml.safe_load((REPO / "experiments" / "model" / part).read_text())[
+            "model"]["init_args"]["standardise"] is False
+    assert yaml.safe_load((REPO / "experiments" / "protocol" / "paper.yaml").read_text())[
+        "model"]["init_args"]["standardise"] is False
+
+
+def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):
+    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16).eval()  # made before the field
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    del config["standardise"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = CLIPAGIQAModel.from_pretrained(tmp_path)
+    assert not loaded.config.standardise and not hasattr(loaded.head, "image_norm")
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(loaded(pixels), model(pixels), rtol=0, atol=0)
+
+
+def test_a_checkpoint_without_the_standardise_field_loads_as_before(synthetic_root, tmp_path):
+    """Its hyper-parameters lack the field: test --ckpt_path, load_from_checkpoint and init_from build the
+    unstandardised model it holds, not today's default."""
+    import lightning as L
+
+    from clip_agiqa import MOSFolder
+    from conftest import run_cli, trainer_args
+
+    old = CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=False)
+    trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
+    trainer.fit(old, MOSFolder(str(synthetic_root), batch_size=8, num_workers=0))
+    checkpoint = torch.load(trainer.checkpoint_callback.best_model_path, weights_only=False)
+    del checkpoint["hyper_parameters"]["standardise"]
+    path = tmp_path / "old.ckpt"
+    torch.save(checkpoint, path)
+
+    pixels = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        expected = old.eval()(pixels)
+        torch.testing.assert_close(CLIPAGIQA.load_from_checkpoint(path).eval()(pixels), expected, rtol=0, atol=0)
+    assert not CLIPAGIQA(init_from=str(path)).model.config.standardise
+    tested = run_cli(["test", "--data", "MOSFolder", "--data.root", str(synthetic_root), "--data.num_workers", "0",
+                      *trainer_args(tmp_path / "test"), "--ckpt_path", str(path)])
+    assert not tested.model.model.config.standardise and "test/srcc" in tested.trainer.callback_metrics
+    with pytest.raises(InputError, match="--model.standardise is True but the checkpoint's is False"):
+        run_cli(["test", "--data", "MOSFolder", "--data.root", str(synthetic_root), "--data.num_workers", "0",
+                 *trainer_args(tmp_path / "test2"), "--ckpt_path", str(path), "--model.standardise", "true"])
