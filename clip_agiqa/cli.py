@@ -15,7 +15,6 @@ values are one line with the valid choices; a fit whose output is a file or pipe
 from __future__ import annotations
 
 import csv
-import difflib
 import importlib
 import inspect
 import logging
@@ -45,6 +44,7 @@ from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFo
                    MOSDataModule, MOSFolder, SyntheticAIGI)
 from .errors import InputError, UsageError
 from .files import atomic_write
+from .help.precheck import did_you_mean
 from .module import CLIPAGIQA
 from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
 from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
@@ -164,11 +164,6 @@ class ForgetReplayedMetrics(Callback):
 
 
 # --- one line for a mistyped option or value -----------------------------------------------------------------
-def did_you_mean(given: str, choices) -> str:
-    close = difflib.get_close_matches(given, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
-
-
 def _class_names(key: str) -> list[str]:
     """The short names --model / --data take."""
     base = {"model": CLIPAGIQA, "data": MOSDataModule}.get(key)

@@ -1,13 +1,16 @@
 """The ``clip-agiqa`` console script: LightningCLI's fit/validate/test/predict (``cli.py``) and the commands
 beside it, dispatched on the first argument.
 
-It imports nothing heavy itself: the top-level help, a mistyped command and a sub-command's ``--help`` (rendered
-once, then kept in a cache keyed by the installed code) answer without importing torch. The user's mistakes
-(``InputError`` anywhere in an error's chain) and a stopped fit are one line, never a traceback.
+It imports nothing heavy itself: the top-level help, a mistyped command, a sub-command's ``--help`` (the text
+the package ships in ``clip_agiqa/help/``; rendered once and cached where the installed Lightning or jsonargparse
+differ from those it was rendered with) and a mistyped option or choice (``help/precheck.py``) answer without
+importing torch. The user's mistakes (``InputError`` anywhere in an error's chain) and a stopped fit are one
+line, never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import difflib
 import errno
@@ -15,12 +18,15 @@ import hashlib
 import importlib
 import io
 import os
+import re
 import shutil
 import sys
 import warnings
 from pathlib import Path
 
 from .errors import InputError, UsageError
+from .help import shipped_help, shipped_options
+from .help.precheck import check_options, did_you_mean
 
 # Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
 # imported only when used, so that `score` and `export` start without Lightning).
@@ -72,13 +78,36 @@ def main(args: list[str] | None = None):
         raise unknown_command(command)
     if len(argv) == 2 and argv[1] in HELP_FLAGS:
         return print_help(command, argv)
+    check_options(command, argv[1:], shipped_options())  # before the heavy imports
     return dispatch(argv, args)
 
 
 def dispatch(argv: list[str], args: list[str] | None = None):
     if argv[0] in COMMANDS:
-        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
+        module = importlib.import_module(COMMANDS[argv[0]])
+        with one_line_argparse_errors():
+            return module.main(argv[1:])
     return importlib.import_module(TRAINING_CLI).main(argv if args is not None else None)
+
+
+def _argparse_error(parser: argparse.ArgumentParser, message: str):
+    unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+    if unrecognized and unrecognized.group(1).startswith("-"):
+        option = unrecognized.group(1).split("=")[0]
+        options = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
+        raise UsageError(f"unknown option {option}{did_you_mean(option, options)}")
+    raise UsageError(message)
+
+
+@contextlib.contextmanager
+def one_line_argparse_errors():
+    """export/score/benchmark/compare parse with argparse, whose errors print the usage and exit: here they are
+    a ``UsageError`` (one ``clip-agiqa: error:`` line, exit status 2) like those of fit/validate/test/predict."""
+    error, argparse.ArgumentParser.error = argparse.ArgumentParser.error, _argparse_error
+    try:
+        yield
+    finally:
+        argparse.ArgumentParser.error = error
 
 
 # --- quick help ----------------------------------------------------------------------------------------------
@@ -106,7 +135,12 @@ def help_key(argv: list[str]) -> str:
 
 
 def print_help(command: str, argv: list[str]):
-    """``clip-agiqa COMMAND --help`` from the cache; rendered (with the heavy imports) only when the code changed."""
+    """``clip-agiqa COMMAND --help``: the shipped text; where the installed libraries differ from those it was
+    rendered with, rendered here (with the heavy imports) once per installed code, then read from a cache."""
+    shipped = shipped_help(command)
+    if shipped is not None:
+        sys.stdout.write(shipped)
+        return None
     folder = help_cache_folder()
     cached = folder / f"{command}-{help_key(argv)}.txt" if folder else None
     if cached is not None and cached.is_file():
