@@ -66,7 +66,7 @@ def test_percentile_among_the_training_mos():
 def test_the_paper_model_and_loss_stay_exactly_as_they_were():
     from clip_agiqa import CLIPAGIQA
 
-    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, standardise=False)  # the paper head (a fit standardises by default)
+    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, standardise=False)  # the paper head
     model = task.model.eval()
     assert model.config.output == "score" and not hasattr(model, "std_scale") and model.extra_columns() == []
     assert model.head.mlp[-1].out_features == 1 and not hasattr(task, "val_abs_z")
