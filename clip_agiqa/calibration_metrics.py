@@ -28,9 +28,22 @@ def width_name(coverage: float) -> str:
     return f"width{round(coverage * 100)}"
 
 
+def rater_distances(mos, probs, levels, mos_std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the Jensen-Shannon and Wasserstein distances between the predicted distribution (``probs``
+    (batch, levels) over ``levels``) and the raters' (``mos``, ``mos_std``): (batch,) each, NaN where ``mos_std`` is.
+    What the test step averages, and what the test report writes per image (``js``, ``wasserstein`` columns)."""
+    mos_std, levels, probs = mos_std.float(), levels.float(), probs.float()
+    known = torch.isfinite(mos_std)
+    raters = soft_labels(mos.float(), mos_std.nan_to_num(1.0), levels)
+    unknown = torch.full_like(mos_std, float("nan"))
+    return (torch.where(known, js_distance(probs, raters), unknown),
+            torch.where(known, wasserstein(probs, raters, levels), unknown))
+
+
 class CalibrationMetrics(torch.nn.Module):
     """``update(mos, mean, std, probs, levels, mos_std)`` for one target ((batch,) each; ``probs`` (batch, levels)
-    over ``levels``; ``mos_std`` NaN where unknown); ``compute()`` -> {prefix + name: value}."""
+    over ``levels``; ``mos_std`` NaN where unknown), or ``add(mos, mean, std, js, wass)`` with the per-sample
+    distances already taken (a test's predictions file); ``compute()`` -> {prefix + name: value}."""
 
     def __init__(self, prefix: str):
         super().__init__()
@@ -39,17 +52,21 @@ class CalibrationMetrics(torch.nn.Module):
         self.means = torch.nn.ModuleDict({name: MeanMetric() for name in names})
 
     def update(self, mos, mean, std, probs, levels, mos_std=None) -> None:
+        distances = (None, None) if mos_std is None else rater_distances(mos, probs, levels, mos_std)
+        self.add(mos, mean, std, *distances)
+
+    def add(self, mos, mean, std, js=None, wass=None) -> None:
+        """Coverage and width of the central intervals ``mean +- z * std``; the mean of the per-sample distances
+        where they are known (finite)."""
         mos, mean, std = mos.float(), mean.float(), std.float()
         for coverage in COVERAGES:
             half = z_of(coverage) * std
             self.means[coverage_name(coverage)].update(((mos - mean).abs() <= half).float())
             self.means[width_name(coverage)].update(2 * half)
-        if mos_std is not None:
-            known = torch.isfinite(mos_std.float())
-            raters = soft_labels(mos, mos_std.float().nan_to_num(1.0), levels.float())
-            weight = known.float()
-            self.means["js"].update(js_distance(probs.float(), raters), weight)
-            self.means["wasserstein"].update(wasserstein(probs.float(), raters, levels.float()), weight)
+        for name, distance in (("js", js), ("wasserstein", wass)):
+            if distance is not None:
+                known = torch.isfinite(distance.float())
+                self.means[name].update(distance.float().nan_to_num(0.0), known.float())
 
     def compute(self) -> dict[str, torch.Tensor]:
         values = {}

@@ -9,31 +9,38 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .bench.results import CROSS_NOTE, cross_matrix, is_cross, mean_std, metric_label, read_benchmark, summarise
+from .bench.results import (CERTAINTY_NOTE, CROSS_NOTE, certainty_keys, cross_matrix, is_cross, mean_std, metric_label,
+                            read_benchmark, summarise)
 from .files import atomic_write
 
 TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
+TABLE_CERTAINTY = ("coverage50", "coverage90", "js", "wasserstein")  # columns only where a folder has them
 
 
 def comparison(folders: list[Path]) -> str:
-    """Markdown: one row per benchmark folder, then the joined cross-dataset matrix if any."""
+    """Markdown: one row per benchmark folder (with a distribution model's interval coverage and distances where
+    any folder has them; "-" for a folder without), then the joined cross-dataset matrix if any."""
+    benchmarks = [(folder, *read_benchmark(folder)) for folder in folders]
+    present = {key for _, _, rows in benchmarks for key in certainty_keys([r for r in rows if not is_cross(r)])}
+    certainty = [key for key in TABLE_CERTAINTY if key in present]
     headers = ["benchmark", "data", "split", "selected on", "splits", *map(metric_label, TABLE_METRICS),
-               "SRCC - first row"]
+               *map(metric_label, certainty), "SRCC - first row"]
     lines = ["| " + " | ".join(headers) + " |", "|---" * len(headers) + "|"]
     first_srcc = None
     trained = []
-    for folder in folders:
-        about, rows = read_benchmark(folder)
+    for folder, about, rows in benchmarks:
         own = [r for r in rows if not is_cross(r)]
         srcc = summarise(own, ["srcc"])["srcc"]["mean"]
         first_srcc = srcc if first_srcc is None else first_srcc
         cells = [folder.name, about["data"], about["split"], about["selection"], f"{len(own)} of {about['planned']}",
-                 *(mean_std(own, key) for key in TABLE_METRICS), f"{srcc - first_srcc:+.4f}"]
+                 *(mean_std(own, key) for key in (*TABLE_METRICS, *certainty)), f"{srcc - first_srcc:+.4f}"]
         lines.append("| " + " | ".join(map(str, cells)) + " |")
         if any(is_cross(r) for r in rows):
             trained.append((f"{about['data']} ({folder.name})", rows))
     lines += ["", "mean ± sample std over the splits. Selected on test (the paper split: no validation set) is "
               "optimistic; selected on val is the honest figure."]
+    if certainty:
+        lines += ["", CERTAINTY_NOTE + " '-': a model without distributions (or data without the raters' std)."]
     if trained:
         lines += ["", "## Cross-dataset", "", CROSS_NOTE, *cross_matrix(trained)]
     return "\n".join(lines) + "\n"

@@ -6,6 +6,10 @@ id) rebuilds the model from them. Loading never reads a ``.ckpt``: a Lightning c
 pickle from an unknown source can run code. Export reads your own checkpoint with
 ``torch.load(weights_only=True)`` (``saved.py``), which accepts only tensors and plain values.
 
+The model card gives the checkpoint's figures on its test split (interval coverage, SRCC, PLCC ...) when the run
+folder holds what ``clip-agiqa test`` wrote of that very checkpoint (``test_metrics.json``, matched by the
+checkpoint's SHA-256); otherwise it says the coverage was not measured.
+
 The folder is written whole beside its target and renamed into place: a kill or a full disk leaves the older
 model as it was. An existing folder is replaced only when asked (``--overwrite``). Nothing here imports
 Lightning.
@@ -15,6 +19,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -24,6 +30,40 @@ from .errors import InputError
 from .files import UMASK
 from .model import CLIPAGIQAModel
 from .saved import read_checkpoint
+
+TEST_RESULTS_FILE = "test_metrics.json"  # beside test_predictions.csv: written by the test report (reporting.py)
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_folder_of(checkpoint: Path) -> Path:
+    """The run folder of a checkpoint written by ``clip-agiqa fit`` (``<run>/checkpoints/best.ckpt``)."""
+    return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else checkpoint.parent
+
+
+def measured_on_test(checkpoint: Path) -> dict[str, float]:
+    """The ``test/*`` figures ``clip-agiqa test`` logged for this checkpoint (its run folder's ``test_metrics.json``,
+    when the SHA-256 it recorded is this file's), else none: the figures of another checkpoint are never shown."""
+    path = run_folder_of(checkpoint) / TEST_RESULTS_FILE
+    if not path.is_file():
+        return {}
+    try:
+        results = json.loads(path.read_text())
+        recorded, metrics = results["checkpoint_sha256"], results["metrics"]
+        if not (isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values())):
+            raise ValueError("its metrics are not numbers")
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        raise InputError(f"{path}: not the test results `clip-agiqa test` writes ({error}); remove it or run "
+                         f"the test again") from None
+    if recorded != file_sha256(checkpoint):
+        return {}
+    return {name: float(value) for name, value in metrics.items() if name.startswith("test/")}
 
 
 @contextlib.contextmanager
@@ -63,6 +103,7 @@ def export_checkpoint(checkpoint, out_dir, overwrite: bool = False) -> Path:
     if out.exists() and not overwrite:  # before the model is built: a mistake costs nothing
         raise InputError(f"{out} already exists; give another folder, or --overwrite to replace it")
     model = CLIPAGIQAModel.from_trained_weights(read_checkpoint(source))
+    model.training_info = {**model.training_info, **measured_on_test(source)}  # the card shows test/* figures
     with folder_in_place(out, overwrite) as folder:
         model.save_pretrained(folder)
     return out

@@ -311,7 +311,7 @@ class CLIPAGIQA(L.LightningModule):
             for index, metrics_of_target in enumerate(calibration):
                 metrics_of_target.update(mos[:, index], prediction[:, index], std[:, index], probs[:, index],
                                          levels[index], None if rater_std is None else rater_std[:, index])
-        return {"score": squeeze(prediction), "std": squeeze(std)}
+        return {"score": squeeze(prediction), "std": squeeze(std), "probs": probs}  # probs: the test report's distances
 
     def _log_metrics(self, metrics, prefix: str, loss_metric: MeanMetric | None = None) -> None:
         values = {}

@@ -2,7 +2,12 @@
 
 At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score) and ``test_scatter.png``
 (predicted score vs MOS, drawn with PIL) into the run folder (``trainer.log_dir``); a model of several targets
-gets ``<target>_mos,<target>_score`` columns per target and ``test_scatter_<target>.png`` each. When a
+gets ``<target>_mos,<target>_score`` columns per target and ``test_scatter_<target>.png`` each. A distribution
+model's file adds each image's calibrated ``std`` and, where the data gives the raters' std, ``rater_std`` and the
+``js`` and ``wasserstein`` distances between predicted and raters' distributions (``<target>_std`` ... for several
+targets): what the benchmark computes its certainty figures from. Beside it, ``test_metrics.json`` keeps the
+logged ``test/*`` figures with the checkpoint's SHA-256, so that ``clip-agiqa export`` of that very checkpoint
+puts them in the model card. When a
 ``WandbLogger`` is active it also logs the predictions table, and per target a W&B scatter plot and the PNG; at
 the start of training it logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb``
 logs the resolved LightningCLI config to the W&B run and records the fit's W&B run id in the run folder
@@ -13,6 +18,8 @@ whole (``clip_agiqa.files.atomic_write``).
 
 from __future__ import annotations
 
+import json
+import math
 import re
 import sys
 import time
@@ -31,6 +38,7 @@ from .safe_csv import safe_writer
 
 WANDB_RUN_FILE = "wandb_run_id"  # in the run folder: the W&B run of its fit
 PREDICTIONS_FILE = "test_predictions.csv"
+CERTAINTY_COLUMNS = ("std", "rater_std", "js", "wasserstein")  # a distribution model's, after MOS and score
 SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png (``scatter_file``)
 
 
@@ -92,11 +100,34 @@ def scatter_file(target: str, targets: list[str]) -> str:
     return SCATTER_FILE if len(targets) == 1 else f"test_scatter_{target}.png"
 
 
-def prediction_columns(targets: list[str]) -> list[str]:
-    """``file_name,mos,score`` for one target; ``file_name`` and ``<target>_mos,<target>_score`` per target."""
+def prediction_columns(targets: list[str], extras: tuple[str, ...] = ()) -> list[str]:
+    """``file_name,mos,score`` (then ``extras``, e.g. ``std``) for one target; ``file_name`` and
+    ``<target>_mos,<target>_score`` (then ``<target>_<extra>``) per target for several."""
+    kinds = ("mos", "score", *extras)
     if len(targets) == 1:
-        return ["file_name", "mos", "score"]
-    return ["file_name", *[f"{target}_{kind}" for target in targets for kind in ("mos", "score")]]
+        return ["file_name", *kinds]
+    return ["file_name", *[f"{target}_{kind}" for target in targets for kind in kinds]]
+
+
+def certainty_of_batch(pl_module, batch: dict, outputs: dict, size: int) -> list[dict | None]:
+    """Per row, each target's calibrated std and, where the batch gives the raters' std, that std and the distances
+    between predicted and raters' distributions (``calibration_metrics.rater_distances``, as the test step's);
+    None per row for a model without distributions."""
+    if "std" not in outputs:
+        return [None] * size
+    from .calibration_metrics import rater_distances
+
+    columns = {"std": outputs["std"].float().reshape(size, -1)}
+    if "probs" in outputs and batch.get("mos_std") is not None:
+        mos = batch["mos"].float().reshape(size, -1)
+        rater_std = batch["mos_std"].float().reshape(mos.shape)
+        levels = pl_module.model.mos_levels()
+        distances = [rater_distances(mos[:, t], outputs["probs"][:, t], levels[t], rater_std[:, t])
+                     for t in range(mos.shape[1])]
+        columns.update(rater_std=rater_std, js=torch.stack([js for js, _ in distances], dim=1),
+                       wasserstein=torch.stack([wass for _, wass in distances], dim=1))
+    values = {name: column.cpu().tolist() for name, column in columns.items()}
+    return [{name: column[row] for name, column in values.items()} for row in range(size)]
 
 
 def as_values(value) -> list[float]:
@@ -120,6 +151,9 @@ class TestReport(Callback):
         self._rows: list = []
         # (file_name, mos, score) of the last test: floats for one target, lists in ``targets`` order for several
         self.predictions: list[tuple[str, float | list[float], float | list[float]]] = []
+        # per prediction, a distribution model's {"std": [per target], ...} (``certainty_of_batch``); else empty
+        self.certainty: list[dict] = []
+        self._folder: Path | None = None
         self.targets: list[str] = ["quality"]
         self.files: list[Path] = []  # what the last test wrote
 
@@ -150,35 +184,69 @@ class TestReport(Callback):
         indices = torch.as_tensor(batch["index"]).tolist()
         mos = batch["mos"].float().cpu().tolist()  # (batch,) for one target: floats; (batch, targets): lists
         scores = outputs["score"].float().cpu().tolist()
-        self._rows.extend(zip(indices, batch["file_name"], mos, scores))
+        certainty = certainty_of_batch(pl_module, batch, outputs, len(indices))
+        self._rows.extend(zip(indices, batch["file_name"], mos, scores, certainty))
 
     def on_test_epoch_end(self, trainer, pl_module) -> None:
         if not self.enabled:
             return
         rows = _all_rows(trainer, self._rows)
         self._rows = []
-        self.predictions = [(name, mos, score) for _, name, mos, score in rows]
+        self.predictions = [(name, mos, score) for _, name, mos, score, _ in rows]
+        self.certainty = [extra for *_, extra in rows] if rows and all(r[-1] is not None for r in rows) else []
         self.files = []
-        folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)  # log_dir: call on all ranks
+        self._folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)  # log_dir: on all ranks
         if trainer.is_global_zero and self.predictions:
-            self.write(folder, trainer)
+            self.write(self._folder, trainer)
+
+    def on_test_end(self, trainer, pl_module) -> None:
+        """``test_metrics.json``: the logged test figures (final only now) and the checkpoint they are of."""
+        if not (self.enabled and trainer.is_global_zero and self.predictions and self._folder is not None):
+            return
+        from .export import TEST_RESULTS_FILE, file_sha256  # export: the reader (model card)
+
+        checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        results = {"checkpoint": str(checkpoint) if checkpoint else None,
+                   "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
+                   "n_test": len(self.predictions),
+                   "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
+                               if k.startswith("test/")}}
+        with atomic_write(self._folder / TEST_RESULTS_FILE) as handle:
+            handle.write(json.dumps(results, indent=2) + "\n")
+        self.files.append(self._folder / TEST_RESULTS_FILE)
+
+    def extras(self) -> tuple[str, ...]:
+        """The certainty columns the last test has: ``std`` for a distribution model, then the raters' std and the
+        distances where any image has its raters' std."""
+        if not self.certainty:
+            return ()
+        rated = any(math.isfinite(v) for extra in self.certainty for v in extra.get("rater_std", ()))
+        return CERTAINTY_COLUMNS if rated else CERTAINTY_COLUMNS[:1]
 
     def table_rows(self) -> list[list]:
-        """Rows in ``prediction_columns`` order: the name, then each target's MOS and score."""
-        return [[name, *[v for pair in zip(as_values(mos), as_values(score)) for v in pair]]
-                for name, mos, score in self.predictions]
+        """Rows in ``prediction_columns(targets, extras())`` order: the name, then each target's MOS and score (and
+        its certainty columns)."""
+        extras = self.extras()
+        rows = []
+        for position, (name, mos, score) in enumerate(self.predictions):
+            certainty = self.certainty[position] if extras else {}
+            per_target = zip(as_values(mos), as_values(score), *(certainty[kind] for kind in extras))
+            rows.append([name, *[value for values in per_target for value in values]])
+        return rows
 
     def write(self, folder: Path, trainer) -> None:
         folder.mkdir(parents=True, exist_ok=True)
         rows = self.table_rows()
+        width = 2 + len(self.extras())  # columns per target
         with atomic_write(folder / PREDICTIONS_FILE, "w", newline="") as handle:
             writer = safe_writer(handle)  # file names safe to open in a spreadsheet
-            writer.writerow(prediction_columns(self.targets))
-            writer.writerows([row[0], *(f"{value:.6f}" for value in row[1:])] for row in rows)
+            writer.writerow(prediction_columns(self.targets, self.extras()))
+            writer.writerows([row[0], *("" if math.isnan(value) else f"{value:.6f}" for value in row[1:])]
+                             for row in rows)  # an empty cell: the raters' std of that image is not known
         pngs = {}
         for position, target in enumerate(self.targets):
-            mos = [row[1 + 2 * position] for row in rows]
-            score = [row[2 + 2 * position] for row in rows]
+            mos = [row[1 + width * position] for row in rows]
+            score = [row[2 + width * position] for row in rows]
             title = "test" if len(self.targets) == 1 else f"test {target}"
             pngs[target] = draw_scatter(mos, score, folder / scatter_file(target, self.targets), title=title)
         self.files = [folder / PREDICTIONS_FILE, *pngs.values()]
@@ -190,12 +258,13 @@ class TestReport(Callback):
         ``test/scatter_png`` for one target, ``test/scatter/<target>`` ... for several)."""
         import wandb
 
-        columns = prediction_columns(self.targets)
+        columns = prediction_columns(self.targets, self.extras())
+        width = 2 + len(self.extras())
         table = wandb.Table(columns=columns, data=rows[: self.max_table_rows])
         logged = {"test/predictions": table}
         for position, (target, png) in enumerate(pngs.items()):
             suffix = "" if len(self.targets) == 1 else f"/{target}"
-            mos, score = columns[1 + 2 * position], columns[2 + 2 * position]
+            mos, score = columns[1 + width * position], columns[2 + width * position]
             title = "predicted score vs MOS (test)" if len(self.targets) == 1 else f"predicted {target} vs MOS (test)"
             logged[f"test/scatter{suffix}"] = wandb.plot.scatter(table, mos, score, title=title)
             logged[f"test/scatter_png{suffix}"] = wandb.Image(str(png))

@@ -19,33 +19,64 @@ SETTINGS_FILE = "benchmark.json"
 PREDICTIONS_FILE = "test_predictions.csv"  # what `clip-agiqa test` writes (reporting.TestReport)
 METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"), ("rmse", "RMSE"),
            ("plcc_logistic", "PLCC (4-parameter logistic fit)"))
+# A distribution model's (its predictions file has a std per image), as the test step logs them; the distances
+# only where the data gives the raters' std. A score model's rows have none of them.
+CERTAINTY = (("coverage50", "coverage of the 50% interval"), ("coverage90", "coverage of the 90% interval"),
+             ("width50", "width of the 50% interval"), ("width90", "width of the 90% interval"),
+             ("js", "Jensen-Shannon distance to the raters"), ("wasserstein", "Wasserstein distance to the raters"))
+LABELS = dict(METRICS + CERTAINTY)
+CERTAINTY_COLUMNS = ("std", "rater_std", "js", "wasserstein")  # reporting.CERTAINTY_COLUMNS (no torch here)
 HEAD_COLUMNS = ("split", "seed", "fold", "splits_file", "tested_on", "images", "n_test", "best_epoch", "val_srcc")
 TAIL_COLUMNS = ("seconds", "checkpoint")
 OWN_TEST, ALL_IMAGES = "test split", "all"  # the `images` column: the split's own test set, or another dataset
+CERTAINTY_NOTE = ("Certainty (a distribution model): the share of the test MOS inside the central 50% and 90% "
+                  "predictive intervals (score ± z · std, the std scale calibrated on val), their mean width (MOS "
+                  "scale) and, where the data gives the raters' std, the mean distances between the predicted and "
+                  "the raters' distributions; the test step's own figures (test/coverage90 ...).")
 CROSS_NOTE = ("Cross-dataset: each split's checkpoint chosen on val, tested on its own test split and on every "
               "image of each other dataset. MOS scales differ between datasets: SRCC needs no mapping; PLCC is "
               "given after the 4-parameter logistic fit of the predictions to that dataset's MOS.")
 
 
 # --- one test's metrics ----------------------------------------------------------------------------------------
-def read_predictions(path: Path) -> dict[str, tuple[list[float], list[float]]]:
-    """A test's predictions file: each target's (MOS, scores). ``file_name,mos,score`` for one target (named
-    ``quality`` here), ``file_name,<target>_mos,<target>_score,...`` for several."""
+def _columns_of(header: list[str]) -> dict[str, dict[str, int]] | None:
+    """Each target's columns (``mos``, ``score``, then any of ``CERTAINTY_COLUMNS``) by position, or None."""
+    kinds = ("mos", "score", *CERTAINTY_COLUMNS)
+    if header[1:3] == ["mos", "score"]:  # one target, named ``quality`` here
+        named = {name: position for position, name in enumerate(header) if position}
+        return {"quality": named} if set(named) <= set(kinds) else None
+    targets = [name[:-len("_mos")] for name in header[1:] if name.endswith("_mos")]
+    columns = {target: {kind: header.index(f"{target}_{kind}") for kind in kinds if f"{target}_{kind}" in header}
+               for target in targets}
+    used = sum(len(named) for named in columns.values())
+    return columns if targets and used == len(header) - 1 and all("score" in c for c in columns.values()) else None
+
+
+def _number(cell: str) -> float:
+    cell = cell.lstrip("'")  # "'" a spreadsheet escape
+    return math.nan if cell == "" else float(cell)  # empty: not known (an image without the raters' std)
+
+
+def read_predictions(path: Path) -> dict[str, dict[str, list[float]]]:
+    """A test's predictions file: each target's columns (``mos``, ``score`` and a distribution model's ``std``,
+    ``rater_std``, ``js``, ``wasserstein``) as lists. ``file_name,mos,score[,std...]`` for one target (named
+    ``quality`` here), ``file_name,<target>_mos,<target>_score[,<target>_std...],...`` for several."""
     try:
         with open(path, newline="") as handle:
             rows = list(csv.reader(handle))
     except OSError as error:
         raise InputError(f"{path}: cannot read the test's predictions ({error.strerror})") from None
-    if not rows or len(rows[0]) < 3 or (len(rows[0]) - 1) % 2:
+    columns = _columns_of(rows[0]) if rows and len(rows[0]) >= 3 else None
+    if columns is None:
         raise InputError(f"{path}: not a predictions file (file_name, then MOS and score per target)")
-    header = rows[0]
-    targets = ["quality"] if header[1:] == ["mos", "score"] else [name[:-len("_mos")] for name in header[1::2]]
     try:
-        values = [[float(cell.lstrip("'")) for cell in row[1:]] for row in rows[1:]]  # "'" a spreadsheet escape
+        values = [[math.nan, *map(_number, row[1:])] if len(row) == len(rows[0]) else None for row in rows[1:]]
     except ValueError as error:
         raise InputError(f"{path}: a MOS or score is not a number ({error})") from None
-    return {target: ([row[2 * k] for row in values], [row[2 * k + 1] for row in values])
-            for k, target in enumerate(targets)}
+    if None in values:
+        raise InputError(f"{path}: row {values.index(None) + 2} has not {len(rows[0])} cells")
+    return {target: {kind: [row[position] for row in values] for kind, position in named.items()}
+            for target, named in columns.items()}
 
 
 def target_metrics(mos: list[float], scores: list[float]) -> dict[str, float]:
@@ -55,17 +86,36 @@ def target_metrics(mos: list[float], scores: list[float]) -> dict[str, float]:
     return {**correlations(scores, mos), "rmse": rmse, "plcc_logistic": logistic_plcc(scores, mos)}
 
 
+def certainty_metrics(columns: dict[str, list[float]]) -> dict[str, float]:
+    """A distribution model's coverage50/90, width50/90 and (with the raters' std) js and wasserstein from one
+    target's columns, through the test step's own ``CalibrationMetrics``; none without a ``std`` column."""
+    if "std" not in columns:
+        return {}
+    import torch
+
+    from ..calibration_metrics import CalibrationMetrics
+
+    tensors = {kind: torch.tensor(values, dtype=torch.float64) for kind, values in columns.items()}
+    metrics = CalibrationMetrics(prefix="")
+    metrics.add(tensors["mos"], tensors["score"], tensors["std"], tensors.get("js"), tensors.get("wasserstein"))
+    return {name: float(value) for name, value in metrics.compute().items()}
+
+
 def test_metrics(path: Path) -> dict:
     """The metrics of one test from its predictions file: ``n_test`` and SRCC, PLCC, KRCC, RMSE and the PLCC after
-    the logistic fit; for several targets each target's (``<target>/srcc`` ...) and, unprefixed, their mean."""
+    the logistic fit (and a distribution model's ``CERTAINTY`` figures); for several targets each target's
+    (``<target>/srcc`` ...) and, unprefixed, their mean over the targets that have it."""
     per_target = read_predictions(path)
-    n_test = len(next(iter(per_target.values()))[0])
+    n_test = len(next(iter(per_target.values()))["mos"])
+    measured = {target: {**target_metrics(columns["mos"], columns["score"]), **certainty_metrics(columns)}
+                for target, columns in per_target.items()}
     if len(per_target) == 1:
-        return {"n_test": n_test, **target_metrics(*next(iter(per_target.values())))}
-    values = {f"{target}/{key}": value for target, (mos, scores) in per_target.items()
-              for key, value in target_metrics(mos, scores).items()}
-    for key, _ in METRICS:
-        values[key] = statistics.fmean(values[f"{target}/{key}"] for target in per_target)
+        return {"n_test": n_test, **next(iter(measured.values()))}
+    values = {f"{target}/{key}": value for target, of_target in measured.items() for key, value in of_target.items()}
+    for key in LABELS:
+        known = [of_target[key] for of_target in measured.values() if key in of_target]
+        if known:
+            values[key] = statistics.fmean(known)
     return {"n_test": n_test, **values}
 
 
@@ -83,15 +133,21 @@ def is_cross(row: dict) -> bool:
     return row.get("images") == ALL_IMAGES
 
 
+def certainty_keys(rows: list[dict]) -> list[str]:
+    """The ``CERTAINTY`` figures the rows have (none for a score model's rows)."""
+    return [key for key, _ in CERTAINTY if any(key in row for row in rows)]
+
+
 def metric_keys(rows: list[dict]) -> list[str]:
-    """The overall metrics, then each target's (``<target>/srcc`` ...) in the order the rows have them."""
-    per_target = [k for row in rows for k in row if "/" in k and k.rsplit("/", 1)[1] in dict(METRICS)]
-    return [key for key, _ in METRICS] + list(dict.fromkeys(per_target))
+    """The overall metrics (and certainty figures where present), then each target's (``<target>/srcc`` ...) in
+    the order the rows have them."""
+    per_target = [k for row in rows for k in row if "/" in k and k.rsplit("/", 1)[1] in LABELS]
+    return [key for key, _ in METRICS] + certainty_keys(rows) + list(dict.fromkeys(per_target))
 
 
 def metric_label(key: str) -> str:
     target, _, metric = key.rpartition("/")
-    return f"{target} {dict(METRICS)[metric]}" if target else dict(METRICS)[metric]
+    return f"{target} {LABELS[metric]}" if target else LABELS[metric]
 
 
 def _row_order(row: dict) -> tuple:
@@ -169,7 +225,8 @@ def summary_markdown(rows: list[dict], command: str, planned: int, about: dict |
         + (" (the paper split has no val: the test set picks it, so these figures are optimistic)"
            if about.get("selection") == "test" else "") + ", test set evaluated once with that checkpoint.",
         "std is the sample standard deviation (n-1)."
-        + (" For several targets, the overall figures are the mean over targets." if len(keys) > len(METRICS) else ""),
+        + (" For several targets, the overall figures are the mean over targets." if any("/" in k for k in keys)
+           else ""),
         "",
         "| metric | mean | std | median | min | max |",
         "|---|---|---|---|---|---|",
@@ -178,8 +235,11 @@ def summary_markdown(rows: list[dict], command: str, planned: int, about: dict |
         s = stats[key]
         lines.append(f"| {metric_label(key)} | {_fmt(s['mean'])} | {_fmt(s['std'])} | {_fmt(s['median'])} | "
                      f"{_fmt(s['min'])} | {_fmt(s['max'])} |")
-    split_columns = ["val_srcc", *[k for k, _ in METRICS], *[k for k in keys[len(METRICS):]
-                                                             if k.endswith(("/srcc", "/plcc_logistic"))]]
+    certainty = certainty_keys(own)
+    if certainty:
+        lines += ["", CERTAINTY_NOTE]
+    split_columns = ["val_srcc", *[k for k, _ in METRICS], *[k for k in certainty if k == "coverage90"],
+                     *[k for k in keys if "/" in k and k.endswith(("/srcc", "/plcc_logistic"))]]
     labels = ["val SRCC", "SRCC", "PLCC", "KRCC", "RMSE", "PLCC (logistic)", *map(metric_label, split_columns[6:])]
     lines += ["", "Per split:", "", "| split | seed | fold | split file | n_test | best epoch | " + " | ".join(labels)
               + " |", "|---" * (6 + len(labels)) + "|"]
