@@ -54,7 +54,15 @@ learned prompt context ({{ n_ctx }} vectors, categories {{ categories | join(", 
 - Outputs (MOS, higher is better): {{ scales }}.
 {% if distribution %}- Each score comes with a standard deviation ({{ std_columns }} in `clip-agiqa score`'s CSV; \\
 calibrated on the validation split, scale {{ std_scale }}): the central 90% interval is score +- 1.645 std.
-{% endif %}{% for line in percentiles %}- {{ line }}
+{% set measured = dict(metrics) %}{% for target in targets %}\
+{% set prefix = "test/" if targets | length == 1 else "test/" ~ target ~ "/" %}\
+{% set which = "" if targets | length == 1 else " (" ~ target ~ ")" %}\
+{% if (prefix ~ "coverage90") in measured %}- Interval coverage on its test split{{ which }}, measured by \
+`clip-agiqa test` of this checkpoint: the 50% interval holds {{ "%.1f" | format(100 * measured[prefix ~ "coverage50"]) }}% \
+of the test MOS, the 90% interval {{ "%.1f" | format(100 * measured[prefix ~ "coverage90"]) }}% (all test figures below).
+{% else %}- Interval coverage on a test split{{ which }}: not measured (no `clip-agiqa test` results of this checkpoint \
+were in its run folder when it was exported).
+{% endif %}{% endfor %}{% endif %}{% for line in percentiles %}- {{ line }}
 {% endfor %}- Reads the generation prompt: {{ "yes (pass prompt=...)" if use_prompt else "no" }}.
 - Backbone weights fingerprint: `{{ backbone_fingerprint }}` (checked on load).
 {% for label, value in about %}- {{ label }}: {{ value }}
