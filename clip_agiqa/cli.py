@@ -73,7 +73,9 @@ NOISY_WARNINGS = (
 )
 NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate", "You are using a CUDA device",
                       "Too many dataloader workers",  # datasets: a stream of fewer shards than workers
-                      "`weights_only` was not set")  # a resume: the checkpoint was checked before (saved.py)
+                      "`weights_only` was not set",  # a resume: the checkpoint was checked before (saved.py)
+                      # Lightning's notes on every run: the seed is in config.yaml, the device in the options.
+                      "Seed set to", "GPU available:", "TPU available:", "LOCAL_RANK:")
 LOCKED_COMMANDS = ("fit", "validate", "test")  # those that write into the run folder
 
 DESCRIPTION = (
@@ -452,7 +454,7 @@ class AGIQACLI(LightningCLI):
 
 class _DropTips(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
-        return not str(record.msg).startswith(NOISY_LOG_PREFIXES)
+        return not re.sub(r"^\[rank: \d+\] ", "", str(record.msg)).startswith(NOISY_LOG_PREFIXES)
 
 
 def quiet_third_party_noise() -> None:
@@ -460,7 +462,8 @@ def quiet_third_party_noise() -> None:
     for message in NOISY_WARNINGS:
         warnings.filterwarnings("ignore", message=message)
     for name in ("lightning.pytorch.utilities.rank_zero", "datasets.iterable_dataset",
-                 "lightning.pytorch.trainer.connectors.checkpoint_connector"):
+                 "lightning.pytorch.trainer.connectors.checkpoint_connector", "lightning.fabric.utilities.seed",
+                 "lightning.pytorch.accelerators.cuda"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, _DropTips) for f in logger.filters):
             logger.addFilter(_DropTips())

@@ -33,8 +33,8 @@ def _rendering_setting():
         yield
 
 
-def command_help(command: str) -> tuple[str, list[str]]:
-    """``clip-agiqa COMMAND --help`` as printed, and the option names of the parser that printed it."""
+def command_help(command: str):
+    """``clip-agiqa COMMAND --help`` as printed, and the parser that printed it."""
     from .. import commands
 
     printed, parsers = io.StringIO(), []
@@ -51,9 +51,22 @@ def command_help(command: str) -> tuple[str, list[str]]:
         except SystemExit as done:
             if done.code not in (0, None):
                 raise RuntimeError(f"{command} --help exited with {done.code}") from None
-    options = [option for action in parsers[-1]._actions for option in action.option_strings
-               if option.startswith("--")]
-    return printed.getvalue(), options
+    return printed.getvalue(), parsers[-1]
+
+
+def option_names(parser) -> list[str]:
+    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")]
+
+
+def default_classes(parser) -> dict[str, str]:
+    """The short names of the model / data classes the LightningCLI parser uses when none is given."""
+    defaults = {}
+    for group in CLASS_GROUPS:
+        default = parser.get_default(group)
+        class_path = default.get("class_path") if isinstance(default, dict) else getattr(default, "class_path", None)
+        if class_path:
+            defaults[group] = class_path.rpartition(".")[2]
+    return defaults
 
 
 def _choices(hint) -> list[str] | None:
@@ -98,43 +111,18 @@ def shipped_classes(base) -> dict[str, dict]:
     return dict(sorted(found.items()))
 
 
-def training_parser_facts(command: str) -> tuple[list[str], dict[str, str]]:
-    """The subcommand parser's options and its default classes, from the CLI as the console script builds it."""
-    from .. import cli
-
-    class Built(Exception):
-        pass
-
-    def stop(self, parser, args):
-        raise Built(self)
-
-    with _rendering_setting(), mock.patch.object(cli.AGIQACLI, "parse_arguments", stop):
-        try:
-            cli.main([command])
-        except Built as built:
-            parser = built.args[0]._subcommand_parsers[command]
-    defaults = {}
-    for group in CLASS_GROUPS:
-        default = parser.get_default(group)
-        class_path = default.get("class_path") if isinstance(default, dict) else getattr(default, "class_path", None)
-        if class_path:
-            defaults[group] = class_path.rpartition(".")[2]
-    return [option for action in parser._actions for option in action.option_strings if option.startswith("--")], \
-        defaults
-
-
 def render() -> dict[str, str]:
     """Every shipped file's name and text."""
     from .. import commands
 
     files, facts, defaults = {}, {}, {}
     for command in commands.ALL_COMMANDS:
-        text, options = command_help(command)
+        text, parser = command_help(command)
         files[f"{command}.txt"] = text
-        facts[command] = {"options": options}
-        if command in commands.TRAINING_COMMANDS:
-            options, defaults = training_parser_facts(command)
-            facts[command] = {"options": options, "lightning": True}
+        facts[command] = {"options": option_names(parser)}
+        if command in commands.TRAINING_COMMANDS:  # a LightningCLI subcommand's parser
+            facts[command]["lightning"] = True
+            defaults = default_classes(parser)
     # Imported after the help is printed: the order of imports is the order of "known subclasses" there.
     from ..data import MOSDataModule
     from ..module import CLIPAGIQA
