@@ -112,3 +112,96 @@ def configured(config, key: str):
         except KeyError:
             continue
     raise KeyError(key)
+
+
+# --- benchmarks whose splits run in this process ------------------------------------------------------------
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+DEMO = str(EXPERIMENTS / "demo.yaml")
+
+
+def benchmark_args(data_root: Path, out: Path, splits: int, epochs: int = 1, configs=(DEMO,),
+                   logger: bool = False) -> list[str]:
+    """The demo config (or ``configs``) as a benchmark of the tiny model on a MOSFolder."""
+    return ["benchmark", *[a for c in configs for a in ("--config", str(c))], "--splits", str(splits), "--out",
+            str(out), *TINY_MODEL_ARGS, *folder_args(data_root), "--trainer.max_epochs", str(epochs),
+            *([] if logger else ["--trainer.logger", "false"]), "--trainer.enable_progress_bar", "false",
+            "--model.warmup_epochs", "0"]
+
+
+def composed_args(parts: list[str], data_root: Path, out: Path, **extra: str) -> list[str]:
+    """A benchmark of composed config parts shrunk to a CPU smoke run of the tiny model; every test image is read."""
+    shrunk = shrink_args(data_root, out / "unused", {"trainer.limit_test_batches": "1.0", **extra})
+    return ["benchmark", *[a for p in parts for a in ("--config", str(EXPERIMENTS / p))], "--out", str(out),
+            *as_flags(shrunk, skip=("trainer.default_root_dir",))]
+
+
+class Ended:
+    """What the benchmark polls of a split's process, for a command that already ran here."""
+
+    def __init__(self, returncode: int):
+        self.returncode = returncode
+
+    def poll(self) -> int:
+        return self.returncode
+
+
+def console_here(args: list[str], output) -> int:
+    """``clip-agiqa ARGS`` run by the console script in this process, its output to ``output``; the exit status."""
+    import contextlib
+    import sys
+    from unittest import mock
+
+    from clip_agiqa.benchmark import finish_wandb_run
+    from clip_agiqa.commands import console
+
+    with mock.patch.object(sys, "argv", ["clip-agiqa", *args]), contextlib.redirect_stdout(output), \
+            contextlib.redirect_stderr(output):
+        try:
+            console()
+            status = 0
+        except SystemExit as exit:
+            status = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+        finally:
+            finish_wandb_run()  # a process's W&B run ends with it
+    return status
+
+
+def launch_here(command: list[str], log, environment: dict[str, str]) -> Ended:
+    """clip_agiqa.bench.run.launch, but the split's command runs in this process (no interpreter start: seconds
+    less per command), its output in the split's log as a process's would be."""
+    from clip_agiqa.bench.plan import cli_command
+
+    prefix = cli_command()
+    assert command[:len(prefix)] == prefix, command
+    log.write(f"\n$ {' '.join(command)}\n")
+    status = console_here(command[len(prefix):], log)
+    log.flush()  # the benchmark reads a failed split's last line from the log file
+    return Ended(status)
+
+
+def printed_configs_here(commands: dict[str, list[str]]) -> dict[str, dict]:
+    """clip_agiqa.bench.plan.printed_configs, each ``--print_config`` run in this process."""
+    import io
+
+    import yaml
+
+    from clip_agiqa.errors import InputError
+
+    printed = {}
+    for name, args in commands.items():
+        output = io.StringIO()
+        if console_here([*args, "--print_config"], output) != 0:
+            raise InputError(f"{name}: the CLI refused the arguments: {output.getvalue().strip()[-500:]}")
+        printed[name] = yaml.safe_load(output.getvalue()) or {}
+    return printed
+
+
+@pytest.fixture
+def benchmark_here(monkeypatch):
+    """Benchmarks in this test run their planning ``--print_config`` and their splits' fit and test commands in
+    this process. For tests of what the benchmark plans, runs and records; the process boundary itself (and
+    --jobs) is tested in test_benchmark.py with real processes."""
+    from clip_agiqa.bench import plan, run
+
+    monkeypatch.setattr(plan, "printed_configs", printed_configs_here)
+    monkeypatch.setattr(run, "launch", launch_here)

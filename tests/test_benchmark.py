@@ -1,35 +1,30 @@
 """The repeated-split benchmark: one row per split, a summary with mean/std/median, resume after a kill, splits in
-parallel (--jobs), each split's fit and tests as processes with their output in the split's log."""
+parallel (--jobs), each split's fit and tests as processes with their output in the split's log.
 
+One benchmark runs its splits as real `clip-agiqa` processes (the ``two_splits`` fixture, read by several tests);
+the tests of planning, results and resuming run the splits' commands in this process (``benchmark_here``)."""
+
+import contextlib
 import csv
+import io
 import json
 import math
 import os
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
+import shutil
 
 import pytest
 import torch
 
-import clip_agiqa.benchmark as benchmark
 from clip_agiqa.bench import plan as planning
 from clip_agiqa.bench import results as results_module
 from clip_agiqa.bench import run as runs
-from clip_agiqa.errors import InputError
-from conftest import REPO, TINY_MODEL_ARGS, run_cli
-from experiment_helpers import folder_args
+from clip_agiqa.errors import InputError, UsageError
+from conftest import REPO, run_cli
+from experiment_helpers import (DEMO, EXPERIMENTS, Ended, benchmark_args, benchmark_here,  # noqa: F401 (fixture)
+                                composed_args, console_here, folder_args, launch_here, printed_configs_here)
 
-DEMO = str(REPO / "experiments" / "demo.yaml")
+WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
 PER_SPLIT_METRICS = ("n_test", "best_epoch", "val_srcc", "srcc", "plcc", "krcc", "rmse", "plcc_logistic")
-
-
-def benchmark_args(data_root, out, splits: int, epochs: int = 1) -> list[str]:
-    return ["benchmark", "--config", DEMO, "--splits", str(splits), "--out", str(out), *TINY_MODEL_ARGS,
-            *folder_args(data_root), "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",
-            "--trainer.enable_progress_bar", "false", "--model.warmup_epochs", "0"]
 
 
 def results(out) -> list[dict]:
@@ -43,11 +38,26 @@ def no_split_may_start(monkeypatch, what: str = "a split was started"):
     monkeypatch.setattr(runs, "launch", must_not_run)
 
 
+def wandb_benchmark_args(data_root, out) -> list[str]:
+    """Two splits of the demo config with W&B (offline) on, both at once."""
+    return [*benchmark_args(data_root, out, splits=2, configs=(DEMO, WANDB_CONFIG), logger=True), "--jobs", "2"]
+
+
+@pytest.fixture(scope="module")
+def two_splits(tmp_path_factory, synthetic_root):
+    """The one benchmark whose splits are real processes: 2 splits, both at once (--jobs 2), W&B offline (each
+    process starts its own W&B service). Returns its folder and what it printed; tests only read them."""
+    out = tmp_path_factory.mktemp("two_splits") / "bench"
+    printed = io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, contextlib.redirect_stdout(printed):
+        patch.setenv("WANDB_MODE", "offline")
+        run_cli(wandb_benchmark_args(synthetic_root, out))
+    return out, printed.getvalue()
+
+
 @pytest.mark.slow
-def test_benchmark_runs_each_split_as_processes_then_skips_them_and_jobs_2_gives_the_same_results(
-        synthetic_root, tmp_path, capsys, monkeypatch):
-    out = tmp_path / "bench"
-    run_cli(benchmark_args(synthetic_root, out, splits=2))
+def test_each_split_is_a_fit_process_then_a_test_process_two_at_once(two_splits):
+    out, printed = two_splits
     rows = results(out)
     assert [r["seed"] for r in rows] == ["0", "1"]
     assert all(0 < int(r["n_test"]) and -1 <= float(r["srcc"]) <= 1 and r["plcc_logistic"] for r in rows)
@@ -55,34 +65,89 @@ def test_benchmark_runs_each_split_as_processes_then_skips_them_and_jobs_2_gives
     splits_0 = list(csv.DictReader(open(out / "split_0" / "checkpoints" / "splits.csv")))
     splits_1 = list(csv.DictReader(open(out / "split_1" / "checkpoints" / "splits.csv")))
     assert [r["split"] for r in splits_0] != [r["split"] for r in splits_1]  # each seed its own split
-    log = (out / "split_0" / "split.log").read_text()
-    assert "clip_agiqa fit " in log and "clip_agiqa test " in log  # each split: a fit process, then a test process
+    for split in ("split_0", "split_1"):
+        log = (out / split / "split.log").read_text()
+        assert "-m clip_agiqa fit " in log and "-m clip_agiqa test " in log  # a fit process, then a test process
     summary = (out / "summary.md").read_text()
     for label in ("| SRCC |", "| PLCC |", "| KRCC |", "| RMSE |", "| PLCC (4-parameter logistic fit) |",
                   "| metric | mean | std | median |"):
         assert label in summary
-    printed = capsys.readouterr().out
+    assert "running up to 2 splits at once" in printed
     assert "[split 1/2] seed 0: fitting" in printed and "[split 2/2] seed 1: SRCC" in printed
 
-    no_split_may_start(monkeypatch, "a finished split was run again")
-    (out / "results.csv").unlink()  # killed after the splits' result.json, before results.csv: nothing is redone
-    run_cli(benchmark_args(synthetic_root, out, splits=2))
-    assert "[split 2/2] seed 1: done earlier, skipped" in capsys.readouterr().out
-    assert results(out) == rows
-    monkeypatch.undo()
 
-    parallel = tmp_path / "parallel"
-    run_cli(benchmark_args(synthetic_root, parallel, splits=2) + ["--jobs", "2"])
-    assert "running up to 2 splits at once" in capsys.readouterr().out
-    for one, two in zip(rows, results(parallel)):  # other thread counts: sums in another order
+@pytest.mark.slow
+def test_each_split_gets_its_own_wandb_run(two_splits):
+    out, _ = two_splits
+    run_ids = [{p.name.rsplit("-", 1)[1] for p in (out / split / "wandb").glob("offline-run-*")}
+               for split in ("split_0", "split_1")]
+    assert all(run_ids) and not run_ids[0] & run_ids[1]  # W&B files in each split's folder, no run shared
+
+
+@pytest.mark.slow
+def test_splits_at_once_give_the_results_of_one_split_at_a_time(two_splits, synthetic_root, tmp_path,
+                                                                  benchmark_here):
+    parallel, _ = two_splits
+    one_at_a_time = tmp_path / "serial"
+    run_cli(benchmark_args(synthetic_root, one_at_a_time, splits=2) + ["--jobs", "1"])
+    for one, two in zip(results(one_at_a_time), results(parallel), strict=True):
         assert (one["split"], one["n_test"], one["best_epoch"]) == (two["split"], two["n_test"], two["best_epoch"])
-        torch.testing.assert_close(torch.tensor([float(one[k]) for k in PER_SPLIT_METRICS]),
-                                   torch.tensor([float(two[k]) for k in PER_SPLIT_METRICS]),
+        torch.testing.assert_close(torch.tensor([float(one[k]) for k in PER_SPLIT_METRICS]),  # other thread counts
+                                   torch.tensor([float(two[k]) for k in PER_SPLIT_METRICS]),  # sum in another order
                                    rtol=1e-4, atol=1e-4, equal_nan=True)
 
 
 @pytest.mark.slow
-def test_a_failed_split_is_named_in_one_line_with_its_log(tmp_path, capsys):
+def test_finished_splits_are_not_run_again(two_splits, synthetic_root, tmp_path, monkeypatch, capsys):
+    finished, _ = two_splits
+    out = tmp_path / "bench"
+    shutil.copytree(finished, out)
+    (out / "results.csv").unlink()  # killed after the splits' result.json, before results.csv: nothing is redone
+    monkeypatch.setattr(planning, "printed_configs", printed_configs_here)
+    no_split_may_start(monkeypatch, "a finished split was run again")
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    run_cli(wandb_benchmark_args(synthetic_root, out))
+    printed = capsys.readouterr().out
+    assert "[split 1/2] seed 0: done earlier, skipped" in printed
+    assert "[split 2/2] seed 1: done earlier, skipped" in printed
+    assert results(out) == results(finished)
+
+
+@pytest.mark.slow
+def test_a_killed_benchmark_skips_its_finished_splits_and_resumes_the_interrupted_fit(synthetic_root, tmp_path,
+                                                                                       benchmark_here, monkeypatch,
+                                                                                       capsys):
+    out = tmp_path / "bench"
+    args = benchmark_args(synthetic_root, out, splits=2, epochs=2)
+    interrupted = out / "split_1" / "checkpoints" / "last.ckpt"
+
+    def killed_after_one_epoch(command, log, environment):
+        """Split 2's fit ends after its first epoch's last.ckpt, with the status of a process killed by SIGKILL:
+        what a kill mid-fit leaves (a kill during the checkpoint write itself: test_faults.py)."""
+        if command[3] == "fit" and str(out / "split_1") in command:
+            log.write(f"\n$ {' '.join(command)}\n")
+            assert console_here([*command[3:], "--trainer.max_epochs", "1"], log) == 0
+            return Ended(-9)
+        return launch_here(command, log, environment)
+
+    monkeypatch.setattr(runs, "launch", killed_after_one_epoch)
+    with pytest.raises(runs.SplitsFailed, match=r"\[split 2/2\] seed 1: failed \(exit status -9"):
+        run_cli(args)
+    assert interrupted.is_file() and not (out / "split_1" / runs.RESULT_FILE).exists()
+    assert [r["seed"] for r in results(out)] == ["0"]
+
+    monkeypatch.setattr(runs, "launch", launch_here)
+    capsys.readouterr()
+    run_cli(args)
+    printed = capsys.readouterr().out
+    assert "[split 1/2] seed 0: done earlier, skipped" in printed
+    assert "[split 2/2] seed 1: resuming the interrupted fit from last.ckpt" in printed
+    assert f"--ckpt_path {interrupted}" in (out / "split_1" / "split.log").read_text()
+    assert [r["seed"] for r in results(out)] == ["0", "1"]
+    assert "# Benchmark: 2 of 2 splits" in (out / "summary.md").read_text()
+
+
+def test_a_failed_split_is_named_in_one_line_with_its_log(tmp_path, capsys, benchmark_here):
     empty = tmp_path / "empty"
     empty.mkdir()
     out = tmp_path / "bench"
@@ -124,6 +189,8 @@ def test_a_split_folder_gives_back_only_its_own_finished_rows(tmp_path):
     (["--data.rot", "x"], "the fit's arguments: the CLI refused the arguments: .*data.rot"),
 ])
 def test_benchmark_refuses_what_cannot_work_before_any_fit(synthetic_root, tmp_path, monkeypatch, extra, message):
+    if "--data.rot" not in extra:  # the CLI's refusal comes through the real --print_config process
+        monkeypatch.setattr(planning, "printed_configs", printed_configs_here)
     no_split_may_start(monkeypatch)
     with pytest.raises(InputError, match=message):
         run_cli(benchmark_args(synthetic_root, tmp_path / "bench", splits=3) + extra)
@@ -192,42 +259,8 @@ def test_a_last_checkpoint_cut_short_by_a_kill_sets_the_checkpoints_folder_aside
     assert (tmp_path / "checkpoints.damaged2" / "last.ckpt").is_file()
 
 
-@pytest.mark.slow
-def test_benchmark_resumes_after_being_killed(synthetic_root, tmp_path):
-    out = tmp_path / "bench"
-    command = [str(os.path.join(os.path.dirname(sys.executable), "clip-agiqa")),
-               *benchmark_args(synthetic_root, out, splits=2, epochs=4)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    interrupted = out / "split_1" / "checkpoints" / "last.ckpt"
-    deadline = time.time() + 1800  # a hang guard only
-    while not interrupted.is_file() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    os.killpg(process.pid, signal.SIGKILL)  # mid-way through split 2: the benchmark and its split's processes
-    process.wait()
-    assert interrupted.is_file() and len(results(out)) == 1
-
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=1800)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert "[split 1/2] seed 0: done earlier, skipped" in resumed.stdout
-    # Killed while last.ckpt was being written (rare), the split starts over instead: also correct.
-    assert ("[split 2/2] seed 1: resuming the interrupted fit from last.ckpt" in resumed.stdout
-            or "the split starts over" in resumed.stdout)
-    assert [r["seed"] for r in results(out)] == ["0", "1"]
-    assert "# Benchmark: 2 of 2 splits" in (out / "summary.md").read_text()
-
-
 # --- published split folders, cross-dataset tests (composed configs on tiny roots in the real layouts) -----------
-EXPERIMENTS = REPO / "experiments"
 AGIQA3K_PARTS = ["data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/prompt_disjoint.yaml"]
-
-
-def composed_args(parts: list[str], data_root, out, **extra: str) -> list[str]:
-    """A composed benchmark shrunk to a CPU smoke run of the tiny model; every test image is read."""
-    from experiment_helpers import as_flags, shrink_args
-
-    shrunk = shrink_args(data_root, out / "unused", {"trainer.limit_test_batches": "1.0", **extra})
-    return ["benchmark", *[a for p in parts for a in ("--config", str(EXPERIMENTS / p))], "--out", str(out),
-            *as_flags(shrunk, skip=("trainer.default_root_dir",))]
 
 
 def split_of(run_folder) -> dict[str, str]:
@@ -235,7 +268,7 @@ def split_of(run_folder) -> dict[str, str]:
 
 
 @pytest.mark.slow
-def test_benchmark_runs_ipce_split_folders_with_prompt_disjoint_validation(tmp_path, capsys):
+def test_benchmark_runs_ipce_split_folders_with_prompt_disjoint_validation(tmp_path, capsys, benchmark_here):
     from layouts import agiqa3k_prompted_root, ipce_folder
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
@@ -261,7 +294,7 @@ def test_benchmark_runs_ipce_split_folders_with_prompt_disjoint_validation(tmp_p
 
 
 @pytest.mark.slow
-def test_benchmark_tests_each_split_on_other_datasets_and_writes_the_matrix(tmp_path):
+def test_benchmark_tests_each_split_on_other_datasets_and_writes_the_matrix(tmp_path, benchmark_here):
     from layouts import agiqa1k_root, agiqa3k_prompted_root, aigciqa20k_root
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
@@ -291,6 +324,7 @@ def test_benchmark_tests_each_split_on_other_datasets_and_writes_the_matrix(tmp_
 def test_test_on_data_with_another_number_of_targets_is_refused_before_any_fit(tmp_path, monkeypatch):
     from layouts import agiqa1k_root, agiqa3k_prompted_root
 
+    monkeypatch.setattr(planning, "printed_configs", printed_configs_here)
     no_split_may_start(monkeypatch)
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
     (tmp_path / "AGIQA-1K").mkdir()
@@ -306,10 +340,9 @@ def test_test_on_data_with_another_number_of_targets_is_refused_before_any_fit(t
         planning.check_test_set(no_root, None, ["q"])
 
 
-def test_splits_from_takes_no_splits_count(tmp_path, capsys):
-    with pytest.raises(SystemExit):
+def test_splits_from_takes_no_splits_count(tmp_path):
+    with pytest.raises(UsageError, match="--splits_from runs one split per path: leave out --splits and --vary"):
         run_cli(["benchmark", "--config", DEMO, "--splits", "3", "--splits_from", str(tmp_path)])
-    assert "--splits_from runs one split per path: leave out --splits and --vary" in capsys.readouterr().err
     with pytest.raises(InputError, match="neither a split folder"):
         run_cli(["benchmark", "--config", DEMO, "--splits_from", str(tmp_path)])
 

@@ -9,11 +9,11 @@ from clip_agiqa.bench import results
 from clip_agiqa.compare import comparison
 from clip_agiqa.errors import InputError
 from conftest import run_cli
-from test_benchmark import composed_args
+from experiment_helpers import benchmark_here, composed_args  # noqa: F401
 
 
 @pytest.mark.slow
-def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path, capsys):
+def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path, capsys, benchmark_here):
     from layouts import agiqa3k_prompted_root
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from conftest import REPO, run_cli
-from experiment_helpers import no_wandb_run_left  # noqa: F401 (used by pytestmark)
+from experiment_helpers import benchmark_here, no_wandb_run_left  # noqa: F401 (fixtures)
 from clip_agiqa.reporting import scatter_file
 from experiment_helpers import as_flags, configured, data_class, make_data_root, shrink_args
 
@@ -85,7 +85,8 @@ def test_combination_fits_and_tests_through_the_cli(parts, synthetic_root, tmp_p
             assert normal(configured(cli.config["fit"], key)) == normal(value), f"{key} of {parts}"
 
 
-def test_benchmark_runs_a_combination_into_the_data_parts_folder(synthetic_root, tmp_path, monkeypatch):
+def test_benchmark_runs_a_combination_into_the_data_parts_folder(synthetic_root, tmp_path, monkeypatch,
+                                                                  benchmark_here):
     parts = COMBINATIONS[0]
     data_root, data_extra = make_data_root(data_class([EXPERIMENTS / p for p in parts]), tmp_path, synthetic_root)
     monkeypatch.chdir(tmp_path)  # the default results folder is relative: runs/benchmark/<first config's name>

@@ -117,18 +117,6 @@ def test_wandb_gets_one_table_and_a_scatter_plot_per_target(synthetic_root, tmp_
     assert run.config["split"]["target"] == "mos,align"
 
 
-def test_benchmark_gives_each_split_its_own_wandb_run(synthetic_root, tmp_path, monkeypatch):
-    # Each split runs as its own processes (clip_agiqa.bench.run), so their W&B runs are seen as files: offline.
-    monkeypatch.setenv("WANDB_MODE", "offline")
-    out = tmp_path / "bench"
-    run_cli(["benchmark", "--config", str(REPO / "experiments" / "demo.yaml"), "--config", WANDB_CONFIG,
-             "--splits", "2", "--out", str(out), *TINY_MODEL_ARGS, *folder_args(synthetic_root),
-             "--trainer.max_epochs", "1", "--trainer.enable_progress_bar", "false"])
-    run_ids = [{p.name.rsplit("-", 1)[1] for p in (out / split / "wandb").glob("offline-run-*")}
-               for split in ("split_0", "split_1")]
-    assert all(run_ids) and not run_ids[0] & run_ids[1]  # W&B files in each split's folder, no run shared
-
-
 def test_without_wandb_the_scatter_png_and_predictions_are_in_the_run_folder(synthetic_root, tmp_path):
     run_cli(["fit", *TINY_MODEL_ARGS, *folder_args(synthetic_root), *trainer_args(tmp_path)])
     run_cli(["test", *TINY_MODEL_ARGS, *folder_args(synthetic_root), *trainer_args(tmp_path),
