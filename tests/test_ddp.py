@@ -1,5 +1,6 @@
 """Metrics and predictions on 2 CPU processes (gloo) equal the single-process values: no padded duplicates;
-fit on 2 processes with uneven validation batches. One 2-process launch runs validate, test, predict and fit
+fit on 2 processes with uneven validation batches; the test report holds every test sample once; a streamed
+dataset split by node. One 2-process launch runs validate, test, predict and fit, then a streamed fit and test
 (tests/two_processes.py); the single-process references run in this process."""
 
 import csv
@@ -37,12 +38,24 @@ def evaluation_args(root: Path, data: list[str], checkpoint: Path, subcommand: s
             *extra]
 
 
+def streamed_args(root: Path) -> list[str]:
+    """A streamed HFDataset (an imagefolder of 30 pictures): each rank reads its own part of the stream."""
+    return [*TINY_MODEL_ARGS, *trainer_args(root / "streamed"), "--data", "HFDataset", "--data.path",
+            str(root / "imagefolder"), "--data.streaming", "true", "--data.hf_cache_dir", str(root / "hf-cache"),
+            "--data.batch_size", "4", "--data.num_workers", "0", "--data.test_size", "0.4"]
+
+
 @pytest.fixture(scope="module")
 def two_processes(odd_dataset):
-    """validate, test, predict (from the fixture's checkpoint) and a 2-epoch fit, all in one 2-process launch."""
+    """validate, test, predict (from the fixture's checkpoint) and a 2-epoch fit, then a streamed fit and the test
+    of its checkpoint, all in one 2-process launch."""
     root, data, checkpoint = odd_dataset
     commands = [[name, evaluation_args(root, data, checkpoint, name, 2)] for name in ("validate", "test", "predict")]
     commands.append(["fit", ["fit", *TINY_MODEL_ARGS, *data, *trainer_args(root / "fit2", epochs=2), *TWO_PROCESSES]])
+    write_synthetic_dataset(root / "imagefolder", num_images=30, picture_size=40, seed=1)
+    streamed_checkpoint = ["--ckpt_path", str(root / "streamed" / "checkpoints" / "last.ckpt")]
+    commands += [["streamed_fit", ["fit", *streamed_args(root), *TWO_PROCESSES]],
+                 ["streamed_test", ["test", *streamed_args(root), *streamed_checkpoint, *TWO_PROCESSES]]]
     plan = root / "plan.json"
     plan.write_text(json.dumps({"commands": commands, "results": str(root / "results.json")}))
     run_checked([sys.executable, str(Path(__file__).with_name("two_processes.py")), str(plan)], timeout=HANG_GUARD)
@@ -78,3 +91,24 @@ def test_fit_on_two_processes_with_uneven_validation(odd_dataset, two_processes)
     fitted = two_processes["fit"]
     assert fitted["world_size"] == 2 and math.isfinite(fitted["val/srcc"]) and math.isfinite(fitted["train/loss"])
     assert (root / "fit2" / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_the_test_report_on_two_processes_holds_every_test_sample_once(odd_dataset, two_processes):
+    root, _, checkpoint = odd_dataset
+    names = [r["file_name"] for r in csv.DictReader(open(root / "test2" / "test_predictions.csv"))]
+    splits = list(csv.DictReader(open(checkpoint.parent / "splits.csv")))  # the same data arguments and seed
+    assert sorted(names) == sorted(r["file_name"] for r in splits if r["split"] == "test")  # 9: uneven shares
+    assert len(names) == 9
+
+
+def test_streamed_test_metrics_on_two_processes_equal_one(odd_dataset, two_processes):
+    root, _, _ = odd_dataset
+    assert two_processes["streamed_fit"]["world_size"] == 2
+    cli = run_cli(["test", *streamed_args(root), "--ckpt_path", str(root / "streamed" / "checkpoints" / "last.ckpt")])
+    single, double = {k: float(v) for k, v in cli.trainer.callback_metrics.items()}, two_processes["streamed_test"]
+    assert double["world_size"] == 2
+    for metric in ("test/srcc", "test/plcc", "test/krcc", "test/rmse"):
+        assert math.isfinite(single[metric]), metric
+        assert double[metric] == pytest.approx(single[metric], abs=1e-5), metric
+    splits = list(csv.DictReader(open(root / "streamed" / "checkpoints" / "splits.csv")))
+    assert sum(r["split"] == "test" for r in splits) == 12

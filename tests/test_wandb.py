@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess, trainer_args
+from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
@@ -126,19 +126,6 @@ def test_without_wandb_the_scatter_png_and_predictions_are_in_the_run_folder(syn
     rows = list(csv.DictReader(open(tmp_path / "test_predictions.csv")))
     assert len(rows) == 8 and set(rows[0]) == {"file_name", "mos", "score"}
     assert not (tmp_path / "wandb").exists()
-
-
-@pytest.mark.slow
-def test_report_under_ddp_holds_every_test_sample_once(synthetic_root, tmp_path):
-    run_dir = tmp_path / "ddp"
-    common = [*TINY_MODEL_ARGS, *folder_args(synthetic_root, batch_size=3), *trainer_args(run_dir),
-              "--trainer.devices", "2", "--trainer.strategy", "ddp"]
-    run_cli_subprocess(["fit", *common, "--data.test_size", "0.27"], cwd=tmp_path)
-    run_cli_subprocess(["test", *common, "--data.test_size", "0.27", "--ckpt_path",
-                        str(run_dir / "checkpoints" / "best.ckpt")], cwd=tmp_path)
-    names = [r["file_name"] for r in csv.DictReader(open(run_dir / "test_predictions.csv"))]
-    splits = list(csv.DictReader(open(run_dir / "checkpoints" / "splits.csv")))
-    assert sorted(names) == sorted(r["file_name"] for r in splits if r["split"] == "test")  # 11: uneven shares
 
 
 def test_test_and_a_resume_log_into_the_fits_wandb_run(synthetic_root, tmp_path, wandb_runs):
