@@ -2,6 +2,7 @@
 rendering, is what every command's --help prints without torch, and the options check refuses only what the
 full parser refuses (and passes every command line of the README and every form of jsonargparse's)."""
 
+import copy
 import json
 import os
 import re
@@ -113,6 +114,19 @@ def test_the_full_parser_refuses_the_same(argv, message):
     with pytest.raises(UsageError) as refused:
         commands.dispatch(argv, argv)
     assert str(refused.value).split()[:3] == message.split()[:3]
+
+
+def test_what_the_code_added_since_the_shipped_options_is_left_to_the_parser():
+    """Options rendered before a field, choice or option was added (before `make help`) refuse none of them."""
+    older = copy.deepcopy(shipped.shipped_options())
+    fields = older["classes"]["model"]["CLIPAGIQA"]["fields"]
+    del fields["lr"]
+    fields["head"] = ["concat"]
+    older["commands"]["fit"]["options"].remove("--ckpt_path")
+    for args in (["--model.lr", "0.1"], ["--model.head", "similarity"], ["--ckpt_path", "last"]):
+        check_options("fit", args, older)
+    with pytest.raises(UsageError, match="--model.head simlarity: not one of concat"):
+        check_options("fit", ["--model.head", "simlarity"], older)  # named nowhere in the code: still refused
 
 
 def readme_command_lines() -> list[list[str]]:

@@ -2,13 +2,16 @@
 
 Conservative: a command line is refused here only when the full parser would refuse it too; anything this
 cannot judge (a ``--config`` file that may name other classes, a custom class path, deeper keys of a
-class-typed option, an abbreviation argparse would accept) is left to the full parser.
+class-typed option, an abbreviation argparse would accept, a name or value the package's code names although the
+shipped options lack it: they may be older than the code) is left to the full parser.
 """
 
 from __future__ import annotations
 
 import difflib
+import functools
 import re
+from pathlib import Path
 
 from ..errors import UsageError
 
@@ -18,6 +21,31 @@ CLASS_KEYS = ("help", "class_path", "init_args", "dict_kwargs")
 OPEN_COMMANDS = ("benchmark",)  # passes options it does not know to `clip-agiqa fit`
 NULL_VALUES = ("null", "Null", "NULL", "~", "None", "none")  # YAML's null (jsonargparse takes it for any field)
 PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.+-]+\Z")  # a value read as a plain string (not a list, dict or quoted)
+
+
+PACKAGE_DIR = Path(__file__).resolve().parents[1]
+
+
+@functools.lru_cache(maxsize=1)
+def _package_code() -> str:
+    return "\n".join(path.read_text(errors="replace") for path in sorted(PACKAGE_DIR.rglob("*.py"))
+                     if path.parent.name != "help")
+
+
+def _named_in_the_code(word: str) -> bool:
+    """Whether the package's code names ``word`` (read only before refusing): shipped options that lack it may be
+    older than the code (a field, option or choice added since `make help`), so the full parser decides."""
+    return re.search(rf"(?<![\w-]){re.escape(word)}(?![\w-])", _package_code()) is not None
+
+
+def _unknown_part(name: str, options: list[str]) -> str:
+    """The first component of a dotted option that no known option has there (``modle`` of ``--modle.lr``)."""
+    parts = name[2:].rstrip("+").split(".")
+    for at, part in enumerate(parts):
+        prefix = "--" + ".".join(parts[:at + 1])
+        if not any(option == prefix or option.startswith(f"{prefix}.") for option in options):
+            return part
+    return parts[-1]
 
 
 def did_you_mean(given: str, choices) -> str:
@@ -81,13 +109,17 @@ def _check_class_option(group: str, name: str, value: str | None, named: list[st
     field = parts[0].rstrip("+")
     fields = {f: None for klass in named for f in classes[klass]["fields"]}
     if field not in fields:
+        if _named_in_the_code(field):
+            return
         owner = f" of {named[0]}" if len(set(named)) == 1 else ""
         raise UsageError(f"unknown option {name}{owner}{did_you_mean(name, [f'--{group}.{f}' for f in fields])}")
-    choices = [classes[klass]["fields"].get(field) for klass in named]
-    if len(parts) > 1 or value is None or None in choices or not PLAIN_VALUE.match(value) or value in NULL_VALUES:
+    if len(parts) > 1 or value is None or not PLAIN_VALUE.match(value) or value in NULL_VALUES:
+        return
+    choices = [classes[klass]["fields"].get(field) for klass in named]  # None: a class without fixed choices
+    if None in choices:
         return
     allowed = list(dict.fromkeys(choice for listed in choices for choice in listed))
-    if value not in allowed:
+    if value not in allowed and not _named_in_the_code(value):
         option = f"--{group}.{field}"
         raise UsageError(f"{option} {value}: not one of {', '.join(allowed)}{did_you_mean(value, allowed)}")
 
@@ -119,14 +151,15 @@ def check_training_options(command: str, args: list[str], shipped: dict) -> None
         # Deeper keys of an option (--trainer.logger.project after --trainer.logger WandbLogger): the full parser.
         if any(name.startswith(f"{option}.") for option in options if "." in option):
             continue
-        raise UsageError(f"unknown option {name}{did_you_mean(name, _suggestions(options, shipped))}")
+        if not _named_in_the_code(_unknown_part(name, options)):
+            raise UsageError(f"unknown option {name}{did_you_mean(name, _suggestions(options, shipped))}")
 
 
 def check_plain_options(command: str, args: list[str], shipped: dict) -> None:
     """export/score/compare (argparse): each ``--option`` one of the command's (or the start of one)."""
     options = shipped["commands"][command]["options"]
     for name, _ in _options_given(args):
-        if name not in options and not _abbreviates(name, options):
+        if name not in options and not _abbreviates(name, options) and not _named_in_the_code(name[2:]):
             raise UsageError(f"unknown option {name}{did_you_mean(name, options)}")
 
 
