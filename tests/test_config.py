@@ -84,6 +84,7 @@ def test_the_model_card_is_rendered_from_the_template():
 
 # --- the default recipe (issue 18.4) and what was saved before it ------------------------------------------------
 def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_spell_the_paper():
+    """protocol/paper.yaml sets no recipe (tests/test_experiments.py): it is composed with model/clip_agiqa.yaml."""
     import yaml
 
     from conftest import REPO
@@ -95,8 +96,6 @@ def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_s
     for part in ("clip_agiqa.yaml", "clip_agiqa_prompt.yaml"):
         assert yaml.safe_load((REPO / "experiments" / "model" / part).read_text())[
             "model"]["init_args"]["standardise"] is False
-    assert yaml.safe_load((REPO / "experiments" / "protocol" / "paper.yaml").read_text())[
-        "model"]["init_args"]["standardise"] is False
 
 
 def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):
