@@ -200,7 +200,8 @@ class TestReport(Callback):
             self.write(self._folder, trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
-        """``test_metrics.json``: the logged test figures (final only now) and the checkpoint they are of."""
+        """``test_metrics.json``: the logged test figures (complete once the test epoch has ended) and the checkpoint
+        they are of."""
         if not (self.enabled and trainer.is_global_zero and self.predictions and self._folder is not None):
             return
         from .export import TEST_RESULTS_FILE, file_sha256  # export: the reader (model card)
@@ -260,7 +261,8 @@ class TestReport(Callback):
 
         columns = prediction_columns(self.targets, self.extras())
         width = 2 + len(self.extras())
-        table = wandb.Table(columns=columns, data=rows[: self.max_table_rows])
+        known = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]  # JSON: no NaN
+        table = wandb.Table(columns=columns, data=known[: self.max_table_rows])
         logged = {"test/predictions": table}
         for position, (target, png) in enumerate(pngs.items()):
             suffix = "" if len(self.targets) == 1 else f"/{target}"
