@@ -13,7 +13,10 @@ For each config (default: the two demos), on the very split the config's datamod
     .venv/bin/python benchmarks/probe.py --probe-only          # the probe alone (seconds)
     .venv/bin/python benchmarks/probe.py --configs experiments/demo.yaml --override=--trainer.max_epochs=10
 
-Prints one table per config and writes ``<workdir>/probe.json``.
+Prints one table per config and writes ``<workdir>/probe.json``. On a CPU shared with other work, run it with
+``OMP_NUM_THREADS=1``: the small steps of these models ran 20-50 times slower with torch's threads competing
+for 2 busy cores (measured: 50-100 s against 2-3 s an epoch of the prompt demo). The README table ("What the
+features hold") was measured this way, one seed (0) per row.
 """
 
 from __future__ import annotations
