@@ -40,7 +40,8 @@ def finish_wandb_run() -> None:
 
 def _printed(row: dict) -> str:
     return (f"SRCC {float(row['srcc']):.4f} PLCC {float(row['plcc']):.4f} KRCC {float(row['krcc']):.4f} "
-            f"RMSE {float(row['rmse']):.4f} PLCC(logistic) {float(row['plcc_logistic']):.4f}")
+            f"RMSE {float(row['rmse']):.4f} PLCC(logistic) {float(row['plcc_logistic']):.4f}"
+            + (f" coverage90 {float(row['coverage90']):.4f}" if row.get("coverage90") not in (None, "") else ""))
 
 
 def _own(rows: list[dict], split: Split) -> list[dict]:

@@ -15,6 +15,7 @@ from scipy.stats import norm, wasserstein_distance
 
 from clip_agiqa import reporting
 from clip_agiqa.bench import results
+from clip_agiqa.benchmark import _printed
 from clip_agiqa.compare import comparison
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
 from experiment_helpers import folder_args
@@ -84,6 +85,7 @@ def test_results_summary_and_compare_show_the_certainty_only_where_it_was_measur
     assert f"| coverage of the 90% interval | {coverage:.4f} | 0.0071 |" in summary
     assert "| Jensen-Shannon distance to the raters |" in summary
     assert "| PLCC (logistic) | coverage of the 90% interval |" in summary  # the per-split table's column
+    assert _printed(rows[1]).endswith(f" coverage90 {measured['coverage90'] + 0.01:.4f}")  # the line per split
     paper = tmp_path / "paper"
     paper.mkdir()
     results.write_results(paper, [{**{k: v for k, v in row.items() if k not in dict(results.CERTAINTY)}}
@@ -91,6 +93,7 @@ def test_results_summary_and_compare_show_the_certainty_only_where_it_was_measur
     paper_summary = results.write_summary(paper, results.read_results(paper), "clip-agiqa benchmark", 2).read_text()
     assert "coverage" not in paper_summary and "Certainty" not in paper_summary
     assert "coverage" not in comparison([paper])  # the table of score models as it always was
+    assert "coverage" not in _printed(results.read_results(paper)[0])
     table = comparison([paper, folder]).splitlines()
     assert table[0].endswith("| coverage of the 50% interval | coverage of the 90% interval | Jensen-Shannon distance "
                              "to the raters | Wasserstein distance to the raters | SRCC - first row |")
