@@ -42,7 +42,8 @@ def prompt_fusion(image: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
 class FeatureStandardiser(nn.Module):
     """Standardises features (zero mean, unit variance per feature) with statistics of the training data: while
     training, each batch's own (as batch normalisation does) and their running average over every training batch
-    seen; when scoring, that average, saved with the model (float buffers only: a saved model holds no integers)."""
+    seen; when scoring, that average, saved with the model (float buffers only: a saved model holds no integers).
+    ``learn=False`` (a head that does not train, ``--model.trainable prompt``) keeps the statistics it has."""
 
     def __init__(self, size: int, eps: float = 1e-5):
         super().__init__()
@@ -51,8 +52,8 @@ class FeatureStandardiser(nn.Module):
         self.register_buffer("var", torch.ones(size))
         self.register_buffer("batches", torch.zeros(()))
 
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        if self.training and len(features) > 1:
+    def forward(self, features: torch.Tensor, learn: bool = True) -> torch.Tensor:
+        if self.training and learn and len(features) > 1:
             mean, var = features.mean(dim=0), features.var(dim=0, unbiased=False)
             with torch.no_grad():  # the cumulative average: no host sync
                 self.batches += 1
@@ -101,10 +102,11 @@ class ConcatHead(nn.Module):
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(quality_features, dim=-1).flatten()
         standardised = hasattr(self, "image_norm")
-        parts = [self.image_norm(image) if standardised else image, prompts.expand(image.shape[0], -1)]
+        learn = self.mlp[1].weight.requires_grad  # a frozen head keeps its statistics too
+        parts = [self.image_norm(image, learn) if standardised else image, prompts.expand(image.shape[0], -1)]
         if self.prompt_aware:
             fusion = prompt_fusion(image, F.normalize(generation_features, dim=-1))
-            parts.append(self.fusion_norm(fusion) if standardised else fusion)
+            parts.append(self.fusion_norm(fusion, learn) if standardised else fusion)
         return self.mlp(torch.cat(parts, dim=1))
 
     @full_precision

@@ -45,3 +45,17 @@ def test_the_paper_head_reads_the_normalised_features_unstandardised():
     prompts = F.normalize(model.quality_prompt_features(), dim=-1).flatten()
     expected = model.head.mlp(torch.cat([F.normalize(features, dim=-1), prompts.expand(3, -1)], dim=1))
     torch.testing.assert_close(model.training_scale_scores(features), expected, rtol=0, atol=0)
+
+
+def test_a_head_that_does_not_train_keeps_its_statistics():
+    """--model.trainable prompt: the head's weights and its standardising statistics both stay as they started."""
+    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=True, dropout=0.0).train()
+    features = torch.randn(8, model.clip.config.projection_dim) + 3
+    model.head.requires_grad_(False)
+    frozen = model.training_scale_scores(features)
+    assert model.head.image_norm.batches.item() == 0  # nothing learnt from the batch
+    model.eval()
+    torch.testing.assert_close(frozen, model.training_scale_scores(features))  # the kept statistics, as scoring
+    model.train().head.requires_grad_(True)
+    model.training_scale_scores(features)
+    assert model.head.image_norm.batches.item() == 1
