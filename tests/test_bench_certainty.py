@@ -149,3 +149,28 @@ def test_the_benchmark_summary_gives_the_splits_test_coverage(rated_folder, tmp_
     assert float(line.split(" | ")[1]) == pytest.approx(coverage, abs=1e-4)
     assert "| Wasserstein distance to the raters |" in summary
     assert math.isfinite(float(rows[0]["srcc"]))
+
+
+@pytest.mark.filterwarnings("ignore:logistic PLCC is NaN")  # two images: the logistic fit needs four
+def test_several_targets_predictions_file_from_the_test_report(tmp_path):
+    levels = torch.tensor([[0.0, 1.0, 2.0], [0.0, 5.0, 10.0]])  # each target's levels on its MOS scale
+    probs = torch.tensor([[[0.2, 0.5, 0.3], [0.1, 0.1, 0.8]], [[0.6, 0.3, 0.1], [0.3, 0.4, 0.3]]])
+    mos, score = torch.tensor([[1.0, 9.0], [0.5, 4.0]]), (probs * levels).sum(-1)
+    batch = {"mos": mos, "mos_std": torch.tensor([[0.4, float("nan")], [0.3, float("nan")]])}  # align: no std
+    outputs = {"score": score, "std": torch.tensor([[0.5, 2.0], [0.5, 0.5]]), "probs": probs}
+    report = reporting.TestReport()
+    report.targets = ["quality", "align"]
+    report.predictions = [(name, mos[i].tolist(), score[i].tolist()) for i, name in enumerate(["a.png", "b.png"])]
+    report.certainty = reporting.certainty_of_batch(SimpleNamespace(model=SimpleNamespace(mos_levels=lambda: levels)),
+                                                    batch, outputs, 2)
+    report.write(tmp_path, SimpleNamespace(loggers=[]))
+    rows = list(csv.DictReader(open(tmp_path / reporting.PREDICTIONS_FILE)))
+    assert list(rows[0]) == ["file_name", *[f"{t}_{kind}" for t in ("quality", "align")
+                                            for kind in ("mos", "score", "std", "rater_std", "js", "wasserstein")]]
+    assert rows[0]["align_js"] == "" and float(rows[1]["align_score"]) == pytest.approx(float(score[1, 1]))
+    assert (tmp_path / "test_scatter_align.png").is_file()
+    row = results.test_metrics(tmp_path / reporting.PREDICTIONS_FILE)
+    expected = np.mean([jensenshannon(probs[i, 0].numpy(), raters_distribution(m, s, levels[0].numpy()))
+                        for i, (m, s) in enumerate([(1.0, 0.4), (0.5, 0.3)])])
+    assert row["quality/js"] == pytest.approx(expected, abs=1e-5) and "align/js" not in row
+    assert row["js"] == row["quality/js"] and row["align/coverage90"] == pytest.approx(0.5)  # |9 - 8.5| <= 3.3, |4 - 5| > 0.8
