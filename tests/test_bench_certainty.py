@@ -18,7 +18,7 @@ from clip_agiqa.bench import results
 from clip_agiqa.benchmark import _printed
 from clip_agiqa.compare import comparison
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
-from experiment_helpers import folder_args
+from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)
 
 DEMO = str(REPO / "experiments" / "demo.yaml")
 Z90 = norm.ppf(0.95)  # the half-width of the central 90% interval, in stds
@@ -132,7 +132,8 @@ def rated_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_the_benchmark_summary_gives_the_splits_test_coverage(rated_folder, tmp_path):
+def test_the_benchmark_summary_gives_the_splits_test_coverage(rated_folder, tmp_path, benchmark_here):
+    # benchmark_here: the splits' fit and test commands run in this process (the processes: test_benchmark.py)
     out = tmp_path / "bench"
     run_cli(["benchmark", "--config", DEMO, "--splits", "2", "--out", str(out), *TINY_MODEL_ARGS,
              *folder_args(rated_folder), "--trainer.max_epochs", "1", "--trainer.logger", "false",
