@@ -91,6 +91,7 @@ REFUSED = [
                                                        "--data.root"),
     (["fit", "--config", "any.yaml", "--trainer.acelerator", "cpu"], "unknown option --trainer.acelerator (did you "
                                                                      "mean --trainer.accelerator"),
+    (["fit", "--trainer.seed", "3"], "unknown option --trainer.seed"),  # a word of the code, not a Trainer option
     (["test", "--ckpt_pth", "x.ckpt"], "unknown option --ckpt_pth (did you mean --ckpt_path"),
     (["predict", "--predictions.outptu", "s.csv"], "unknown option --predictions.outptu (did you mean "
                                                    "--predictions.output"),

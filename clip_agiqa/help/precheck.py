@@ -21,8 +21,7 @@ CLASS_KEYS = ("help", "class_path", "init_args", "dict_kwargs")
 OPEN_COMMANDS = ("benchmark",)  # passes options it does not know to `clip-agiqa fit`
 NULL_VALUES = ("null", "Null", "NULL", "~", "None", "none")  # YAML's null (jsonargparse takes it for any field)
 PLAIN_VALUE = re.compile(r"[A-Za-z0-9_.+-]+\Z")  # a value read as a plain string (not a list, dict or quoted)
-
-
+LIBRARY_GROUPS = ("trainer",)  # options named by Lightning alone (its version is the shipped one)
 PACKAGE_DIR = Path(__file__).resolve().parents[1]
 
 
@@ -151,7 +150,8 @@ def check_training_options(command: str, args: list[str], shipped: dict) -> None
         # Deeper keys of an option (--trainer.logger.project after --trainer.logger WandbLogger): the full parser.
         if any(name.startswith(f"{option}.") for option in options if "." in option):
             continue
-        if not _named_in_the_code(_unknown_part(name, options)):
+        from_library = name.startswith(tuple(f"--{group}." for group in LIBRARY_GROUPS))
+        if from_library or not _named_in_the_code(_unknown_part(name, options)):
             raise UsageError(f"unknown option {name}{did_you_mean(name, _suggestions(options, shipped))}")
 
 
