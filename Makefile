@@ -17,11 +17,15 @@ $(BIN)/clip-agiqa: pyproject.toml
 
 install: $(BIN)/clip-agiqa
 
+# A worker per core (pytest-xdist); how tests are shared out between them: tests/conftest.py.
+PYTEST_WORKERS ?= auto
+PYTEST_PARALLEL := -n $(PYTEST_WORKERS)
+
 test: install
-	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 test-fast: install
-	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q -m "not slow"
+	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q $(PYTEST_PARALLEL) -m "not slow"
 
 # The demo run starts afresh each time: fit never overwrites a run folder's checkpoints by itself.
 demo: install

@@ -72,7 +72,7 @@ def test_sweep_command_runs_with_values_from_each_range(path, end, synthetic_roo
     data_root, data_extra = make_data_root(data_class(command_configs(sweep)), tmp_path, synthetic_root)
     monkeypatch.setenv("DATA_ROOT", str(data_root))
     if "INIT_FROM" in str(sweep["command"]):
-        fit_tiny(synthetic_root, tmp_path / "start")
+        fit_tiny(synthetic_root, tmp_path / "start", "--model.standardise", "false")  # as the sweep's paper recipe
         monkeypatch.setenv("INIT_FROM", str(tmp_path / "start" / "checkpoints" / "best.ckpt"))
     values = {key: parameter_value(spec, end) for key, spec in sweep["parameters"].items()}
     shrink = as_flags(shrink_args(data_root, tmp_path / "run", data_extra), skip=set(values))
