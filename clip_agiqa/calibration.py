@@ -156,3 +156,15 @@ def draw_reliability(mos, mean, std, path: Path, title: str = "", size: int = 48
     with atomic_write(path, "wb") as handle:
         image.save(handle, format="PNG")
     return path
+
+
+def rater_distances(mos, probs, levels, mos_std) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, the Jensen-Shannon and Wasserstein distances between the predicted distribution (``probs``
+    (batch, levels) over ``levels``) and the raters' (``mos``, ``mos_std``): (batch,) each, NaN where ``mos_std`` is.
+    What the test step averages, and what the test report writes per image (``js``, ``wasserstein`` columns)."""
+    mos_std, levels, probs = mos_std.float(), levels.float(), probs.float()
+    known = torch.isfinite(mos_std)
+    raters = soft_labels(mos.float(), mos_std.nan_to_num(1.0), levels)
+    unknown = torch.full_like(mos_std, float("nan"))
+    return (torch.where(known, js_distance(probs, raters), unknown),
+            torch.where(known, wasserstein(probs, raters, levels), unknown))

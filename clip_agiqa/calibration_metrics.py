@@ -15,7 +15,7 @@ import torch
 from lightning.pytorch import Callback
 from torchmetrics import MeanMetric
 
-from .calibration import COVERAGES, draw_reliability, js_distance, soft_labels, wasserstein, z_of
+from .calibration import COVERAGES, draw_reliability, rater_distances, z_of
 
 RELIABILITY_FILE = "test_reliability.png"  # one target; several: test_reliability_<target>.png
 
@@ -26,18 +26,6 @@ def coverage_name(coverage: float) -> str:
 
 def width_name(coverage: float) -> str:
     return f"width{round(coverage * 100)}"
-
-
-def rater_distances(mos, probs, levels, mos_std) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, the Jensen-Shannon and Wasserstein distances between the predicted distribution (``probs``
-    (batch, levels) over ``levels``) and the raters' (``mos``, ``mos_std``): (batch,) each, NaN where ``mos_std`` is.
-    What the test step averages, and what the test report writes per image (``js``, ``wasserstein`` columns)."""
-    mos_std, levels, probs = mos_std.float(), levels.float(), probs.float()
-    known = torch.isfinite(mos_std)
-    raters = soft_labels(mos.float(), mos_std.nan_to_num(1.0), levels)
-    unknown = torch.full_like(mos_std, float("nan"))
-    return (torch.where(known, js_distance(probs, raters), unknown),
-            torch.where(known, wasserstein(probs, raters, levels), unknown))
 
 
 class CalibrationMetrics(torch.nn.Module):

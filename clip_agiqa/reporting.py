@@ -111,11 +111,11 @@ def prediction_columns(targets: list[str], extras: tuple[str, ...] = ()) -> list
 
 def certainty_of_batch(pl_module, batch: dict, outputs: dict, size: int) -> list[dict | None]:
     """Per row, each target's calibrated std and, where the batch gives the raters' std, that std and the distances
-    between predicted and raters' distributions (``calibration_metrics.rater_distances``, as the test step's);
+    between predicted and raters' distributions (``calibration.rater_distances``, as the test step's);
     None per row for a model without distributions."""
     if "std" not in outputs:
         return [None] * size
-    from .calibration_metrics import rater_distances
+    from .calibration import rater_distances
 
     columns = {"std": outputs["std"].float().reshape(size, -1)}
     if "probs" in outputs and batch.get("mos_std") is not None:
