@@ -33,7 +33,7 @@ class AGIQA1KReader(Reader):
     """
 
     name = "AGIQA1K"
-    mos_range = (0.0, 5.0)
+    mos_scale = (0.0, 5.0)
     annotation_file = "AIGC_MOS_Zscore.xlsx"
     image_folder = "file"
 

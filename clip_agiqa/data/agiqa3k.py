@@ -25,7 +25,7 @@ class AGIQA3KReader(Reader):
 
     name = "AGIQA3K"
     targets = tuple(TARGET_COLUMNS)
-    mos_range = (0.0, 5.0)
+    mos_scale = (0.0, 5.0)
     annotation_file = "data.csv"
 
     def read(self, root: Path) -> list[Record]:

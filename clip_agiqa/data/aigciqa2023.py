@@ -73,7 +73,7 @@ class AIGCIQA2023Reader(Reader):
 
     name = "AIGCIQA2023"
     targets = tuple(TARGET_FILES)
-    mos_range = (0.0, 100.0)
+    mos_scale = (0.0, 100.0)
 
     def __init__(self, needed: list[str] | tuple[str, ...] = ("quality",)):
         super().__init__()

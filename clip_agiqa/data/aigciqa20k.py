@@ -27,7 +27,7 @@ class AIGCIQA20KReader(Reader):
     """``info_train.csv`` (no header: name,prompt,mos) and the images beside it or in one sub-folder."""
 
     name = "AIGCIQA20K"
-    mos_range = (0.0, 5.0)
+    mos_scale = (0.0, 5.0)
     annotation_file = "info_train.csv"
 
     def read(self, root: Path) -> list[Record]:

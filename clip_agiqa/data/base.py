@@ -179,9 +179,9 @@ class MOSDataModule(L.LightningDataModule):
 
     # --- the reader's records -------------------------------------------------------------------------
     @property
-    def mos_range(self) -> tuple[float, float] | None:
+    def mos_scale(self) -> tuple[float, float] | None:
         """The benchmark's fixed MOS scale (the reader's), or None: measured on the training split."""
-        return self.reader.mos_range
+        return self.reader.mos_scale
 
     def load_records(self) -> list[Record]:
         """The reader's records, each with the first selected target first (its ``mos``)."""
@@ -283,10 +283,10 @@ class MOSDataModule(L.LightningDataModule):
 
     @property
     def target_scales(self) -> dict[str, list[float]] | None:
-        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_range``: known without reading
+        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_scale``: known without reading
         anything), else the range of the training split's values; None without labels (a folder to score)."""
-        if self.mos_range is not None:
-            return {name: [float(v) for v in self.mos_range] for name in self.targets}
+        if self.mos_scale is not None:
+            return {name: [float(v) for v in self.mos_scale] for name in self.targets}
         train = self.split_records("train")
         if not train or any(math.isnan(r.mos) for r in train):
             return None
@@ -396,7 +396,7 @@ class MOSDataModule(L.LightningDataModule):
         write_splits(path, self.records, self.assignment)
         about = {"data": type(self).__name__, "root": str(self.root), **split_summary(self),
                  "targets": self.target_scales,
-                 "mos_scale_from": "fixed by the benchmark" if self.mos_range is not None else "training split"}
+                 "mos_scale_from": "fixed by the benchmark" if self.mos_scale is not None else "training split"}
         with atomic_write(Path(directory) / DATA_FILE) as handle:
             handle.write(json.dumps(about, indent=2) + "\n")
         return path

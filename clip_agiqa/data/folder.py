@@ -21,7 +21,7 @@ class MOSFolderReader(Reader):
     ``allow_outside_root``)."""
 
     name = "MOSFolder"
-    mos_range = None  # measured on the training split
+    mos_scale = None  # measured on the training split
 
     def __init__(self, metadata: str = "metadata.csv", columns: list[str] | tuple[str, ...] = ("mos",)):
         super().__init__()

@@ -93,7 +93,7 @@ class HubReader(Reader):
     """
 
     name = "HFDataset"
-    mos_range = None  # whatever the dataset's target columns hold
+    mos_scale = None  # whatever the dataset's target columns hold
 
     def __init__(self, path: str, name: str | None = None, hf_split: str = "train", image_column: str = "image",
                  target_columns: list[str] | tuple[str, ...] = ("mos",), prompt_column: str | None = "prompt",

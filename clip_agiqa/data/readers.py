@@ -20,14 +20,14 @@ class Reader:
     Attributes:
         name: the dataset's name in messages.
         targets: the targets it has, the first being the default; None: any numeric column the user names.
-        mos_range: a benchmark's fixed (low, high) MOS scale; None: measured on the training split.
+        mos_scale: a benchmark's fixed (low, high) MOS scale; None: measured on the training split.
         left_out: after ``read``, names the annotations list but ``read`` left out on purpose (e.g. an
             ambiguous duplicate): a published split file may still name them.
     """
 
     name = "dataset"
     targets: tuple[str, ...] | None = ("quality",)
-    mos_range: tuple[float, float] | None = None
+    mos_scale: tuple[float, float] | None = None
 
     def __init__(self) -> None:
         self.left_out: frozenset[str] = frozenset()

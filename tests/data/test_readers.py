@@ -97,7 +97,7 @@ def test_one_datamodule_takes_any_reader(tmp_path):
     class TwoImages(Reader):
         """A dataset in one small class: what adding a dataset takes."""
 
-        name, targets, mos_range = "TwoImages", ("quality",), (1.0, 5.0)
+        name, targets, mos_scale = "TwoImages", ("quality",), (1.0, 5.0)
 
         def read(self, root: Path) -> list[Record]:
             return [Record(f"{i}.png", root / f"{i}.png", {"quality": float(i)}) for i in range(9)]
