@@ -143,7 +143,7 @@ class QualityScorer:
         return self.model.targets
 
     @property
-    def score_range(self):
+    def mos_scale(self):
         """The MOS scale of the training data: (low, high), or {target: (low, high)} for several targets."""
         scales = {t: tuple(pair) for t, pair in zip(self.targets, self.model.mos_scale.tolist())}
         return next(iter(scales.values())) if len(scales) == 1 else scales

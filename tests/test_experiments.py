@@ -153,7 +153,7 @@ def test_protocol_part_names_split_schedule_precision_and_selection(name):
 def test_no_config_sets_the_mos_scale():
     """The MOS scale comes from the datamodule: a config that set it would fight the data."""
     for path in EXPERIMENTS.rglob("*.yaml"):
-        assert "mos_range" not in path.read_text(), f"{path.relative_to(REPO)} sets mos_range"
+        assert "mos_scale" not in path.read_text(), f"{path.relative_to(REPO)} sets mos_scale"
 
 
 def readme_commands() -> list[tuple[str, ...]]:

@@ -75,7 +75,7 @@ def test_scorer_accepts_pil_path_list_tensor_and_folder(exported, synthetic_root
     output = tmp_path / "scores.csv"
     rows = scorer.score_folder(synthetic_root, output)
     assert len(rows) == 41 and list(csv.DictReader(open(output)))[0]["file_name"] == "synthetic_00000.png"
-    assert scorer.score_range == tuple(scorer.model.mos_scale[0].tolist())
+    assert scorer.mos_scale == tuple(scorer.model.mos_scale[0].tolist())
     with pytest.raises(TypeError, match="cannot score"):
         scorer(42)
 

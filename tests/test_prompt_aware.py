@@ -64,7 +64,7 @@ def test_scorer_takes_prompts_and_gives_a_score_per_target(saved_prompt_model, s
     assert many[1]["align"] == pytest.approx(other["align"], abs=1e-5)
     with pytest.raises(ValueError, match="prompt"):
         scorer(path)
-    assert scorer.score_range == {"quality": (0.0, 5.0), "align": (1.0, 5.0)}
+    assert scorer.mos_scale == {"quality": (0.0, 5.0), "align": (1.0, 5.0)}
 
 
 def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, synthetic_root, tmp_path, capsys):
