@@ -112,3 +112,22 @@ def ipce_folder(folder: Path, root: Path, test_prompts: set[int], test_file: str
     write_csv(folder / "train.csv", [header] + [r for r, t in zip(rows, in_test) if not t])
     write_csv(folder / test_file, [header] + [r for r, t in zip(rows, in_test) if t])
     return folder
+
+
+def rated_root(root: Path, num_images: int, noisy: bool) -> Path:
+    """A generated MOSFolder whose raters' std is known per image (``mos_std`` uniform in 0.3-0.9); ``noisy``: each
+    MOS is the picture's quality plus N(0, std), clipped to the 0-5 scale, as raters' means scatter."""
+    from clip_agiqa.data import write_synthetic_dataset
+
+    write_synthetic_dataset(root, num_images=num_images, picture_size=32, seed=0)
+    with open(root / "metadata.csv", newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    rng = np.random.default_rng(1)
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file_name", "mos", "mos_std"])
+        for row in rows:
+            std = rng.uniform(0.3, 0.9)
+            mos = f"{np.clip(float(row['mos']) + rng.normal(0, std), 0, 5):.4f}" if noisy else row["mos"]
+            writer.writerow([row["file_name"], mos, f"{std:.4f}"])
+    return root

@@ -17,6 +17,7 @@ from clip_agiqa import reporting
 from clip_agiqa.bench import results
 from clip_agiqa.benchmark import _printed
 from clip_agiqa.compare import comparison
+import layouts
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
 from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)
 
@@ -118,17 +119,7 @@ def test_several_targets_get_each_targets_certainty_and_their_mean(tmp_path):
 @pytest.fixture
 def rated_folder(tmp_path):
     """A small generated MOSFolder whose raters' std is known per image."""
-    from clip_agiqa.data import write_synthetic_dataset
-
-    root = tmp_path / "rated"
-    write_synthetic_dataset(root, num_images=48, picture_size=32, seed=0)
-    rows = list(csv.DictReader(open(root / "metadata.csv")))
-    rng = np.random.default_rng(1)
-    with open(root / "metadata.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file_name", "mos", "mos_std"])
-        writer.writerows([row["file_name"], row["mos"], f"{rng.uniform(0.3, 0.9):.4f}"] for row in rows)
-    return root
+    return layouts.rated_root(tmp_path / "rated", num_images=48, noisy=False)
 
 
 @pytest.mark.slow

@@ -16,6 +16,7 @@ from scipy.stats import wasserstein_distance
 from clip_agiqa.calibration import (js_distance, kl_to, mean_and_std, percentile, quantiles_of, soft_labels,
                                     wasserstein)
 from clip_agiqa.errors import InputError
+import layouts
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
 
@@ -125,20 +126,7 @@ def test_a_bad_std_column_names_its_rows(tmp_path):
 @pytest.fixture(scope="module")
 def rated_root(tmp_path_factory):
     """A generated set whose raters' std is known per image: MOS = the picture's quality + N(0, std)."""
-    from clip_agiqa.data import write_synthetic_dataset
-
-    root = tmp_path_factory.mktemp("rated")
-    write_synthetic_dataset(root, num_images=200, picture_size=32, seed=0)
-    rows = list(csv.DictReader(open(root / "metadata.csv")))
-    rng = np.random.default_rng(1)
-    with open(root / "metadata.csv", "w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["file_name", "mos", "mos_std"])
-        for row in rows:
-            std = rng.uniform(0.3, 0.9)
-            writer.writerow([row["file_name"], f"{np.clip(float(row['mos']) + rng.normal(0, std), 0, 5):.4f}",
-                             f"{std:.4f}"])
-    return root
+    return layouts.rated_root(tmp_path_factory.mktemp("rated"), num_images=200, noisy=True)
 
 
 @pytest.fixture(scope="module")
