@@ -1,10 +1,9 @@
-"""The clip-agiqa command as users type it: fit, validate, test, predict, resume, splits.csv."""
+"""The clip-agiqa command as users type it: fit, validate, test, predict, splits.csv (resuming: test_faults.py)."""
 
 import csv
 import sys
 
 import pytest
-import torch
 
 from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, run_cli_subprocess, trainer_args
 
@@ -49,16 +48,6 @@ def test_same_seed_gives_the_same_split(synthetic_root, tmp_path):
         run_cli(["fit", *TINY_MODEL_ARGS, *data_args(synthetic_root), *trainer_args(tmp_path / name),
                  "--data.seed", "7", "--trainer.max_steps", "1"])
     assert (tmp_path / "a/checkpoints/splits.csv").read_text() == (tmp_path / "b/checkpoints/splits.csv").read_text()
-
-
-def test_fit_resumes_from_last(synthetic_root, tmp_path):
-    common = [*TINY_MODEL_ARGS, *data_args(synthetic_root)]
-    run_cli(["fit", *common, *trainer_args(tmp_path, epochs=1)])
-    first = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    cli = run_cli(["fit", *common, *trainer_args(tmp_path, epochs=2), "--ckpt_path", "last"])
-    second = torch.load(tmp_path / "checkpoints" / "last.ckpt", weights_only=False)
-    assert cli.trainer.ckpt_path == str(tmp_path / "checkpoints" / "last.ckpt")  # "last" was found
-    assert second["global_step"] == 2 * first["global_step"] and cli.trainer.current_epoch == 2
 
 
 def test_model_and_data_by_class_path_in_yaml(synthetic_root, tmp_path):

@@ -85,15 +85,19 @@ def test_sigterm_mid_epoch_saves_last_and_the_resume_redoes_nothing(synthetic_ro
 
 
 def test_a_resume_after_a_later_epoch_forgets_the_rows_after_its_checkpoint(synthetic_root, tmp_path):
-    """Killed after epoch 1's rows reached metrics.csv but before its last.ckpt did: the resume replays epoch 1,
-    and its rows are there once."""
+    """Killed after epoch 1's rows reached metrics.csv but before its last.ckpt did: the resume (the fit's own
+    command line with --ckpt_path last) finds the run's last.ckpt, keeps epoch 0's rows as they were, replays
+    epoch 1, and its rows are there once."""
     run_cli(fit_args(synthetic_root, tmp_path, epochs=2))
+    epoch_0_rows = [row for row in metric_rows(tmp_path) if row["epoch"] == "0"]
     last = tmp_path / "checkpoints" / "last.ckpt"
     saved_epoch_0 = tmp_path / "epoch0.ckpt"
     run_cli(fit_args(synthetic_root, tmp_path / "other", epochs=1))
     saved_epoch_0.write_bytes((tmp_path / "other" / "checkpoints" / "last.ckpt").read_bytes())
     last.write_bytes(saved_epoch_0.read_bytes())  # as if killed in epoch 1 after its rows were flushed
-    run_cli([*fit_args(synthetic_root, tmp_path, epochs=2), "--ckpt_path", "last"])
+    cli = run_cli([*fit_args(synthetic_root, tmp_path, epochs=2), "--ckpt_path", "last"])
+    assert cli.trainer.ckpt_path == str(last) and cli.trainer.current_epoch == 2  # "last" was found, then went on
+    assert epoch_0_rows and metric_rows(tmp_path)[:len(epoch_0_rows)] == epoch_0_rows
     assert_each_step_once(tmp_path, epochs=2)
 
 

@@ -68,16 +68,6 @@ def test_a_saved_config_with_a_new_root_writes_under_the_new_root(synthetic_root
     assert {p.name: p.read_bytes() for p in (first / "checkpoints").iterdir()} == before
 
 
-def test_resume_with_last_continues_the_run_and_its_metrics(synthetic_root, tmp_path):
-    run_cli(fit_args(synthetic_root, tmp_path, epochs=1))
-    first_rows = metric_rows(tmp_path)
-    cli = run_cli(["fit", "--config", str(tmp_path / "config.yaml"), "--ckpt_path", "last",
-                   "--trainer.max_epochs", "2"])
-    assert cli.trainer.current_epoch == 2
-    rows = metric_rows(tmp_path)
-    assert rows[:len(first_rows)] == first_rows and {r["epoch"] for r in rows} == {"0", "1"}
-
-
 def test_a_checkpoint_of_another_backbone_is_refused(synthetic_root, tmp_path):
     run_cli(fit_args(synthetic_root, tmp_path))
     resume = [*fit_args(synthetic_root, tmp_path), "--ckpt_path", "last"]
