@@ -1,4 +1,5 @@
-"""The README's command-line block, run as a user types it: fit -> resume -> test -> predict -> export.
+"""The README's command-line block, run as a user types it: fit -> resume -> test -> predict -> export (and a
+validate with the test's options).
 
 The commands are read from the README itself, so the README cannot drift. Only the data folders are
 replaced by a generated one, the GPU by the CPU, and a tiny backbone and short training are added. The first
@@ -51,12 +52,16 @@ def test_the_readme_command_sequence_works_as_written(synthetic_root, tmp_path, 
     assert torch.load(last, weights_only=True)["global_step"] == 2 * first_steps  # it went on for one more epoch
 
     capsys.readouterr()
+    run_cli(["validate", *test[1:]])  # not in the README's block: the same command line as test
+    assert "val/srcc" in capsys.readouterr().out
     tested = run_cli(test)
-    assert "runs/mine/test_predictions.csv" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "runs/mine/test_predictions.csv" in out and "test/srcc" in out and "test/plcc" in out
     assert math.isfinite(tested.trainer.callback_metrics["test/srcc"])
     run_cli([*predict, *SHORT["predict"]])
     rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
-    assert len(rows) == len(list(synthetic_root.glob("*.png"))) and all(math.isfinite(float(r["score"])) for r in rows)
+    assert [r["file_name"] for r in rows] == sorted(p.name for p in synthetic_root.glob("*.png"))
+    assert all(math.isfinite(float(r["score"])) for r in rows)
     run_cli(export)
     assert {"model.safetensors", "config.json"} <= {p.name for p in (tmp_path / "models" / "mine").iterdir()}
     assert not list(tmp_path.rglob("lightning_logs"))
