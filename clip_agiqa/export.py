@@ -29,7 +29,7 @@ from pathlib import Path
 from .errors import InputError
 from .files import UMASK
 from .model import CLIPAGIQAModel
-from .saved import read_checkpoint
+from .saved import MAX_CONFIG_BYTES, read_bytes, read_checkpoint
 
 TEST_RESULTS_FILE = "test_metrics.json"  # beside test_predictions.csv: written by the test report (reporting.py)
 
@@ -53,12 +53,13 @@ def measured_on_test(checkpoint: Path) -> dict[str, float]:
     path = run_folder_of(checkpoint) / TEST_RESULTS_FILE
     if not path.is_file():
         return {}
+    data = read_bytes(path, MAX_CONFIG_BYTES)  # at most 1 MB: a stranger's run folder may hold anything
     try:
-        results = json.loads(path.read_text())
+        results = json.loads(data.decode("utf-8"))
         recorded, metrics = results["checkpoint_sha256"], results["metrics"]
         if not (isinstance(metrics, dict) and all(isinstance(v, (int, float)) for v in metrics.values())):
             raise ValueError("its metrics are not numbers")
-    except (OSError, ValueError, KeyError, TypeError) as error:
+    except (ValueError, KeyError, TypeError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
         raise InputError(f"{path}: not the test results `clip-agiqa test` writes ({error}); remove it or run "
                          f"the test again") from None
     if recorded != file_sha256(checkpoint):

@@ -70,6 +70,10 @@ def test_without_a_test_of_that_checkpoint_the_card_says_not_measured(tested, tm
     with pytest.raises(InputError, match=r"copied/test_metrics.json: not the test results `clip-agiqa test` writes"):
         run_cli(["export", str(elsewhere), str(tmp_path / "damaged")])
     assert not (tmp_path / "damaged").exists()
+    (elsewhere.parent.parent / "test_metrics.json").write_text("[" * 2_000_000)  # neither read whole nor parsed
+    with pytest.raises(InputError, match=r"test_metrics.json is 2,000,000 bytes, more than the 1,048,576"):
+        run_cli(["export", str(elsewhere), str(tmp_path / "huge")])
+    assert not (tmp_path / "huge").exists()
 
 
 def test_each_target_gets_its_coverage_line_and_a_score_model_none():
