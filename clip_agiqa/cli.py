@@ -44,13 +44,13 @@ from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFo
                    MOSDataModule, MOSFolder, SyntheticAIGI)
 from .errors import InputError, UsageError
 from .files import atomic_write
-from .help.precheck import did_you_mean
 from .module import CLIPAGIQA
 from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
 from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
                    check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
                    resolve_last_checkpoint, resume_command)
 from .saved import FIELDS_ADDED_LATER, read_checkpoint
+from .text import did_you_mean
 
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
 # silently replace chosen ones.

@@ -10,7 +10,6 @@ line, never a traceback.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import difflib
 import errno
@@ -18,7 +17,6 @@ import hashlib
 import importlib
 import io
 import os
-import re
 import shutil
 import sys
 import warnings
@@ -26,7 +24,7 @@ from pathlib import Path
 
 from .errors import InputError, UsageError
 from .help import shipped_help, shipped_options
-from .help.precheck import check_options, did_you_mean
+from .help.precheck import check_options
 
 # Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
 # imported only when used, so that `score` and `export` start without Lightning).
@@ -84,30 +82,8 @@ def main(args: list[str] | None = None):
 
 def dispatch(argv: list[str], args: list[str] | None = None):
     if argv[0] in COMMANDS:
-        module = importlib.import_module(COMMANDS[argv[0]])
-        with one_line_argparse_errors():
-            return module.main(argv[1:])
+        return importlib.import_module(COMMANDS[argv[0]]).main(argv[1:])
     return importlib.import_module(TRAINING_CLI).main(argv if args is not None else None)
-
-
-def _argparse_error(parser: argparse.ArgumentParser, message: str):
-    unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
-    if unrecognized and unrecognized.group(1).startswith("-"):
-        option = unrecognized.group(1).split("=")[0]
-        options = [name for action in parser._actions for name in action.option_strings if name.startswith("--")]
-        raise UsageError(f"unknown option {option}{did_you_mean(option, options)}")
-    raise UsageError(message)
-
-
-@contextlib.contextmanager
-def one_line_argparse_errors():
-    """export/score/benchmark/compare parse with argparse, whose errors print the usage and exit: here they are
-    a ``UsageError`` (one ``clip-agiqa: error:`` line, exit status 2) like those of fit/validate/test/predict."""
-    error, argparse.ArgumentParser.error = argparse.ArgumentParser.error, _argparse_error
-    try:
-        yield
-    finally:
-        argparse.ArgumentParser.error = error
 
 
 # --- quick help ----------------------------------------------------------------------------------------------

@@ -6,11 +6,11 @@ the folders tested on other datasets (``benchmark --test_on``), their cross-data
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from .bench.results import (CERTAINTY_NOTE, CROSS_NOTE, certainty_keys, cross_matrix, is_cross, mean_std, metric_label,
                             read_benchmark, summarise)
+from .errors import CommandParser
 from .files import atomic_write
 
 TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
@@ -47,7 +47,7 @@ def comparison(folders: list[Path]) -> str:
 
 
 def main(argv: list[str] | None = None) -> str:
-    parser = argparse.ArgumentParser(prog="clip-agiqa compare",
+    parser = CommandParser(prog="clip-agiqa compare",
                                      description="Several benchmark folders (clip-agiqa benchmark --out) in one table.")
     parser.add_argument("folders", nargs="+", type=Path, metavar="OUT", help="benchmark result folders")
     parser.add_argument("--output", type=Path, help="also write the table to this markdown file")

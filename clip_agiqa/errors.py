@@ -1,8 +1,16 @@
-"""The package's exception for the user's mistakes: bad files, rows, options or arguments.
+"""The package's exception for the user's mistakes (bad files, rows, options or arguments), and the argparse
+parser of the plain commands that raises it.
 
 ``clip-agiqa`` prints an ``InputError`` as one line (``clip-agiqa: error: ...``) and exits 1; anything else
 is a bug and keeps its traceback. It is a ``ValueError``, so callers that caught those still do.
 """
+
+from __future__ import annotations
+
+import argparse
+import re
+
+from .text import did_you_mean
 
 
 class InputError(ValueError):
@@ -13,3 +21,16 @@ class UsageError(InputError):
     """A mistyped command, option or value: one line with the valid choices, exit status 2 (as argparse)."""
 
     exit_status = 2
+
+
+class CommandParser(argparse.ArgumentParser):
+    """argparse for export/score/benchmark/compare: a mistake is a ``UsageError`` (one ``clip-agiqa: error:``
+    line, exit status 2, as fit/validate/test/predict give), not argparse's usage dump and exit."""
+
+    def error(self, message: str):
+        unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
+        if unrecognized and unrecognized.group(1).startswith("-"):
+            option = unrecognized.group(1).split("=")[0]
+            options = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
+            raise UsageError(f"unknown option {option}{did_you_mean(option, options)}")
+        raise UsageError(message)

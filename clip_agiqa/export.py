@@ -17,7 +17,6 @@ Lightning.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import hashlib
 import json
@@ -26,7 +25,7 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from .errors import InputError
+from .errors import CommandParser, InputError
 from .files import UMASK
 from .model import CLIPAGIQAModel
 from .saved import MAX_CONFIG_BYTES, read_bytes, read_checkpoint
@@ -111,7 +110,7 @@ def export_checkpoint(checkpoint, out_dir, overwrite: bool = False) -> Path:
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="clip-agiqa export",
         description="Save the model of a trained checkpoint as config.json + model.safetensors + README.md, "
                     "loadable with clip_agiqa.load(OUT_DIR) or CLIPAGIQAModel.from_pretrained without pickle.")

@@ -9,7 +9,6 @@ any number of images. Command line: ``clip-agiqa score MODEL INPUT... --output s
 
 from __future__ import annotations
 
-import argparse
 import os
 import warnings
 from contextlib import nullcontext
@@ -24,7 +23,7 @@ from tqdm.auto import tqdm
 from .data.images import IMAGE_EXTENSIONS, error_reason, file_problem, load_rgb, scan_folder, to_rgb, warn_skipped
 from .data.records import column, parse_names, read_csv_rows, require_unique, table
 from .data.transforms import ImageTransform
-from .errors import InputError
+from .errors import CommandParser, InputError
 from .model import load_model
 from .safe_csv import unescape_formula
 from .score_csv import ScoreCSV, check_output, partial_path, warn_unreadable
@@ -360,7 +359,7 @@ def gather_inputs(inputs: list[str]) -> tuple[dict[str, Path], dict[str, str] | 
 
 
 def main(argv: list[str] | None = None) -> Path:
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="clip-agiqa score",
         description="Score images with a saved model (a folder from `clip-agiqa export`, or a hub id). Writes "
                     "file_name, prompt (when given), one column per target and error, row by row.")

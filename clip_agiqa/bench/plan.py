@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from ..errors import InputError
+from ..errors import CommandParser, InputError
 from ..files import atomic_write
 from .results import SETTINGS_FILE
 
@@ -92,7 +92,7 @@ def test_set(argument: str) -> TestSet:
 
 
 def parse_args(argv: list[str] | None):
-    parser = argparse.ArgumentParser(
+    parser = CommandParser(
         prog="clip-agiqa benchmark",
         description="Repeated-split benchmark: for each split, fit, choose the checkpoint on val, test once. "
                     "Unknown arguments (e.g. --data.root DIR, --trainer.max_epochs N) go to `clip-agiqa fit`.")

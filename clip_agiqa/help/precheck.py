@@ -8,12 +8,12 @@ shipped options lack it: they may be older than the code) is left to the full pa
 
 from __future__ import annotations
 
-import difflib
 import functools
 import re
 from pathlib import Path
 
 from ..errors import UsageError
+from ..text import did_you_mean
 
 CLASS_GROUPS = ("model", "data")  # LightningCLI's subclass-mode options: their fields depend on the class
 # Keys under --model / --data that are not fields of the class.
@@ -45,11 +45,6 @@ def _unknown_part(name: str, options: list[str]) -> str:
         if not any(option == prefix or option.startswith(f"{prefix}.") for option in options):
             return part
     return parts[-1]
-
-
-def did_you_mean(given: str, choices) -> str:
-    close = difflib.get_close_matches(given, list(choices), n=3, cutoff=0.6)
-    return f" (did you mean {' or '.join(close)}?)" if close else ""
 
 
 def _options_given(args: list[str]) -> list[tuple[str, str | None]]:
