@@ -325,7 +325,7 @@ def measure_prompt_aware_epochs(args, cache_dir: Path) -> dict:
 
 def cached_split(n: int, views: int, dim: int, seed: int = 0):
     """A cached training split at a real size without images: random features (n, views, dim), MOS and prompts."""
-    from clip_agiqa.cache import CachedFeatures
+    from clip_agiqa.data.cache import CachedFeatures
     from clip_agiqa.data import Record
 
     generator = torch.Generator().manual_seed(seed)
@@ -408,7 +408,7 @@ def measure_open_cached_split(workdir: Path, n: int = 50_000, views: int = 8, di
     """A cached split of ``n`` entries written with random tensors (real shards and manifests, image files of a few
     bytes for the identities), then opened as a loader would: time and resident memory added by opening it, and by
     reading one batch."""
-    from clip_agiqa.cache import CachedFeatures, FeatureCache
+    from clip_agiqa.data.cache import CachedFeatures, FeatureCache
     from clip_agiqa.data import Record
     from clip_agiqa.data.transforms import ImageTransform, ImageSettings
     from clip_agiqa.frozen import EncoderKey, FrozenEncoder

@@ -12,10 +12,10 @@ $py -c "import torch, lightning, transformers; print('torch', torch.__version__,
 
 for precision in 16-mixed bf16-mixed; do
   run=runs/gpu-demo-$precision
-  $py -m clip_agiqa.cli fit --config experiments/demo.yaml --trainer.accelerator gpu --trainer.precision $precision \
+  $py -m clip_agiqa fit --config experiments/demo.yaml --trainer.accelerator gpu --trainer.precision $precision \
     --trainer.default_root_dir $run --data.root runs/gpu-demo-data --data.num_workers 4 \
     --trainer.enable_progress_bar false 2>&1 | tail -n 2
-  $py -m clip_agiqa.cli test --config experiments/demo.yaml --trainer.accelerator gpu --trainer.precision $precision \
+  $py -m clip_agiqa test --config experiments/demo.yaml --trainer.accelerator gpu --trainer.precision $precision \
     --trainer.default_root_dir $run --data.root runs/gpu-demo-data --data.num_workers 4 \
     --trainer.enable_progress_bar false --ckpt_path $run/checkpoints/best.ckpt 2>&1 | grep -E "test/" | tee "$out/demo-test-$precision.txt"
 done

@@ -51,7 +51,7 @@ def cpu_seconds() -> float:
 
 
 def prompt_margin(work: Path, args, seed: int) -> dict:
-    from clip_agiqa.commands import main
+    from clip_agiqa.cli import main
 
     metrics = {}
     for use_prompt in ("true", "false"):
@@ -74,7 +74,7 @@ def demo_margin(work: Path, args, seed: int) -> dict:
     import lightning as L
 
     from clip_agiqa import CLIPAGIQA
-    from clip_agiqa.commands import main
+    from clip_agiqa.cli import main
 
     def held_out_srcc(model, data) -> float:
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False)

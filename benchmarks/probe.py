@@ -125,7 +125,7 @@ def fit_probe(splits: dict, hidden: int = 256, epochs: int = 300, lr: float = 1e
 
 def fit_model(config_path: Path, workdir: Path, overrides: list[str]) -> dict:
     """Test SRCC per target of the config's model (fit, then test of its best checkpoint), in this process."""
-    from clip_agiqa.commands import main
+    from clip_agiqa.cli import main
 
     run = workdir / f"run_{config_path.stem}"
     common = ["--config", str(config_path), "--trainer.default_root_dir", str(run), "--trainer.logger", "false",

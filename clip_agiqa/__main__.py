@@ -1,6 +1,6 @@
 """``python -m clip_agiqa ...`` is ``clip-agiqa ...`` (the benchmark starts its runs this way, with its own
 interpreter)."""
 
-from .commands import console
+from .cli import console
 
 console()

@@ -34,7 +34,7 @@ from PIL import Image, ImageDraw
 
 from .data.splits import split_summary  # the data side owns its summary
 from .files import atomic_write
-from .safe_csv import safe_writer
+from .csv_cells import safe_writer
 
 WANDB_RUN_FILE = "wandb_run_id"  # in the run folder: the W&B run of its fit
 PREDICTIONS_FILE = "test_predictions.csv"

@@ -25,8 +25,8 @@ from .data.records import column, parse_names, read_csv_rows, require_unique, ta
 from .data.transforms import ImageTransform
 from .errors import CommandParser, InputError
 from .model import load_model
-from .safe_csv import unescape_formula
-from .score_csv import ScoreCSV, check_output, partial_path, warn_unreadable
+from .csv_cells import unescape_formula
+from .scores_file import ScoreCSV, check_output, partial_path, warn_unreadable
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
 MAX_DEFAULT_WORKERS = 8
@@ -226,7 +226,7 @@ class QualityScorer:
     def write_csv(self, files: dict[str, Path], output, prompts: dict[str, str] | None = None,
                   resume: bool = False, with_prompt: bool | None = None, collect: bool = False):
         """Score named files (name -> path, in order) into the CSV ``output`` as batches finish (see
-        ``clip_agiqa.score_csv``); with ``resume``, the rows of ``<output>.partial`` are kept and only the rest
+        ``clip_agiqa.scores_file``); with ``resume``, the rows of ``<output>.partial`` are kept and only the rest
         is scored. Returns the finished ``ScoreCSV`` (its ``summary()``) and, with ``collect``, the rows
         scored by this call as ``(name, scores or None)``."""
         with_prompt = prompts is not None if with_prompt is None else with_prompt

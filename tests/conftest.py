@@ -51,7 +51,7 @@ def trainer_args(root: Path, epochs: int = 1) -> list[str]:
 
 def run_cli(args: list[str]):
     """The CLI in-process (fast); returns the LightningCLI object."""
-    from clip_agiqa.commands import main
+    from clip_agiqa.cli import main
 
     return main(args)
 

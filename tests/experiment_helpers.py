@@ -13,7 +13,7 @@ from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 def no_wandb_run_left():
     """Close any W&B run a test opened (even a disabled one): the next WandbLogger would reuse it."""
     yield
-    from clip_agiqa.benchmark import finish_wandb_run
+    from clip_agiqa.benchmark.command import finish_wandb_run
 
     finish_wandb_run()
 
@@ -151,8 +151,8 @@ def console_here(args: list[str], output) -> int:
     import sys
     from unittest import mock
 
-    from clip_agiqa.benchmark import finish_wandb_run
-    from clip_agiqa.commands import console
+    from clip_agiqa.benchmark.command import finish_wandb_run
+    from clip_agiqa.cli import console
 
     with mock.patch.object(sys, "argv", ["clip-agiqa", *args]), contextlib.redirect_stdout(output), \
             contextlib.redirect_stderr(output):
@@ -167,9 +167,9 @@ def console_here(args: list[str], output) -> int:
 
 
 def launch_here(command: list[str], log, environment: dict[str, str]) -> Ended:
-    """clip_agiqa.bench.run.launch, but the split's command runs in this process (no interpreter start: seconds
+    """clip_agiqa.benchmark.run.launch, but the split's command runs in this process (no interpreter start: seconds
     less per command), its output in the split's log as a process's would be."""
-    from clip_agiqa.bench.plan import cli_command
+    from clip_agiqa.benchmark.plan import cli_command
 
     prefix = cli_command()
     assert command[:len(prefix)] == prefix, command
@@ -180,7 +180,7 @@ def launch_here(command: list[str], log, environment: dict[str, str]) -> Ended:
 
 
 def printed_configs_here(commands: dict[str, list[str]]) -> dict[str, dict]:
-    """clip_agiqa.bench.plan.printed_configs, each ``--print_config`` run in this process."""
+    """clip_agiqa.benchmark.plan.printed_configs, each ``--print_config`` run in this process."""
     import io
 
     import yaml
@@ -201,7 +201,7 @@ def benchmark_here(monkeypatch):
     """Benchmarks in this test run their planning ``--print_config`` and their splits' fit and test commands in
     this process. For tests of what the benchmark plans, runs and records; the process boundary itself (and
     --jobs) is tested in test_benchmark.py with real processes."""
-    from clip_agiqa.bench import plan, run
+    from clip_agiqa.benchmark import plan, run
 
     monkeypatch.setattr(plan, "printed_configs", printed_configs_here)
     monkeypatch.setattr(run, "launch", launch_here)

@@ -9,7 +9,7 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_agiqa.cache import FeatureCache, view_generator
+from clip_agiqa.data.cache import FeatureCache, view_generator
 from clip_agiqa.data import MOSFolder, Record
 from clip_agiqa.data.transforms import ImageSettings, ImageTransform
 from clip_agiqa.errors import InputError

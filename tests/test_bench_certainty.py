@@ -14,9 +14,9 @@ from scipy.spatial.distance import jensenshannon
 from scipy.stats import norm, wasserstein_distance
 
 from clip_agiqa import reporting
-from clip_agiqa.bench import results
-from clip_agiqa.benchmark import _printed
-from clip_agiqa.compare import comparison
+from clip_agiqa.benchmark import results
+from clip_agiqa.benchmark.command import _printed
+from clip_agiqa.benchmark.compare import comparison
 import layouts
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
 from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)

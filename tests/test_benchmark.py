@@ -15,9 +15,9 @@ import shutil
 import pytest
 import torch
 
-from clip_agiqa.bench import plan as planning
-from clip_agiqa.bench import results as results_module
-from clip_agiqa.bench import run as runs
+from clip_agiqa.benchmark import plan as planning
+from clip_agiqa.benchmark import results as results_module
+from clip_agiqa.benchmark import run as runs
 from clip_agiqa.errors import InputError, UsageError
 from conftest import REPO, run_cli
 from experiment_helpers import (DEMO, EXPERIMENTS, Ended, benchmark_args, benchmark_here,  # noqa: F401 (fixture)

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from clip_agiqa import cache as cache_module
-from clip_agiqa.cache import (CachedFeatures, EncoderKey, FeatureCache, ShardStore, ShardedFeatures, cache_for_trainer,
+from clip_agiqa.data.cache import (CachedFeatures, EncoderKey, FeatureCache, ShardStore, ShardedFeatures, cache_for_trainer,
                               view_generator)
 from clip_agiqa.data import ImageDataset, MOSFolder, Record
 from clip_agiqa.errors import InputError

@@ -54,7 +54,7 @@ def test_input_errors_are_one_short_message_without_traceback(tmp_path):
 
 
 def test_debug_variable_shows_the_traceback(tmp_path, monkeypatch):
-    from clip_agiqa.commands import console
+    from clip_agiqa.cli import console
 
     monkeypatch.setattr(sys, "argv", ["clip-agiqa", "fit", *TINY_MODEL_ARGS, "--data", "MOSFolder",
                                       "--data.root", str(tmp_path), "--trainer.default_root_dir", str(tmp_path)])

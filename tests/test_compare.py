@@ -5,8 +5,8 @@ import json
 
 import pytest
 
-from clip_agiqa.bench import results
-from clip_agiqa.compare import comparison
+from clip_agiqa.benchmark import results
+from clip_agiqa.benchmark.compare import comparison
 from clip_agiqa.errors import InputError
 from conftest import run_cli
 from experiment_helpers import benchmark_here, composed_args  # noqa: F401

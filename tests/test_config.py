@@ -9,7 +9,7 @@ import torch
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel
 from clip_agiqa.backbone import load_backbone
-from clip_agiqa.cli import ARCHITECTURE_OPTIONS
+from clip_agiqa.cli.lightning import ARCHITECTURE_OPTIONS
 from clip_agiqa.config import ARCHITECTURE, FIELDS, CLIPAGIQAConfig
 from clip_agiqa.errors import InputError
 from clip_agiqa.prompts import DEFAULT_CATEGORIES, PromptLearner

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from clip_agiqa import commands
-from clip_agiqa.commands import ALL_COMMANDS, console, one_line_warning
+from clip_agiqa.cli import ALL_COMMANDS, console, one_line_warning
 from conftest import REPO, TINY_MODEL_ARGS, run_cli
 
 

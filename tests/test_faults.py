@@ -135,7 +135,7 @@ def test_ctrl_c_in_a_real_fit_saves_last_says_how_to_resume_and_exits_quietly(sy
 KILL_ON_THIRD_WRITE = """
 import os, signal, sys
 from clip_agiqa import runs
-from clip_agiqa.commands import console
+from clip_agiqa.cli import console
 
 saves = []
 original = runs.AtomicCheckpointIO.save_checkpoint

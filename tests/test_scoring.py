@@ -15,8 +15,8 @@ from PIL import Image
 import clip_agiqa
 from clip_agiqa import CLIPAGIQAModel
 from clip_agiqa.errors import InputError
-from clip_agiqa.safe_csv import escape_formula, safe_writer, unescape_formula
-from clip_agiqa.score_csv import ScoreCSV
+from clip_agiqa.csv_cells import escape_formula, safe_writer, unescape_formula
+from clip_agiqa.scores_file import ScoreCSV
 from clip_agiqa.scoring import read_score_list
 from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 
@@ -340,7 +340,7 @@ def test_a_full_disk_while_scoring_is_one_line_and_resume_goes_on(saved_model, i
     import errno
     import sys
 
-    from clip_agiqa import commands, safe_csv
+    from clip_agiqa import cli as commands, csv_cells as safe_csv
 
     real_writer, written = safe_csv.safe_writer, []
 
@@ -354,7 +354,7 @@ def test_a_full_disk_while_scoring_is_one_line_and_resume_goes_on(saved_model, i
             written.append(row)
             return self.writer.writerow(row)
 
-    import clip_agiqa.score_csv as score_csv
+    import clip_agiqa.scores_file as score_csv
 
     monkeypatch.setattr(score_csv, "safe_writer", FillingDisk)
     output = tmp_path / "scores.csv"

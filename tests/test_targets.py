@@ -10,7 +10,7 @@ import warnings
 import pytest
 import torch
 
-from clip_agiqa.commands import input_error
+from clip_agiqa.cli import input_error
 from clip_agiqa.data import AGIQA3K, AIGCIQA2023, MOSFolder
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args

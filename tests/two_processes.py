@@ -20,7 +20,7 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 
 
 def main(plan_file: str) -> None:
-    from clip_agiqa.commands import main as clip_agiqa
+    from clip_agiqa.cli import main as clip_agiqa
 
     warnings.simplefilter("ignore")
     with open(plan_file) as handle:

@@ -15,7 +15,7 @@ from PIL import Image
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader, Dataset
 
-from ..cache import CachedFeatures, cache_for_trainer
+from .cache import CachedFeatures, cache_for_trainer
 from ..errors import InputError
 from ..files import atomic_write
 from ..text import first_and_more

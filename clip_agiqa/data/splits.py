@@ -41,7 +41,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..files import atomic_write
-from ..safe_csv import safe_writer, unescape_formula
+from ..csv_cells import safe_writer, unescape_formula
 from ..text import first_and_more
 from .records import MissingFile, Record, read_csv_rows
 

@@ -8,8 +8,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "clip_agiqa"
 # The model side: the network, the training task, their saving and loading, scoring and the command line.
-MODEL_SIDE = {"model", "module", "export", "backbone", "prompts", "heads", "scoring", "cli", "commands", "benchmark",
-              "compare", "callbacks", "reporting", "metrics", "saved", "config", "score_csv"}
+MODEL_SIDE = {"model", "module", "export", "backbone", "prompts", "heads", "scoring", "cli", "benchmark",
+              "compare", "callbacks", "reporting", "metrics", "saved", "config", "scores_file"}
 
 
 def module_name(path: Path) -> str:

@@ -22,9 +22,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from .errors import InputError, UsageError
-from .help import shipped_help, shipped_options
-from .help.precheck import check_options
+from ..errors import InputError, UsageError
+from ..help import shipped_help, shipped_options
+from ..help.precheck import check_options
 
 # Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
 # imported only when used, so that `score` and `export` start without Lightning).
@@ -34,8 +34,8 @@ TRAINING_COMMANDS = {
     "test": "the test metrics, test_predictions.csv and test_scatter.png of a checkpoint (--ckpt_path)",
     "predict": "score a dataset's images with a checkpoint (--ckpt_path) -> file_name,score,error CSV",
 }
-COMMANDS = {"export": "clip_agiqa.export", "score": "clip_agiqa.scoring", "benchmark": "clip_agiqa.benchmark",
-            "compare": "clip_agiqa.compare"}
+COMMANDS = {"export": "clip_agiqa.export", "score": "clip_agiqa.scoring", "benchmark": "clip_agiqa.benchmark.command",
+            "compare": "clip_agiqa.benchmark.compare"}
 OTHER_COMMANDS = {
     "export": "a checkpoint -> a model folder (model.safetensors + config.json) that loads without pickle",
     "score": "score image files, folders or CSV lists with a saved model -> CSV",
@@ -43,7 +43,7 @@ OTHER_COMMANDS = {
     "compare": "several benchmark folders side by side, with their protocols",
 }
 ALL_COMMANDS = {**TRAINING_COMMANDS, **OTHER_COMMANDS}
-TRAINING_CLI = "clip_agiqa.cli"
+TRAINING_CLI = "clip_agiqa.cli.lightning"
 DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
 HELP_FLAGS = ("-h", "--help")
 PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
@@ -132,7 +132,7 @@ def print_help(command: str, argv: list[str]):
             code = done.code
     text = printed.getvalue()
     if code in (0, None) and text and cached is not None:
-        from .files import atomic_write
+        from ..files import atomic_write
 
         with contextlib.suppress(OSError):
             for stale in cached.parent.glob(f"{command}-*.txt"):  # renderings of code no longer installed

@@ -37,20 +37,20 @@ from lightning.pytorch import Callback
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from .callbacks import ScoreWriter
-from .config import ARCHITECTURE, same_value
+from ..callbacks.predictions import ScoreWriter
+from ..config import ARCHITECTURE, same_value
 # Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
-from .data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
+from ..data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
                    MOSDataModule, MOSFolder, SyntheticAIGI)
-from .errors import InputError, UsageError
-from .files import atomic_write
-from .module import CLIPAGIQA
-from .reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
-from .runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
+from ..errors import InputError, UsageError
+from ..files import atomic_write
+from ..module import CLIPAGIQA
+from ..reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
+from ..runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
                    check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
                    resolve_last_checkpoint, resume_command)
-from .saved import FIELDS_ADDED_LATER, read_checkpoint
-from .text import did_you_mean
+from ..saved import FIELDS_ADDED_LATER, read_checkpoint
+from ..text import did_you_mean
 
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
 # silently replace chosen ones.

@@ -11,7 +11,7 @@ them): train and test come from the file, val is drawn from train (see ``clip_ag
 ``--test_on CONFIG[:ROOT]`` (repeatable) also tests each split's val-chosen checkpoint on every image of
 another dataset: a data config part, with ROOT as its ``data.root`` when the config sets none.
 
-It is made of runs (``clip_agiqa.bench``): the plan (every refusal before any fit), each split as its own
+It is made of runs (``clip_agiqa.benchmark``: plan, run, results): the plan (every refusal before any fit), each split as its own
 ``clip-agiqa fit`` and ``clip-agiqa test`` processes, up to ``--jobs`` at once (output in the split folder's
 ``split.log``), and the results: ``OUT/results.csv`` gets one row per finished split and tested dataset,
 ``OUT/summary.md`` the mean, std, median, min and max of each metric (per target too, for a model with several)
@@ -24,9 +24,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench import run as runs
-from .bench.plan import Plan, Split, make_plan
-from .bench.results import RESULTS_FILE, is_cross, read_results, write_results, write_summary
+from . import run as runs
+from .plan import Plan, Split, make_plan
+from .results import RESULTS_FILE, is_cross, read_results, write_results, write_summary
 
 
 def finish_wandb_run() -> None:

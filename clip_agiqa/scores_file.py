@@ -5,7 +5,7 @@ Columns: ``file_name``, ``prompt`` (when prompts were given), ``score`` for a on
 per target (``quality``, ``align``, ...), and ``error``: empty, or why the image has no score (its score cells
 are then empty): the loader's reason ("not found", "empty file", "not an image", "a FIFO (named pipe), not a
 regular file", "1 x 100000 pixels: aspect ratio 100,000 exceeds the limit 50" ...) or "non-finite score".
-Text cells are escaped against spreadsheet formulas (``clip_agiqa.safe_csv``).
+Text cells are escaped against spreadsheet formulas (``clip_agiqa.csv_cells``).
 
 Rows are written as they come into ``<output>.partial``, which is renamed into place when the last row is
 written: a file named ``<output>`` is always complete. A killed run leaves the ``.partial``; ``resume``
@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Literal
 
 from .errors import InputError
-from .safe_csv import safe_writer, unescape_formula
+from .csv_cells import safe_writer, unescape_formula
 
 SHOWN = 5  # file names in the warning; the rest are counted
 

@@ -8,13 +8,13 @@ from pathlib import Path
 import torch
 from lightning.pytorch.callbacks import BasePredictionWriter
 
-from .score_csv import ScoreCSV, check_output
+from ..scores_file import ScoreCSV, check_output
 
 
 class ScoreWriter(BasePredictionWriter):
     """Writes ``file_name,score,error`` (one score column per target for a multi-target model) for every
     predicted image, sorted by sample, to ``output``, with the writer and wording of ``clip-agiqa score``
-    (``clip_agiqa.score_csv``): file names relative to the data root, the loader's short reasons in ``error``,
+    (``clip_agiqa.scores_file``): file names relative to the data root, the loader's short reasons in ``error``,
     "wrote N rows (M unreadable)".
 
     An image that could not be read (the batch's ``error`` is not empty) or got a non-finite score is listed

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .bench.results import (CERTAINTY_NOTE, CROSS_NOTE, certainty_keys, cross_matrix, is_cross, mean_std, metric_label,
+from .results import (CERTAINTY_NOTE, CROSS_NOTE, certainty_keys, cross_matrix, is_cross, mean_std, metric_label,
                             read_benchmark, summarise)
-from .errors import CommandParser
-from .files import atomic_write
+from ..errors import CommandParser
+from ..files import atomic_write
 
 TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
 TABLE_CERTAINTY = ("coverage50", "coverage90", "js", "wasserstein")  # columns only where a folder has them
