@@ -325,8 +325,8 @@ def measure_prompt_aware_epochs(args, cache_dir: Path) -> dict:
 
 def cached_split(n: int, views: int, dim: int, seed: int = 0):
     """A cached training split at a real size without images: random features (n, views, dim), MOS and prompts."""
-    from clip_agiqa.data.cache import CachedFeatures
     from clip_agiqa.data import Record
+    from clip_agiqa.data.cache import CachedFeatures
 
     generator = torch.Generator().manual_seed(seed)
     mos = torch.rand(n, generator=generator) * 5
@@ -358,7 +358,6 @@ def bare_epoch(module, dataset, optimizer, scheduler, batch_size: int, device: t
 def measure_step_overhead(args, n_train: int = FULL_TRAIN, epochs: int = 3, rounds: int = 2) -> dict:
     """A cached training epoch through Lightning vs the bare loop doing the same math on the same tensors, at
     AGIQA-3K's training size; alternated ``rounds`` times, each side's fastest median epoch (2+)."""
-    import lightning as L
     from torch.utils.data import DataLoader
 
     from clip_agiqa import CLIPAGIQA
@@ -408,10 +407,10 @@ def measure_open_cached_split(workdir: Path, n: int = 50_000, views: int = 8, di
     """A cached split of ``n`` entries written with random tensors (real shards and manifests, image files of a few
     bytes for the identities), then opened as a loader would: time and resident memory added by opening it, and by
     reading one batch."""
-    from clip_agiqa.data.cache import CachedFeatures, FeatureCache
     from clip_agiqa.data import Record
-    from clip_agiqa.data.transforms import ImageTransform, ImageSettings
-    from clip_agiqa.frozen import EncoderKey, FrozenEncoder
+    from clip_agiqa.data.cache import CachedFeatures, FeatureCache
+    from clip_agiqa.data.transforms import ImageTransform
+    from clip_agiqa.frozen import EncoderKey, FrozenEncoder, ImageSettings
 
     folder = workdir / "open_split"
     images = folder / "images"

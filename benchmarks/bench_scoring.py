@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
+
 def cpu_seconds() -> float:
     """CPU time of this process and its finished children (DataLoader workers): steadier than wall time on a
     shared machine."""

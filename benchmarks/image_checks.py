@@ -15,8 +15,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from clip_agiqa.data import MOSFolder
-from clip_agiqa.data import checks
+from clip_agiqa.data import MOSFolder, checks
 from clip_agiqa.data.checks import CHECKS_FILE, check_threads
 
 

@@ -17,7 +17,7 @@ from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
 
 from .config import DEFAULT_BACKBONE
 from .errors import InputError
-from .data.transforms import CLIP_MEAN, CLIP_STD, ImageSettings  # data owns the image settings
+from .frozen import CLIP_MEAN, CLIP_STD, ImageSettings
 
 RANDOM_PREFIX = "random:"
 RANDOM_SEED = 0

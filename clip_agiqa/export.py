@@ -18,7 +18,6 @@ Lightning.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -26,19 +25,10 @@ import tempfile
 from pathlib import Path
 
 from .errors import CommandParser, InputError
-from .files import UMASK
+from .files import UMASK, file_sha256
 from .model import CLIPAGIQAModel
+from .run_files import TEST_METRICS_FILE
 from .saved import MAX_CONFIG_BYTES, read_bytes, read_checkpoint
-
-TEST_RESULTS_FILE = "test_metrics.json"  # beside test_predictions.csv: written by the test report (reporting.py)
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def run_folder_of(checkpoint: Path) -> Path:
@@ -49,7 +39,7 @@ def run_folder_of(checkpoint: Path) -> Path:
 def measured_on_test(checkpoint: Path) -> dict[str, float]:
     """The ``test/*`` figures ``clip-agiqa test`` logged for this checkpoint (its run folder's ``test_metrics.json``,
     when the SHA-256 it recorded is this file's), else none: the figures of another checkpoint are never shown."""
-    path = run_folder_of(checkpoint) / TEST_RESULTS_FILE
+    path = run_folder_of(checkpoint) / TEST_METRICS_FILE
     if not path.is_file():
         return {}
     data = read_bytes(path, MAX_CONFIG_BYTES)  # at most 1 MB: a stranger's run folder may hold anything

@@ -4,6 +4,7 @@ temporary file beside its target (same folder, so the same filesystem) and is re
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -36,3 +37,11 @@ def _read_umask() -> int:
 
 
 UMASK = _read_umask()
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

@@ -16,6 +16,18 @@ from typing import Any, Callable, Sequence
 
 import torch
 
+CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+
+
+@dataclass(frozen=True)
+class ImageSettings:
+    """What the image transforms need to know about a backbone."""
+
+    size: int = 224
+    mean: tuple[float, float, float] = CLIP_MEAN
+    std: tuple[float, float, float] = CLIP_STD
+
 
 @dataclass(frozen=True)
 class EncoderKey:

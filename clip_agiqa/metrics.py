@@ -15,8 +15,10 @@ import numpy as np
 import torch
 from scipy.optimize import curve_fit
 from scipy.stats import kendalltau, rankdata
-from torchmetrics import MeanSquaredError, Metric, MetricCollection
+from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
+
+from .calibration import COVERAGES, rater_distances, z_of
 
 CORRELATIONS = ("srcc", "plcc", "krcc")
 
@@ -153,3 +155,54 @@ def logistic_plcc(predictions, mos) -> float:
 
 def as_metric_input(values: torch.Tensor) -> torch.Tensor:
     return values.detach().float().flatten()
+
+
+def coverage_name(coverage: float) -> str:
+    return f"coverage{round(coverage * 100)}"
+
+
+
+def width_name(coverage: float) -> str:
+    return f"width{round(coverage * 100)}"
+
+
+
+class CalibrationMetrics(torch.nn.Module):
+    """``update(mos, mean, std, probs, levels, mos_std)`` for one target ((batch,) each; ``probs`` (batch, levels)
+    over ``levels``; ``mos_std`` NaN where unknown), or ``add(mos, mean, std, js, wass)`` with the per-sample
+    distances already taken (a test's predictions file); ``compute()`` -> {prefix + name: value}."""
+
+    def __init__(self, prefix: str):
+        super().__init__()
+        self.prefix = prefix
+        names = [f(c) for c in COVERAGES for f in (coverage_name, width_name)] + ["js", "wasserstein"]
+        self.means = torch.nn.ModuleDict({name: MeanMetric() for name in names})
+
+    def update(self, mos, mean, std, probs, levels, mos_std=None) -> None:
+        distances = (None, None) if mos_std is None else rater_distances(mos, probs, levels, mos_std)
+        self.add(mos, mean, std, *distances)
+
+    def add(self, mos, mean, std, js=None, wass=None) -> None:
+        """Coverage and width of the central intervals ``mean +- z * std``; the mean of the per-sample distances
+        where they are known (finite)."""
+        mos, mean, std = mos.float(), mean.float(), std.float()
+        for coverage in COVERAGES:
+            half = z_of(coverage) * std
+            self.means[coverage_name(coverage)].update(((mos - mean).abs() <= half).float())
+            self.means[width_name(coverage)].update(2 * half)
+        for name, distance in (("js", js), ("wasserstein", wass)):
+            if distance is not None:
+                known = torch.isfinite(distance.float())
+                self.means[name].update(distance.float().nan_to_num(0.0), known.float())
+
+    def compute(self) -> dict[str, torch.Tensor]:
+        values = {}
+        for name, metric in self.means.items():
+            if name in ("js", "wasserstein") and not float(metric.weight) > 0:
+                continue  # no rater std in the data: no distances
+            values[self.prefix + name] = metric.compute()
+        return values
+
+    def reset(self) -> None:
+        for metric in self.means.values():
+            metric.reset()

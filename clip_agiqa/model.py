@@ -34,8 +34,18 @@ from .files import atomic_write
 from .frozen import EncoderKey, FrozenEncoder
 from .heads import build_head
 from .prompts import PromptLearner
-from .saved import (CARD_FILE, CONFIG_FILE, FORMAT_NAME, FORMAT_VERSION, WEIGHTS_FILE, TrainedWeights,
-                    check_same_scale, check_tensors, read_saved_config, read_weights_file)
+from .saved import (
+    CARD_FILE,
+    CONFIG_FILE,
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    WEIGHTS_FILE,
+    TrainedWeights,
+    check_same_scale,
+    check_tensors,
+    read_saved_config,
+    read_weights_file,
+)
 
 FROZEN_PREFIX = "clip."
 DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}

@@ -14,13 +14,15 @@ from lightning.pytorch import Callback
 from torchmetrics import CatMetric, MeanMetric
 
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
-from .calibration_metrics import CalibrationMetrics, ReliabilityReport
+from .callbacks.data_link import ModelToData
+from .callbacks.reports import ReliabilityReport
 from .config import ARCHITECTURE, FIELDS, RECIPE_DEFAULTS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
-from .errors import InputError
-from .metrics import as_metric_input, quality_metrics
-from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX, CLIPAGIQAModel
-from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 from .data.splits import split_summary
+from .errors import InputError
+from .metrics import CalibrationMetrics, as_metric_input, quality_metrics
+from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX
+from .model import CLIPAGIQAModel
+from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
@@ -64,25 +66,6 @@ def check_optimisation(lr, momentum, weight_decay, warmup_epochs, warmup_lr) -> 
             raise InputError(f"--model.{name} must be {rule}, got {value!r}")
 
 
-class ModelToData(Callback):
-    """The one link between the task and the data: hands the datamodule the model's frozen-encoder handle (image
-    size, mean and std; the feature cache's encoders; whether the model reads generation prompts) before any loader
-    is made - never the model - and records the split beside the checkpoints when training starts."""
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        datamodule = trainer.datamodule
-        if hasattr(datamodule, "use_encoder"):
-            datamodule.use_encoder(pl_module.model.frozen_encoder(), read_prompts=pl_module.model.use_prompt)
-
-    def on_fit_start(self, trainer, pl_module) -> None:
-        datamodule = trainer.datamodule
-        # Beside the checkpoints, else in the logger's folder; a run that keeps neither has no folder to mark.
-        directory = getattr(trainer.checkpoint_callback, "dirpath", None) or (trainer.log_dir if trainer.loggers
-                                                                              else None)
-        if trainer.is_global_zero and directory and hasattr(datamodule, "save_splits"):
-            datamodule.save_splits(Path(directory))
-        if hasattr(datamodule, "split_records"):  # the training MOS distribution, for percentiles
-            pl_module.record_training_mos(datamodule)
 
 
 class CLIPAGIQA(L.LightningModule):

@@ -18,22 +18,20 @@ import csv
 import errno
 import fcntl
 import os
-import signal
-import threading
 import zipfile
 from pathlib import Path
 
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.pytorch import Callback
-from lightning.pytorch.callbacks import ModelCheckpoint
+from lightning.pytorch.core.saving import save_hparams_to_yaml
+from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
 from .errors import InputError
 from .files import atomic_write
+from .run_files import CONFIG_FILE, HPARAMS_FILE, LAST_FILE, LOCK_FILE, METRICS_FILE
 
-CHECKPOINTS = "checkpoints"
-LAST = "last.ckpt"
-LOCK_FILE = ".clip-agiqa.lock"
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's format since torch 1.6
 
 
@@ -51,12 +49,12 @@ def check_run_folder_is_free(checkpoint_folder: Path, ckpt_path, run_folder: Pat
     raise InputError(
         f"{checkpoint_folder} already holds the checkpoints of another run ({', '.join(found)}); "
         "a new fit would overwrite them. To resume that run: clip-agiqa fit --config "
-        f"{run_folder / 'config.yaml'} --ckpt_path last. To start a new run, choose another folder: "
+        f"{run_folder / CONFIG_FILE} --ckpt_path last. To start a new run, choose another folder: "
         "--trainer.default_root_dir runs/<new name>.")
 
 
 def resume_command(run_folder: Path) -> str:
-    return f"clip-agiqa fit --config {run_folder / 'config.yaml'} --ckpt_path last"
+    return f"clip-agiqa fit --config {run_folder / CONFIG_FILE} --ckpt_path last"
 
 
 # --- checkpoints ------------------------------------------------------------------------------------------
@@ -82,9 +80,9 @@ def check_checkpoint_file(path: Path) -> None:
 def resolve_last_checkpoint(checkpoint_folder: Path, run_folder: Path) -> Path:
     """``--ckpt_path last`` of a fit: the run's last.ckpt, refused in one line when missing or damaged (Lightning
     would silently start over from scratch)."""
-    last = checkpoint_folder / LAST
+    last = checkpoint_folder / LAST_FILE
     if not last.is_file():
-        raise InputError(f"--ckpt_path last: {checkpoint_folder} holds no {LAST}, so there is nothing to resume in "
+        raise InputError(f"--ckpt_path last: {checkpoint_folder} holds no {LAST_FILE}, so there is nothing to resume in "
                          f"{run_folder}; leave out --ckpt_path to start the run")
     check_checkpoint_file(last)
     return last
@@ -110,27 +108,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             torch.save(checkpoint, handle)
 
 
-class RunCheckpoint(ModelCheckpoint):
-    """``best.ckpt`` by the monitored metric as in Lightning, and ``last.ckpt`` after every epoch (Lightning's
-    ``save_last`` writes it only when a top-k checkpoint was written, i.e. when the best improved)."""
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        due = self._last_is_due(trainer, on_train_epoch_end=False)
-        super().on_validation_end(trainer, pl_module)
-        self._save_last_if_missed(trainer, due)
-
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        due = self._last_is_due(trainer, on_train_epoch_end=True)
-        super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_if_missed(trainer, due)
-
-    def _last_is_due(self, trainer, on_train_epoch_end: bool) -> bool:
-        return (bool(self.save_last) and not self._should_skip_saving_checkpoint(trainer)
-                and self._should_save_on_train_epoch_end(trainer) == on_train_epoch_end)
-
-    def _save_last_if_missed(self, trainer, due: bool) -> None:
-        if due and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
 
 # --- metrics.csv after a resume ----------------------------------------------------------------------------
@@ -204,81 +181,71 @@ class RunLock:
 
 
 # --- Ctrl-C and SIGTERM ------------------------------------------------------------------------------------
-class RunInterrupted(BaseException):
-    """A fit stopped by a signal after writing ``last.ckpt`` (a BaseException: no ``except Exception`` hides it)."""
-
-    def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int) -> None:
-        self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
-        name = signal.Signals(signum).name
-        saved = f"saved {checkpoint}" if checkpoint else "nothing saved"
-        super().__init__(f"stopped by {name} in epoch {epoch} at step {step}; {saved}")
 
 
-class StopOnSignal(Callback):
-    """Ctrl-C / SIGTERM during a fit: the step in progress finishes, then ``last.ckpt`` is written (at the start
-    of the next step, once every metric of the last one is logged) and ``RunInterrupted`` ends the fit."""
 
-    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
-    def __init__(self) -> None:
-        self.received: int | None = None
-        self._previous: dict = {}
+class _RunMetricsWriter(ExperimentWriter):
+    """metrics.csv that a resumed run, or a later test of the run, extends instead of deleting."""
 
-    def _request(self, signum, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # the second Ctrl-C: stop now
-        self.received = signum
+    def __init__(self, log_dir: str, keep_metrics: bool) -> None:
+        self.keep_metrics = keep_metrics
+        super().__init__(log_dir)
 
-    def _install(self, signum: int) -> None:
-        if threading.current_thread() is threading.main_thread() and signum not in self._previous:
-            self._previous[signum] = signal.signal(signum, self._request)
-
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        # SIGINT before any data loader worker starts: forked workers then keep this handler instead of dying on
-        # the terminal's Ctrl-C, which reaches the whole process group.
-        if stage == "fit":
-            self._install(signal.SIGINT)
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        # SIGTERM after Lightning registered its own (which would end the fit only at the epoch's end, quietly);
-        # Lightning puts back the one from before it at teardown.
-        self._install(signal.SIGTERM)
-
-    def _restore(self) -> None:
-        for signum, previous in self._previous.items():
-            signal.signal(signum, previous if previous is not None else signal.SIG_DFL)
-        self._previous = {}
-
-    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
-        self._restore()
-
-    def teardown(self, trainer, pl_module, stage: str) -> None:
-        self._restore()
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx: int) -> None:
-        requested = self.received is not None
-        if trainer.world_size > 1:  # every rank stops at the same step
-            requested = trainer.strategy.reduce_boolean_decision(requested, all=False)
-        if not requested:
+    def _check_log_dir_exists(self) -> None:
+        if not self._fs.isfile(self.metrics_file_path):
             return
-        checkpoint = self._save_last(trainer)
-        raise RunInterrupted(self.received or signal.SIGTERM, checkpoint, trainer.current_epoch, trainer.global_step)
+        if not self.keep_metrics:
+            self._fs.rm_file(self.metrics_file_path)
+            return
+        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
+            self.metrics_keys = next(csv.reader(handle), [])  # new rows keep the earlier columns
 
-    @staticmethod
-    def _save_last(trainer) -> Path | None:
-        callback = trainer.checkpoint_callback
-        if not isinstance(callback, ModelCheckpoint) or not callback.dirpath:
-            return None
-        path = Path(callback.dirpath) / f"{callback.CHECKPOINT_NAME_LAST}{callback.FILE_EXTENSION}"
-        callback.last_model_path = str(path)
-        # Saved at a batch's start, when Lightning has counted the last step for the loggers already; on resuming
-        # it counts once more (it expects saves at a batch's end): without this, metrics.csv would skip a step.
-        loop = trainer.fit_loop.epoch_loop
-        loop._batches_that_stepped -= 1
-        try:
-            trainer.save_checkpoint(str(path))
-        finally:
-            loop._batches_that_stepped += 1
-        for logger in trainer.loggers:
-            logger.save()  # metrics.csv up to this step
-        return path
+    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
+        """A new column rewrites the file: whole or not at all (Lightning's rewrite in place can lose it)."""
+        with open(self.metrics_file_path, newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        with atomic_write(self.metrics_file_path, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=fieldnames)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    def log_hparams(self, params: dict) -> None:
+        self.hparams.update(params)
+        path = Path(self.log_dir) / HPARAMS_FILE
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        save_hparams_to_yaml(str(partial), self.hparams)
+        os.replace(partial, path)  # whole or not at all
+
+
+
+class RunLogger(CSVLogger):
+    """The default logger: metrics.csv and hparams.yaml directly in the run folder (no version_N)."""
+
+    def __init__(self, run_folder: str, keep_metrics: bool) -> None:
+        super().__init__(save_dir=run_folder, name="", version="")
+        self.keep_metrics = keep_metrics
+
+    @property
+    def version(self) -> None:  # one run per folder: nothing to number (and no v_num in the progress bar)
+        return None
+
+    @property
+    def log_dir(self) -> str:
+        return self.save_dir
+
+    @property
+    @rank_zero_experiment
+    def experiment(self) -> _RunMetricsWriter:
+        if self._experiment is None:
+            self._fs.makedirs(self.log_dir, exist_ok=True)
+            self._experiment = _RunMetricsWriter(self.log_dir, self.keep_metrics)
+        return self._experiment
+
+    def after_save_checkpoint(self, checkpoint_callback) -> None:
+        self.save()  # metrics.csv on disk up to the checkpoint: a resume after a kill then misses no row
+
+    def forget_from(self, step: int) -> None:
+        """Drops the rows logged at ``step`` or later: those of the epoch a resume trains again."""
+        self.save()
+        drop_metric_rows_from(Path(self.log_dir) / METRICS_FILE, step)

@@ -21,8 +21,8 @@ import warnings
 from pathlib import Path
 from typing import Literal
 
-from .errors import InputError
 from .csv_cells import safe_writer, unescape_formula
+from .errors import InputError
 
 SHOWN = 5  # file names in the warning; the rest are counted
 

@@ -20,12 +20,12 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from .csv_cells import unescape_formula
 from .data.images import IMAGE_EXTENSIONS, error_reason, file_problem, load_rgb, scan_folder, to_rgb, warn_skipped
 from .data.records import column, parse_names, read_csv_rows, require_unique, table
 from .data.transforms import ImageTransform
 from .errors import CommandParser, InputError
 from .model import load_model
-from .csv_cells import unescape_formula
 from .scores_file import ScoreCSV, check_output, partial_path, warn_unreadable
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}

@@ -9,10 +9,11 @@ import pytest
 import torch
 from PIL import Image
 
-from clip_agiqa.data.cache import FeatureCache, view_generator
 from clip_agiqa.data import MOSFolder, Record
-from clip_agiqa.data.transforms import ImageSettings, ImageTransform
+from clip_agiqa.data.cache import FeatureCache, view_generator
+from clip_agiqa.data.transforms import ImageTransform
 from clip_agiqa.errors import InputError
+from clip_agiqa.frozen import ImageSettings
 
 SETTINGS = ImageSettings(size=32, mean=(0.0, 0.0, 0.0), std=(1.0, 1.0, 1.0))  # pixels stay in [0, 1]
 

@@ -4,8 +4,7 @@ import pytest
 import torch
 from transformers import CLIPTokenizer
 
-from clip_agiqa.backbone import (DEFAULT_BACKBONE, check_tokenizer, load_backbone, offline_tokenizer,
-                                   weights_fingerprint)
+from clip_agiqa.backbone import DEFAULT_BACKBONE, check_tokenizer, load_backbone, offline_tokenizer, weights_fingerprint
 from clip_agiqa.errors import InputError
 from clip_agiqa.prompts import DEFAULT_CATEGORIES
 

@@ -6,11 +6,11 @@ import math
 
 import numpy as np
 import pytest
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from PIL import Image
 
 from clip_agiqa.data import ImageFolder, MOSFolder
 from clip_agiqa.data.images import load_rgb
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
 
 def make_folder(root, rows, header=("file_name", "mos"), images=None):

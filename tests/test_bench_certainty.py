@@ -7,19 +7,20 @@ import json
 import math
 from types import SimpleNamespace
 
+import layouts
 import numpy as np
 import pytest
 import torch
+from conftest import REPO, TINY_MODEL_ARGS, run_cli
+from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import norm, wasserstein_distance
 
-from clip_agiqa import reporting
+from clip_agiqa import run_files
 from clip_agiqa.benchmark import results
 from clip_agiqa.benchmark.command import _printed
 from clip_agiqa.benchmark.compare import comparison
-import layouts
-from conftest import REPO, TINY_MODEL_ARGS, run_cli
-from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)
+from clip_agiqa.callbacks import reports as reporting
 
 DEMO = str(REPO / "experiments" / "demo.yaml")
 Z90 = norm.ppf(0.95)  # the half-width of the central 90% interval, in stds
@@ -49,7 +50,7 @@ def rated_predictions(tmp_path):
     report.predictions = [(f"img_{i}.png", float(mos[i]), float(score[i])) for i in range(7)]
     report.certainty = reporting.certainty_of_batch(SimpleNamespace(model=model), batch, outputs, 7)
     report.write(tmp_path, SimpleNamespace(loggers=[]))
-    return tmp_path / reporting.PREDICTIONS_FILE, levels, probs, mos, score, std, rater_std
+    return tmp_path / run_files.PREDICTIONS_FILE, levels, probs, mos, score, std, rater_std
 
 
 def test_a_distribution_models_predictions_give_coverage_width_and_distances_as_scipy(rated_predictions):
@@ -103,7 +104,7 @@ def test_results_summary_and_compare_show_the_certainty_only_where_it_was_measur
 
 
 def test_several_targets_get_each_targets_certainty_and_their_mean(tmp_path):
-    path = tmp_path / reporting.PREDICTIONS_FILE
+    path = tmp_path / run_files.PREDICTIONS_FILE
     path.write_text("file_name,quality_mos,quality_score,quality_std,align_mos,align_score,align_std\n"
                     "a,1.0,1.5,1.0,2.0,2.0,0.1\nb,2.0,2.0,0.1,3.0,4.0,0.1\nc,3.0,2.0,0.1,4.0,4.0,1.0\n"
                     "d,4.0,4.0,1.0,1.0,1.0,1.0\n")
@@ -156,12 +157,12 @@ def test_several_targets_predictions_file_from_the_test_report(tmp_path):
     report.certainty = reporting.certainty_of_batch(SimpleNamespace(model=SimpleNamespace(mos_levels=lambda: levels)),
                                                     batch, outputs, 2)
     report.write(tmp_path, SimpleNamespace(loggers=[]))
-    rows = list(csv.DictReader(open(tmp_path / reporting.PREDICTIONS_FILE)))
+    rows = list(csv.DictReader(open(tmp_path / run_files.PREDICTIONS_FILE)))
     assert list(rows[0]) == ["file_name", *[f"{t}_{kind}" for t in ("quality", "align")
                                             for kind in ("mos", "score", "std", "rater_std", "js", "wasserstein")]]
     assert rows[0]["align_js"] == "" and float(rows[1]["align_score"]) == pytest.approx(float(score[1, 1]))
     assert (tmp_path / "test_scatter_align.png").is_file()
-    row = results.test_metrics(tmp_path / reporting.PREDICTIONS_FILE)
+    row = results.test_metrics(tmp_path / run_files.PREDICTIONS_FILE)
     expected = np.mean([jensenshannon(probs[i, 0].numpy(), raters_distribution(m, s, levels[0].numpy()))
                         for i, (m, s) in enumerate([(1.0, 0.4), (0.5, 0.3)])])
     assert row["quality/js"] == pytest.approx(expected, abs=1e-5) and "align/js" not in row

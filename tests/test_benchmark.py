@@ -14,14 +14,24 @@ import shutil
 
 import pytest
 import torch
+from conftest import REPO, run_cli
+from experiment_helpers import (  # noqa: F401 (fixture)
+    DEMO,
+    EXPERIMENTS,
+    Ended,
+    benchmark_args,
+    benchmark_here,
+    composed_args,
+    console_here,
+    folder_args,
+    launch_here,
+    printed_configs_here,
+)
 
 from clip_agiqa.benchmark import plan as planning
 from clip_agiqa.benchmark import results as results_module
 from clip_agiqa.benchmark import run as runs
 from clip_agiqa.errors import InputError, UsageError
-from conftest import REPO, run_cli
-from experiment_helpers import (DEMO, EXPERIMENTS, Ended, benchmark_args, benchmark_here,  # noqa: F401 (fixture)
-                                composed_args, console_here, folder_args, launch_here, printed_configs_here)
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
 PER_SPLIT_METRICS = ("n_test", "best_epoch", "val_srcc", "srcc", "plcc", "krcc", "rmse", "plcc_logistic")

@@ -12,18 +12,23 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
-from clip_agiqa import cache as cache_module
-from clip_agiqa.data.cache import (CachedFeatures, EncoderKey, FeatureCache, ShardStore, ShardedFeatures, cache_for_trainer,
-                              view_generator)
 from clip_agiqa.data import ImageDataset, MOSFolder, Record
-from clip_agiqa.errors import InputError
-from clip_agiqa.frozen import FrozenEncoder
-from clip_agiqa.model import CLIPAGIQAModel
+from clip_agiqa.data import cache as cache_module
+from clip_agiqa.data.cache import (
+    CachedFeatures,
+    EncoderKey,
+    FeatureCache,
+    ShardedFeatures,
+    ShardStore,
+    cache_for_trainer,
+    view_generator,
+)
 from clip_agiqa.data.images import load_rgb
 from clip_agiqa.data.transforms import ImageTransform
-
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from clip_agiqa.errors import InputError
+from clip_agiqa.model import CLIPAGIQAModel
 
 
 @pytest.fixture

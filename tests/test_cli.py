@@ -5,7 +5,6 @@ import csv
 import sys
 
 import pytest
-
 from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 
 

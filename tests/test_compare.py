@@ -1,15 +1,14 @@
 """clip-agiqa compare: benchmark folders side by side with their protocols, and their cross-dataset matrices joined."""
 
-import csv
 import json
 
 import pytest
+from conftest import run_cli
+from experiment_helpers import benchmark_here, composed_args  # noqa: F401
 
 from clip_agiqa.benchmark import results
 from clip_agiqa.benchmark.compare import comparison
 from clip_agiqa.errors import InputError
-from conftest import run_cli
-from experiment_helpers import benchmark_here, composed_args  # noqa: F401
 
 
 @pytest.mark.slow

@@ -86,7 +86,6 @@ def test_the_model_card_is_rendered_from_the_template():
 def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_spell_the_paper():
     """protocol/paper.yaml sets no recipe (tests/test_experiments.py): it is composed with model/clip_agiqa.yaml."""
     import yaml
-
     from conftest import REPO
 
     assert CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16).model.config.standardise
@@ -115,9 +114,9 @@ def test_a_checkpoint_without_the_standardise_field_loads_as_before(synthetic_ro
     """Its hyper-parameters lack the field: test --ckpt_path, load_from_checkpoint and init_from build the
     unstandardised model it holds, not today's default."""
     import lightning as L
+    from conftest import run_cli, trainer_args
 
     from clip_agiqa import MOSFolder
-    from conftest import run_cli, trainer_args
 
     old = CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=False)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, TINY_MODEL_ARGS
 
-from clip_agiqa import commands
+from clip_agiqa import cli as commands
 from clip_agiqa.cli import ALL_COMMANDS, console, one_line_warning
-from conftest import REPO, TINY_MODEL_ARGS, run_cli
 
 
 def console_run(monkeypatch, capsys, args: list[str]) -> tuple[int, str, str]:
@@ -105,7 +105,7 @@ def test_help_comes_from_the_cache_without_importing_torch(tmp_path):
     cached text: it works even where torch cannot be imported."""
     env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path), "COLUMNS": "100", "PYTHONWARNINGS": "ignore"}
     # One key for both runs: this test is about serving the cached text (the key's changes are tested below).
-    help_of_fit = ("from clip_agiqa import commands; commands.help_key = lambda argv: 'pinned'; "
+    help_of_fit = ("from clip_agiqa import cli as commands; commands.help_key = lambda argv: 'pinned'; "
                    "commands.shipped_help = lambda command: None; commands.main(['fit', '--help'])")
     first = subprocess.run([sys.executable, "-c", help_of_fit], cwd=REPO, env=env, capture_output=True, text=True)
     assert first.returncode == 0 and "--trainer.max_epochs" in first.stdout, first.stderr[-2000:]
@@ -146,7 +146,7 @@ def test_the_package_warnings_are_one_line():
 
 def test_a_package_warning_naming_its_caller_is_still_the_packages(tmp_path):
     """warn_skipped warns with stacklevel=2 (the line names its caller): as console() prints warnings."""
-    code = ("import warnings, sys; from pathlib import Path; from clip_agiqa.commands import one_line_warning; "
+    code = ("import warnings, sys; from pathlib import Path; from clip_agiqa.cli import one_line_warning; "
             "warnings.formatwarning = one_line_warning; from clip_agiqa.data.images import warn_skipped; "
             "root = Path(sys.argv[1]); warn_skipped(root, [(root / 'notes.txt', 'not an image format')])")
     shown = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True,

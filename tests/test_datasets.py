@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED_ANNOTATIONS, TINY_MODEL_ARGS, run_cli, trainer_args
+from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
 
 from clip_agiqa.data import AGIQA3K
 from clip_agiqa.data.splits import assign
-from conftest import SHARED_ANNOTATIONS, TINY_MODEL_ARGS, run_cli, trainer_args
-from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
 
 # A few batches are enough to prove the wiring; the 2,400-image layout would otherwise take minutes.
 SHORT = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2", "--trainer.limit_test_batches", "2",

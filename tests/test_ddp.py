@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from conftest import HANG_GUARD, TINY_MODEL_ARGS, run_checked, run_cli, trainer_args
 
 from clip_agiqa.data import write_synthetic_dataset
-from conftest import HANG_GUARD, TINY_MODEL_ARGS, run_checked, run_cli, trainer_args
 
 pytestmark = pytest.mark.slow
 

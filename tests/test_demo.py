@@ -4,9 +4,9 @@ import shutil
 
 import lightning as L
 import pytest
+from conftest import REPO, run_cli
 
 from clip_agiqa import CLIPAGIQA
-from conftest import REPO, run_cli
 
 pytestmark = pytest.mark.slow
 

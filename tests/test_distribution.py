@@ -6,18 +6,17 @@ from __future__ import annotations
 import csv
 import json
 
+import layouts
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
-from clip_agiqa.calibration import (js_distance, kl_to, mean_and_std, percentile, quantiles_of, soft_labels,
-                                    wasserstein)
+from clip_agiqa.calibration import js_distance, kl_to, mean_and_std, percentile, quantiles_of, soft_labels, wasserstein
 from clip_agiqa.errors import InputError
-import layouts
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
 
 # --- the maths, against scipy and numpy ----------------------------------------------------------------------

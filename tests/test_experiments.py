@@ -8,11 +8,18 @@ import warnings
 
 import pytest
 import yaml
-
 from conftest import REPO, run_cli
-from experiment_helpers import benchmark_here, no_wandb_run_left  # noqa: F401 (fixtures)
-from clip_agiqa.reporting import scatter_file
-from experiment_helpers import as_flags, configured, data_class, make_data_root, shrink_args
+from experiment_helpers import (  # noqa: F401 (fixtures)
+    as_flags,
+    benchmark_here,
+    configured,
+    data_class,
+    make_data_root,
+    no_wandb_run_left,
+    shrink_args,
+)
+
+from clip_agiqa.run_files import scatter_file
 
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 

@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import run_cli
+from experiment_helpers import fit_tiny, trained_parts
 from PIL import Image
 
 import clip_agiqa
 from clip_agiqa import CLIPAGIQA
 from clip_agiqa.model import CONFIG_FILE, WEIGHTS_FILE
-from conftest import run_cli
-from experiment_helpers import fit_tiny, trained_parts
 
 
 @pytest.fixture(scope="module")

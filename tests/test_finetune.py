@@ -4,9 +4,9 @@ import shutil
 
 import pytest
 import torch
+from experiment_helpers import fit_tiny, trained_parts
 
 from clip_agiqa import CLIPAGIQA, export_checkpoint
-from experiment_helpers import fit_tiny, trained_parts
 
 
 @pytest.fixture(scope="module")

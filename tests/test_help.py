@@ -13,11 +13,12 @@ import sys
 import zipfile
 
 import pytest
+from conftest import REPO
 
-from clip_agiqa import commands, help as shipped
+from clip_agiqa import cli as commands
+from clip_agiqa import help as shipped
 from clip_agiqa.errors import UsageError
 from clip_agiqa.help.precheck import check_options
-from conftest import REPO
 
 # Modules the answers below must not need: importing any of them fails in the checked process.
 HEAVY = "import sys; sys.modules.update(torch=None, lightning=None, transformers=None, jsonargparse=None); "
@@ -36,7 +37,7 @@ def test_the_shipped_help_is_the_live_rendering():
 
 
 def test_every_command_help_is_the_shipped_text_without_torch(tmp_path):
-    code = HEAVY + ("from clip_agiqa import commands\n"
+    code = HEAVY + ("from clip_agiqa import cli as commands\n"
                     "for command in commands.ALL_COMMANDS:\n"
                     "    commands.main([command, '--help'])\n"
                     "    print('\\n<end of help>')")
@@ -49,7 +50,7 @@ def test_every_command_help_is_the_shipped_text_without_torch(tmp_path):
 
 
 def test_an_option_error_answers_without_torch(tmp_path):
-    code = HEAVY + ("import sys; from clip_agiqa.commands import console; "
+    code = HEAVY + ("import sys; from clip_agiqa.cli import console; "
                     "sys.argv = ['clip-agiqa', 'fit', '--data', 'AGIQA3K', '--data.target', 'qualty']; console()")
     answered = python(code, tmp_path)
     assert answered.returncode == 2 and answered.stdout == ""
@@ -191,7 +192,7 @@ def test_the_valid_forms_are_valid(argv, capsys):
 
 @pytest.mark.slow
 def test_a_built_wheel_ships_the_help(tmp_path):
-    """pyproject's package-data: a non-editable install has the help (built from a copy: the build leaves files)."""
+    """Pyproject's package-data: a non-editable install has the help (built from a copy: the build leaves files)."""
     source = tmp_path / "source"
     shutil.copytree(REPO / "clip_agiqa", source / "clip_agiqa", ignore=shutil.ignore_patterns("__pycache__"))
     for name in ("pyproject.toml", "README.md"):

@@ -12,8 +12,16 @@ import pytest
 from PIL import Image, ImageCms, features
 
 from clip_agiqa.data import images
-from clip_agiqa.data.images import (BACKGROUND, READABLE_FORMATS, ImageError, header_problem, load_rgb,
-                                    readable_image, scan_folder, warn_skipped)
+from clip_agiqa.data.images import (
+    BACKGROUND,
+    READABLE_FORMATS,
+    ImageError,
+    header_problem,
+    load_rgb,
+    readable_image,
+    scan_folder,
+    warn_skipped,
+)
 
 COLOURS = np.random.default_rng(0).integers(0, 256, (24, 40, 3), dtype=np.uint8)  # asymmetric: rotations show
 

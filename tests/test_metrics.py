@@ -103,7 +103,7 @@ def test_one_correlation_helper_agrees_with_scipy_and_is_nan_where_undefined():
 
 
 def reference_rising_logistic_plcc(predictions, mos) -> float:
-    """scipy's curve_fit on the raw values (not standardised), with the same constraints: b1 >= b2, the slope
+    """Scipy's curve_fit on the raw values (not standardised), with the same constraints: b1 >= b2, the slope
     scale at least 0.1 standard deviation of the predictions; started at the VQEG guess."""
     x, y = np.asarray(predictions, dtype=float), np.asarray(mos, dtype=float)
 

@@ -11,10 +11,10 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel, MOSFolder
 from clip_agiqa.model import CONFIG_FILE, WEIGHTS_FILE
-from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 
 
 def trained_tiny(scale=(0.0, 5.0), head="concat", seed=1) -> CLIPAGIQAModel:

@@ -7,11 +7,11 @@ import json
 import shutil
 
 import pytest
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from experiment_helpers import folder_args
 
 from clip_agiqa import CLIPAGIQA
 from clip_agiqa.errors import InputError
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
-from experiment_helpers import folder_args
 
 NOT_MEASURED = "- Interval coverage on a test split: not measured"
 

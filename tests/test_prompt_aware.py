@@ -5,11 +5,11 @@ import csv
 
 import pytest
 import torch
+from conftest import REPO, run_cli
 from PIL import Image
 
 import clip_agiqa
 from clip_agiqa import CLIPAGIQAModel
-from conftest import REPO, run_cli
 
 
 def test_use_prompt_false_is_the_paper_model_exactly():

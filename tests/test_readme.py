@@ -14,7 +14,6 @@ import shlex
 
 import pytest
 import torch
-
 from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess
 
 SHORT = {"fit": [*TINY_MODEL_ARGS, "--trainer.max_epochs", "1", "--data.batch_size", "8", "--data.num_workers", "0",

@@ -4,9 +4,9 @@ import csv
 
 import pytest
 import yaml
+from conftest import TINY_MODEL_ARGS, run_cli
 
 from clip_agiqa.errors import InputError
-from conftest import TINY_MODEL_ARGS, run_cli
 
 QUIET = ["--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.enable_progress_bar", "false",
          "--trainer.enable_model_summary", "false", "--seed_everything", "0"]

@@ -8,13 +8,13 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from experiment_helpers import fit_tiny, folder_args
 from safetensors.torch import load_file, save_file
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel, export_checkpoint
 from clip_agiqa.errors import InputError
 from clip_agiqa.saved import CONFIG_FILE, WEIGHTS_FILE, read_trained_weights
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
-from experiment_helpers import fit_tiny, folder_args
 
 
 @pytest.fixture(scope="module")

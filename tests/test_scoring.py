@@ -10,15 +10,15 @@ import signal
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 from PIL import Image
 
 import clip_agiqa
 from clip_agiqa import CLIPAGIQAModel
-from clip_agiqa.errors import InputError
 from clip_agiqa.csv_cells import escape_formula, safe_writer, unescape_formula
+from clip_agiqa.errors import InputError
 from clip_agiqa.scores_file import ScoreCSV
 from clip_agiqa.scoring import read_score_list
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 
 SCORE_TOLERANCE = dict(rtol=0, atol=1e-5)  # fp32 features computed in other batches
 
@@ -307,7 +307,8 @@ def test_splits_csv_escapes_names_and_reads_them_back(tmp_path):
 def test_test_predictions_csv_escapes_names(tmp_path):
     from types import SimpleNamespace
 
-    from clip_agiqa.reporting import PREDICTIONS_FILE, TestReport
+    from clip_agiqa.callbacks.reports import TestReport
+    from clip_agiqa.run_files import PREDICTIONS_FILE
 
     report = TestReport()
     report.predictions = [("=1+1.png", 1.0, 2.0), ("b.png", 2.0, -1.5), ("@c.png", 3.0, 3.5)]
@@ -340,7 +341,8 @@ def test_a_full_disk_while_scoring_is_one_line_and_resume_goes_on(saved_model, i
     import errno
     import sys
 
-    from clip_agiqa import cli as commands, csv_cells as safe_csv
+    from clip_agiqa import cli as commands
+    from clip_agiqa import csv_cells as safe_csv
 
     real_writer, written = safe_csv.safe_writer, []
 

@@ -8,11 +8,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from layouts import agiqa3k_prompted_root, ipce_folder, write_csv
 
 from clip_agiqa.data import MOSFolder, Record
-from clip_agiqa.data.splits import (assign, kfold_split, paper_split, predefined_split, random_split, read_splits,
-                                    write_splits)
-from layouts import agiqa3k_prompted_root, ipce_folder, write_csv
+from clip_agiqa.data.splits import (
+    assign,
+    kfold_split,
+    paper_split,
+    predefined_split,
+    random_split,
+    read_splits,
+    write_splits,
+)
 
 
 def records(n: int, per_prompt: int = 3) -> list[Record]:

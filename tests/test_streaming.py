@@ -8,10 +8,10 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from PIL import Image
 
 from clip_agiqa.data import HFDataset, write_synthetic_dataset
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 
 SMALL = dict(batch_size=4, num_workers=0, image_size=32)
 

@@ -9,12 +9,12 @@ import warnings
 
 import pytest
 import torch
-
-from clip_agiqa.cli import input_error
-from clip_agiqa.data import AGIQA3K, AIGCIQA2023, MOSFolder
 from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
 from layouts import agiqa3k_root, aigciqa2023_root
+
+from clip_agiqa.cli import input_error
+from clip_agiqa.data import AGIQA3K, AIGCIQA2023, MOSFolder
 
 SMALL = dict(batch_size=4, num_workers=0, image_size=32)
 # Enough samples in val and test for a correlation on the 12-image AGIQA-3K root.
@@ -175,7 +175,8 @@ def test_records_of_every_benchmark_carry_their_prompt(tmp_path):
 
 
 def test_report_columns_for_one_target_stay_as_they_were(tmp_path):
-    from clip_agiqa.reporting import prediction_columns, scatter_file
+    from clip_agiqa.callbacks.reports import prediction_columns
+    from clip_agiqa.run_files import scatter_file
 
     assert prediction_columns(["quality"]) == ["file_name", "mos", "score"]
     assert scatter_file("quality", ["quality"]) == "test_scatter.png"

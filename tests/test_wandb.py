@@ -6,10 +6,9 @@ import functools
 from pathlib import Path
 
 import pytest
-from PIL import Image
-
 from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
+from PIL import Image
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")
 

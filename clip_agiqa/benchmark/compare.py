@@ -8,10 +8,19 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .results import (CERTAINTY_NOTE, CROSS_NOTE, certainty_keys, cross_matrix, is_cross, mean_std, metric_label,
-                            read_benchmark, summarise)
 from ..errors import CommandParser
 from ..files import atomic_write
+from .results import (
+    CERTAINTY_NOTE,
+    CROSS_NOTE,
+    certainty_keys,
+    cross_matrix,
+    is_cross,
+    mean_std,
+    metric_label,
+    read_benchmark,
+    summarise,
+)
 
 TABLE_METRICS = ("srcc", "plcc", "krcc", "plcc_logistic")
 TABLE_CERTAINTY = ("coverage50", "coverage90", "js", "wasserstein")  # columns only where a folder has them

@@ -19,6 +19,7 @@ import yaml
 
 from ..errors import CommandParser, InputError
 from ..files import atomic_write
+from ..run_files import BEST_NAME
 from .results import SETTINGS_FILE
 
 FIXED_SPLITS = ("paper", "predefined")  # the same split whatever the seed
@@ -226,7 +227,7 @@ class Plan:
     configured_split: str | None
     about: dict  # what `compare` shows: data, split kind, where the checkpoint is chosen
     trainer: dict = field(default_factory=dict)  # the resolved trainer settings of the fits
-    checkpoint_file: str = "best.ckpt"  # the checkpoint chosen on val
+    checkpoint_file: str = f"{BEST_NAME}.ckpt"  # the checkpoint chosen on val
 
     @property
     def trained_on(self) -> str:

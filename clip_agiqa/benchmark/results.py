@@ -16,7 +16,6 @@ from ..files import atomic_write
 RESULTS_FILE = "results.csv"
 SUMMARY_FILE = "summary.md"
 SETTINGS_FILE = "benchmark.json"
-PREDICTIONS_FILE = "test_predictions.csv"  # what `clip-agiqa test` writes (reporting.TestReport)
 METRICS = (("srcc", "SRCC"), ("plcc", "PLCC"), ("krcc", "KRCC"), ("rmse", "RMSE"),
            ("plcc_logistic", "PLCC (4-parameter logistic fit)"))
 # A distribution model's (its predictions file has a std per image), as the test step logs them; the distances
@@ -93,7 +92,7 @@ def certainty_metrics(columns: dict[str, list[float]]) -> dict[str, float]:
         return {}
     import torch
 
-    from ..calibration_metrics import CalibrationMetrics
+    from ..metrics import CalibrationMetrics
 
     tensors = {kind: torch.tensor(values, dtype=torch.float64) for kind, values in columns.items()}
     metrics = CalibrationMetrics(prefix="")
@@ -173,7 +172,7 @@ def _value(row: dict, key: str) -> float:
 
 
 def summarise(rows: list[dict], keys: list[str] | None = None) -> dict[str, dict[str, float]]:
-    """mean / std (sample, n-1) / median / min / max of each metric over the splits (NaN values left out)."""
+    """Mean / std (sample, n-1) / median / min / max of each metric over the splits (NaN values left out)."""
     summary = {}
     for key in keys or [k for k, _ in METRICS]:
         values = [v for v in (_value(r, key) for r in rows) if not math.isnan(v)]

@@ -21,8 +21,9 @@ import yaml
 
 from ..errors import InputError
 from ..files import atomic_write
+from ..run_files import LAST_FILE, PREDICTIONS_FILE
 from .plan import Plan, Split, cli_command, config_args
-from .results import ALL_IMAGES, OWN_TEST, PREDICTIONS_FILE, test_metrics
+from .results import ALL_IMAGES, OWN_TEST, test_metrics
 
 LOG_FILE = "split.log"
 RESULT_FILE = "result.json"  # a finished split's rows, read back if results.csv missed them (a kill between)
@@ -41,7 +42,7 @@ def usable_last_checkpoint(checkpoints: Path) -> Path | None:
     refuses a folder holding other checkpoints) and the split starts over."""
     import torch
 
-    last = checkpoints / "last.ckpt"
+    last = checkpoints / LAST_FILE
     if not last.is_file():
         return None
     try:

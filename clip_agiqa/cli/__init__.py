@@ -46,7 +46,7 @@ ALL_COMMANDS = {**TRAINING_COMMANDS, **OTHER_COMMANDS}
 TRAINING_CLI = "clip_agiqa.cli.lightning"
 DEBUG_VARIABLE = "CLIP_AGIQA_DEBUG"  # set to 1: errors about the input show their traceback too
 HELP_FLAGS = ("-h", "--help")
-PACKAGE_DIR = os.path.dirname(os.path.abspath(__file__)) + os.sep
+PACKAGE_DIR = os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep  # clip_agiqa/
 
 
 def top_level_help() -> str:
@@ -210,8 +210,8 @@ def console() -> None:
         hint = "" if isinstance(cause, UsageError) else f" ({DEBUG_VARIABLE}=1 shows the traceback)"
         _fail(f"error: {cause}{hint}", getattr(cause, "exit_status", 1))
     except BaseException as error:
-        runs = sys.modules.get("clip_agiqa.runs")
-        if runs is None or not isinstance(error, runs.RunInterrupted) or debug:
+        signals = sys.modules.get("clip_agiqa.callbacks.signals")
+        if signals is None or not isinstance(error, signals.RunInterrupted) or debug:
             raise
         resume = getattr(error, "resume", "")
         _fail(f"{error}{'. Resume with: ' + resume if resume else ''}", 128 + error.signum)

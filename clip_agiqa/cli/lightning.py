@@ -14,7 +14,6 @@ values are one line with the valid choices; a fit whose output is a file or pipe
 
 from __future__ import annotations
 
-import csv
 import importlib
 import inspect
 import logging
@@ -26,29 +25,43 @@ from argparse import ArgumentError
 from pathlib import Path
 
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
-from lightning.pytorch.cli import LightningCLI
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
-from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.fabric.plugins import CheckpointIO
-from lightning.pytorch import Callback
+from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
+from ..callbacks.checkpoints import ForgetReplayedMetrics, RunCheckpoint
 from ..callbacks.predictions import ScoreWriter
+from ..callbacks.progress import EpochLines
+from ..callbacks.reports import TestReport
+from ..callbacks.signals import RunInterrupted, StopOnSignal
+from ..callbacks.wandb import ConfigToWandb, place_wandb_logs, reuse_wandb_run
 from ..config import ARCHITECTURE, same_value
+
 # Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
-from ..data import (AGIQA1K, AGIQA3K, AIGCIQA20K, AIGCIQA2023, HFDataset, ImageFolder,  # noqa: F401
-                   MOSDataModule, MOSFolder, SyntheticAIGI)
+from ..data import (  # noqa: F401
+    AGIQA1K,
+    AGIQA3K,
+    AIGCIQA20K,
+    AIGCIQA2023,
+    HFDataset,
+    ImageFolder,
+    MOSDataModule,
+    MOSFolder,
+    SyntheticAIGI,
+)
 from ..errors import InputError, UsageError
-from ..files import atomic_write
 from ..module import CLIPAGIQA
-from ..reporting import ConfigToWandb, EpochLines, TestReport, place_wandb_logs, reuse_wandb_run
-from ..runs import (CHECKPOINTS, AtomicCheckpointIO, RunCheckpoint, RunInterrupted, RunLock, StopOnSignal,
-                   check_run_folder_is_free, drop_metric_rows_from, remove_unfinished_writes,
-                   resolve_last_checkpoint, resume_command)
+from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, METRICS_FILE
+from ..runs import (
+    AtomicCheckpointIO,
+    RunLock,
+    RunLogger,
+    check_run_folder_is_free,
+    remove_unfinished_writes,
+    resolve_last_checkpoint,
+    resume_command,
+)
 from ..saved import FIELDS_ADDED_LATER, read_checkpoint
 from ..text import did_you_mean
 
@@ -89,80 +102,10 @@ DESCRIPTION = (
 )
 
 
-class _RunMetricsWriter(ExperimentWriter):
-    """metrics.csv that a resumed run, or a later test of the run, extends instead of deleting."""
-
-    def __init__(self, log_dir: str, keep_metrics: bool) -> None:
-        self.keep_metrics = keep_metrics
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        if not self.keep_metrics:
-            self._fs.rm_file(self.metrics_file_path)
-            return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-            self.metrics_keys = next(csv.reader(handle), [])  # new rows keep the earlier columns
-
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        """A new column rewrites the file: whole or not at all (Lightning's rewrite in place can lose it)."""
-        with open(self.metrics_file_path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        with atomic_write(self.metrics_file_path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def log_hparams(self, params: dict) -> None:
-        self.hparams.update(params)
-        path = Path(self.log_dir) / self.NAME_HPARAMS_FILE
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_hparams_to_yaml(str(partial), self.hparams)
-        os.replace(partial, path)  # whole or not at all
 
 
-class RunLogger(CSVLogger):
-    """The default logger: metrics.csv and hparams.yaml directly in the run folder (no version_N)."""
-
-    def __init__(self, run_folder: str, keep_metrics: bool) -> None:
-        super().__init__(save_dir=run_folder, name="", version="")
-        self.keep_metrics = keep_metrics
-
-    @property
-    def version(self) -> None:  # one run per folder: nothing to number (and no v_num in the progress bar)
-        return None
-
-    @property
-    def log_dir(self) -> str:
-        return self.save_dir
-
-    @property
-    @rank_zero_experiment
-    def experiment(self) -> _RunMetricsWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.log_dir, exist_ok=True)
-            self._experiment = _RunMetricsWriter(self.log_dir, self.keep_metrics)
-        return self._experiment
-
-    def after_save_checkpoint(self, checkpoint_callback) -> None:
-        self.save()  # metrics.csv on disk up to the checkpoint: a resume after a kill then misses no row
-
-    def forget_from(self, step: int) -> None:
-        """Drops the rows logged at ``step`` or later: those of the epoch a resume trains again."""
-        self.save()
-        drop_metric_rows_from(Path(self.log_dir) / ExperimentWriter.NAME_METRICS_FILE, step)
 
 
-class ForgetReplayedMetrics(Callback):
-    """A resumed fit goes on from its checkpoint's step: metrics.csv forgets what was logged after it."""
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        if trainer.ckpt_path is None:
-            return
-        for logger in trainer.loggers:  # rows are logged at the step count before each optimizer step
-            if isinstance(logger, RunLogger) and trainer.is_global_zero:
-                logger.forget_from(trainer.global_step)
 
 
 # --- one line for a mistyped option or value -----------------------------------------------------------------
@@ -189,7 +132,7 @@ def _parameters_of(class_path: str) -> list[str]:
 
 
 def usage_error(message: str, options: list[str]) -> UsageError:
-    """jsonargparse's many-line report of a parse error as one line: the option, what was given, the valid
+    """Jsonargparse's many-line report of a parse error as one line: the option, what was given, the valid
     choices or a "did you mean"; ``options`` are the sub-command's option names."""
     unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
     if unrecognized:
@@ -272,7 +215,7 @@ class AGIQACLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": "val/srcc",
             "checkpoint.mode": "max",
-            "checkpoint.filename": "best",
+            "checkpoint.filename": BEST_NAME,
             "checkpoint.save_last": True,
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
@@ -356,7 +299,7 @@ class AGIQACLI(LightningCLI):
         self.run_folder = Path(config.trainer.default_root_dir or os.getcwd())
         self.checkpoint_folder = Path(config.checkpoint.dirpath or self.run_folder / CHECKPOINTS)
         if self.subcommand in LOCKED_COMMANDS and _only_first_process() and (
-                self.subcommand == "fit" or (self.run_folder / "config.yaml").is_file()):
+                self.subcommand == "fit" or (self.run_folder / CONFIG_FILE).is_file()):
             self.run_lock = RunLock(self.run_folder).acquire()
         if self.subcommand == "fit":
             check_run_folder_is_free(self.checkpoint_folder, config.ckpt_path, self.run_folder)
@@ -449,7 +392,7 @@ class AGIQACLI(LightningCLI):
     def _tell_metrics_file(self) -> None:
         logger = self.trainer.logger
         if isinstance(logger, RunLogger):
-            print(f"metrics appended to {Path(logger.log_dir) / ExperimentWriter.NAME_METRICS_FILE}")
+            print(f"metrics appended to {Path(logger.log_dir) / METRICS_FILE}")
 
 
 class _DropTips(logging.Filter):

@@ -15,7 +15,7 @@ _EXPORTS = {
     "Reader": ".readers", "AGIQA3KReader": ".agiqa3k", "AGIQA1KReader": ".agiqa1k",
     "AIGCIQA2023Reader": ".aigciqa2023", "AIGCIQA20KReader": ".aigciqa20k", "MOSFolderReader": ".folder",
     "ImageFolderReader": ".folder", "HubReader": ".hub", "SyntheticReader": ".synthetic",
-    "ImageSettings": ".transforms",
+    "ImageSettings": "..frozen",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -17,8 +17,19 @@ from typing import Literal
 
 from .base import MOSDataModule
 from .readers import Reader
-from .records import (MissingFile, Record, column, duplicated_rows, find_image_folder, generator_of, parse_mos,
-                      parse_names, read_xlsx_rows, require_unique, table)
+from .records import (
+    MissingFile,
+    Record,
+    column,
+    duplicated_rows,
+    find_image_folder,
+    generator_of,
+    parse_mos,
+    parse_names,
+    read_xlsx_rows,
+    require_unique,
+    table,
+)
 
 LAYOUT = "AGIQA-1K as downloaded: AIGC_MOS_Zscore.xlsx (Image, Prompt, MOS) and the images in file/"
 Duplicates = Literal["drop", "first", "error"]
@@ -58,7 +69,7 @@ class AGIQA1KReader(Reader):
                 for (name, number, row), score in zip(kept, mos)]
 
     def _resolve_duplicates(self, names: list[str], rows: list[int], path) -> dict[str, int]:
-        """name -> the row number kept, following ``duplicates``."""
+        """Name -> the row number kept, following ``duplicates``."""
         if self.duplicates == "error":
             require_unique(names, str(path), rows)
         duplicated = duplicated_rows(names, rows)

@@ -11,8 +11,19 @@ from typing import Literal
 
 from .base import MOSDataModule
 from .readers import Reader
-from .records import (MissingFile, Record, column, find_image_folder, generator_of, parse_names, parse_stds,
-                      parse_targets, read_csv_rows, require_unique, table)
+from .records import (
+    MissingFile,
+    Record,
+    column,
+    find_image_folder,
+    generator_of,
+    parse_names,
+    parse_stds,
+    parse_targets,
+    read_csv_rows,
+    require_unique,
+    table,
+)
 
 TARGET_COLUMNS = {"quality": "mos_quality", "align": "mos_align"}
 STD_COLUMNS = {"quality": "std_quality", "align": "std_align"}  # the raters' spread (read when present)

@@ -13,8 +13,17 @@ from pathlib import Path
 from ..errors import InputError
 from .base import MOSDataModule
 from .readers import Reader
-from .records import (MissingFile, Record, find_image_folder, generator_of, listed, parse_mos, parse_names,
-                      read_csv_rows, require_unique)
+from .records import (
+    MissingFile,
+    Record,
+    find_image_folder,
+    generator_of,
+    listed,
+    parse_mos,
+    parse_names,
+    read_csv_rows,
+    require_unique,
+)
 
 LAYOUT = "AIGCIQA-20K as downloaded: info_train.csv (no header: name,prompt,mos) and the images beside it"
 

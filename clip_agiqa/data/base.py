@@ -11,24 +11,30 @@ from typing import Literal
 
 import lightning as L
 import torch
-from PIL import Image
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from .cache import CachedFeatures, cache_for_trainer
 from ..errors import InputError
 from ..files import atomic_write
+from ..frozen import ImageSettings
+from ..run_files import DATA_FILE, SPLITS_FILE
 from ..text import first_and_more
+from .cache import CachedFeatures, cache_for_trainer
 from .checks import image_problems
 from .images import BACKGROUND, error_reason, load_rgb
 from .readers import Reader
-from .records import (Record, check_records, require_inside_root, selected_targets, std_tensor, target_tensor,
-                      target_value)
+from .records import (
+    Record,
+    check_records,
+    require_inside_root,
+    selected_targets,
+    std_tensor,
+    target_tensor,
+    target_value,
+)
 from .splits import SPLITS, assign, split_summary, write_splits
-from .transforms import ImageSettings, ImageTransform, checked_augment
-
-SPLITS_FILE = "splits.csv"
-DATA_FILE = "data.json"
+from .transforms import ImageTransform, checked_augment
 
 
 class ImageDataset(Dataset):

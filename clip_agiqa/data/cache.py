@@ -44,12 +44,12 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 from tqdm.auto import tqdm
 
-from .images import load_rgb
-from .records import Record, std_tensor, target_tensor
-from .transforms import ImageTransform
 from ..errors import InputError
 from ..files import atomic_write
 from ..frozen import EncoderKey, FrozenEncoder
+from .images import load_rgb
+from .records import Record, std_tensor, target_tensor
+from .transforms import ImageTransform
 
 CACHE_FORMAT = "2"  # the layout of a shard; the settings that change features are keyed themselves
 DEFAULT_CACHE_DIRNAME = ".feature_cache"

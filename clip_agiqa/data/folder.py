@@ -7,10 +7,20 @@ from pathlib import Path
 
 from ..errors import InputError
 from .base import MOSDataModule
-from .readers import Reader
 from .images import scan_folder, warn_skipped
-from .records import (MissingFile, Record, column, parse_names, parse_stds, parse_targets, read_csv_rows,
-                      require_unique, selected_targets, table)
+from .readers import Reader
+from .records import (
+    MissingFile,
+    Record,
+    column,
+    parse_names,
+    parse_stds,
+    parse_targets,
+    read_csv_rows,
+    require_unique,
+    selected_targets,
+    table,
+)
 from .splits import SPLITS
 
 

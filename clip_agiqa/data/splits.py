@@ -39,9 +39,9 @@ from pathlib import Path, PurePosixPath
 
 import numpy as np
 
+from ..csv_cells import safe_writer, unescape_formula
 from ..errors import InputError
 from ..files import atomic_write
-from ..csv_cells import safe_writer, unescape_formula
 from ..text import first_and_more
 from .records import MissingFile, Record, read_csv_rows
 

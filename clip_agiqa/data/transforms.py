@@ -1,32 +1,18 @@
-"""Image transforms from a backbone's image settings, written with PIL and torch (no torchvision).
-
-``ImageSettings`` lives here, on the data side: the backbone reports its settings in this form, and data
-code never needs the model to build its transforms."""
+"""Image transforms from a backbone's image settings (``frozen.ImageSettings``), written with PIL and torch (no
+torchvision)."""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 from PIL import Image
 
 from ..errors import InputError
-
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..frozen import ImageSettings
 
 RESIZE_INTERPOLATION = Image.Resampling.BICUBIC  # CLIP's preprocessing; part of the feature cache's key
-
-
-@dataclass(frozen=True)
-class ImageSettings:
-    """What the image transforms need to know about a backbone."""
-
-    size: int = 224
-    mean: tuple[float, float, float] = CLIP_MEAN
-    std: tuple[float, float, float] = CLIP_STD
 
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:

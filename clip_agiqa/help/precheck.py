@@ -65,7 +65,7 @@ def _options_given(args: list[str]) -> list[tuple[str, str | None]]:
 
 
 def _abbreviates(name: str, options: list[str]) -> bool:
-    """argparse takes any unambiguous start of an option (and refuses an ambiguous one itself)."""
+    """Argparse takes any unambiguous start of an option (and refuses an ambiguous one itself)."""
     return any(option.startswith(name) for option in options)
 
 

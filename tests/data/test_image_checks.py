@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from clip_agiqa.data import AGIQA3K, MOSFolder
-from clip_agiqa.data import checks
+from clip_agiqa.data import AGIQA3K, MOSFolder, checks
 from clip_agiqa.data.checks import CHECKS_FILE
 
 

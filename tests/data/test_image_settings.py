@@ -7,8 +7,8 @@ import pytest
 
 from clip_agiqa.backbone import image_settings_of, load_backbone
 from clip_agiqa.data import MOSFolder
-from clip_agiqa.data.transforms import ImageSettings
 from clip_agiqa.errors import InputError
+from clip_agiqa.frozen import ImageSettings
 
 
 def test_a_random_preset_and_a_saved_folder_give_the_loaded_backbones_settings(tmp_path):

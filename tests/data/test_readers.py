@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.io
+from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root, placeholder, write_mat, write_xlsx
 
 from clip_agiqa.data.agiqa1k import AGIQA1KReader
 from clip_agiqa.data.agiqa3k import AGIQA3KReader
@@ -22,7 +23,6 @@ from clip_agiqa.data.readers import Reader
 from clip_agiqa.data.records import Record, generator_of
 from clip_agiqa.data.synthetic import SyntheticReader
 from clip_agiqa.text import first_and_more
-from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root, placeholder, write_mat, write_xlsx
 
 ROWS = Path(__file__).parent  # tests/data: a few real rows of each annotation file
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "annotations"

@@ -1,51 +1,33 @@
-"""Run reports: the test predictions and their scatter plot (PNG always, W&B when active), the split and config.
+"""The test report: predictions, scatter and reliability plots, figures with the tested checkpoint.
 
-At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score) and ``test_scatter.png``
-(predicted score vs MOS, drawn with PIL) into the run folder (``trainer.log_dir``); a model of several targets
-gets ``<target>_mos,<target>_score`` columns per target and ``test_scatter_<target>.png`` each. A distribution
-model's file adds each image's calibrated ``std`` and, where the data gives the raters' std, ``rater_std`` and the
-``js`` and ``wasserstein`` distances between predicted and raters' distributions (``<target>_std`` ... for several
-targets): what the benchmark computes its certainty figures from. Beside it, ``test_metrics.json`` keeps the
-logged ``test/*`` figures with the checkpoint's SHA-256, so that ``clip-agiqa export`` of that very checkpoint
-puts them in the model card. When a
-``WandbLogger`` is active it also logs the predictions table, and per target a W&B scatter plot and the PNG; at
-the start of training it logs the split (protocol, seed, sizes) and uploads ``splits.csv``. ``ConfigToWandb``
-logs the resolved LightningCLI config to the W&B run and records the fit's W&B run id in the run folder
-(``wandb_run_id``), so that a later ``test`` or resume logs into that run (``reuse_wandb_run``). ``EpochLines``
-prints one plain line per epoch where a progress bar shows nothing (a job log, a pipe). Every file is written
-whole (``clip_agiqa.files.atomic_write``).
+At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score; per target columns for several
+targets; a distribution model adds each image's calibrated ``std`` and, where the data gives the raters' std,
+``rater_std``, ``js`` and ``wasserstein``), ``test_scatter.png`` (per target for several) and
+``test_metrics.json`` (the logged ``test/*`` figures with the checkpoint's SHA-256, which ``clip-agiqa export``
+puts in the model card) into the run folder, and logs a table and plots to an active W&B run; at the start of
+training it logs the split. ``ReliabilityReport`` draws observed against nominal coverage for a distribution
+model. Every file is written whole.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import re
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
-import yaml
 from lightning.pytorch import Callback
-from lightning.pytorch.cli import SaveConfigCallback
 from PIL import Image, ImageDraw
 
-from .data.splits import split_summary  # the data side owns its summary
-from .files import atomic_write
-from .csv_cells import safe_writer
+from ..calibration import draw_reliability, rater_distances
+from ..csv_cells import safe_writer
+from ..data.splits import split_summary  # the data side owns its summary
+from ..files import atomic_write, file_sha256
+from ..run_files import PREDICTIONS_FILE, SPLITS_FILE, TEST_METRICS_FILE, reliability_file, scatter_file
+from .wandb import wandb_loggers
 
-WANDB_RUN_FILE = "wandb_run_id"  # in the run folder: the W&B run of its fit
-PREDICTIONS_FILE = "test_predictions.csv"
 CERTAINTY_COLUMNS = ("std", "rater_std", "js", "wasserstein")  # a distribution model's, after MOS and score
-SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png (``scatter_file``)
-
-
-def wandb_loggers(trainer) -> list:
-    from lightning.pytorch.loggers import WandbLogger
-
-    return [logger for logger in trainer.loggers if isinstance(logger, WandbLogger)]
 
 
 def _all_rows(trainer, rows: list) -> list:
@@ -58,7 +40,7 @@ def _all_rows(trainer, rows: list) -> list:
 
 
 def _correlations(mos: np.ndarray, score: np.ndarray) -> tuple[float, float]:
-    from .metrics import correlation  # the package's one correlation helper
+    from ..metrics import correlation  # the package's one correlation helper
 
     return correlation("srcc", score, mos), correlation("plcc", score, mos)
 
@@ -96,10 +78,6 @@ def draw_scatter(mos, score, path: Path, title: str = "", size: int = 480) -> Pa
     return path
 
 
-def scatter_file(target: str, targets: list[str]) -> str:
-    return SCATTER_FILE if len(targets) == 1 else f"test_scatter_{target}.png"
-
-
 def prediction_columns(targets: list[str], extras: tuple[str, ...] = ()) -> list[str]:
     """``file_name,mos,score`` (then ``extras``, e.g. ``std``) for one target; ``file_name`` and
     ``<target>_mos,<target>_score`` (then ``<target>_<extra>``) per target for several."""
@@ -115,7 +93,6 @@ def certainty_of_batch(pl_module, batch: dict, outputs: dict, size: int) -> list
     None per row for a model without distributions."""
     if "std" not in outputs:
         return [None] * size
-    from .calibration import rater_distances
 
     columns = {"std": outputs["std"].float().reshape(size, -1)}
     if "probs" in outputs and batch.get("mos_std") is not None:
@@ -165,7 +142,7 @@ class TestReport(Callback):
         datamodule = trainer.datamodule
         summary = split_summary(datamodule) if datamodule is not None else {}
         callback = trainer.checkpoint_callback
-        splits_file = Path(callback.dirpath) / "splits.csv" if getattr(callback, "dirpath", None) else None
+        splits_file = Path(callback.dirpath) / SPLITS_FILE if getattr(callback, "dirpath", None) else None
         for logger in loggers:
             # A sweep's metric is read from the run summary: make it the best val SRCC, not the last.
             logger.experiment.define_metric("val/srcc", summary="max")
@@ -204,17 +181,15 @@ class TestReport(Callback):
         they are of."""
         if not (self.enabled and trainer.is_global_zero and self.predictions and self._folder is not None):
             return
-        from .export import TEST_RESULTS_FILE, file_sha256  # export: the reader (model card)
-
         checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
         results = {"checkpoint": str(checkpoint) if checkpoint else None,
                    "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
                    "n_test": len(self.predictions),
                    "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
                                if k.startswith("test/")}}
-        with atomic_write(self._folder / TEST_RESULTS_FILE) as handle:
+        with atomic_write(self._folder / TEST_METRICS_FILE) as handle:
             handle.write(json.dumps(results, indent=2) + "\n")
-        self.files.append(self._folder / TEST_RESULTS_FILE)
+        self.files.append(self._folder / TEST_METRICS_FILE)
 
     def extras(self) -> tuple[str, ...]:
         """The certainty columns the last test has: ``std`` for a distribution model, then the raters' std and the
@@ -273,113 +248,51 @@ class TestReport(Callback):
         logger.experiment.log(logged)
 
 
-class ConfigToWandb(SaveConfigCallback):
-    """Writes config.yaml whole (beside it, then renamed) and, when a WandbLogger is active, logs the resolved
-    config to the run and records a fit's run id in the run folder."""
 
-    def setup(self, trainer, pl_module, stage: str) -> None:
-        if self.already_saved:
+
+
+
+
+
+
+
+
+
+
+class ReliabilityReport(Callback):
+    """Keeps the test's MOS, scores and stds; at test end writes the reliability plot per target into the test
+    report's folder (the run folder) and, with W&B, logs it as an image."""
+
+    def __init__(self):
+        self._rows: list = []
+        self.files: list[Path] = []
+
+    def on_test_epoch_start(self, trainer, pl_module) -> None:
+        self._rows, self.files = [], []
+
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0) -> None:
+        if not isinstance(outputs, dict) or "std" not in outputs:
             return
-        if self.save_to_log_dir:
-            log_dir = trainer.log_dir  # on every process: it broadcasts the folder
-            if trainer.is_global_zero:
-                with atomic_write(Path(log_dir) / self.config_filename) as handle:
-                    handle.write(self.parser.dump(self.config, skip_none=False))
-        if trainer.is_global_zero:
-            self.save_config(trainer, pl_module, stage)
-            self.already_saved = True
-        self.already_saved = trainer.strategy.broadcast(self.already_saved)
+        mos = batch["mos"].float().reshape(len(batch["mos"]), -1).cpu()
+        score = outputs["score"].float().reshape(len(mos), -1).cpu()
+        std = outputs["std"].float().reshape(len(mos), -1).cpu()
+        self._rows.extend(zip(torch.as_tensor(batch["index"]).tolist(), mos, score, std))
 
-    def save_config(self, trainer, pl_module, stage: str) -> None:
-        loggers = wandb_loggers(trainer)
-        if loggers:
-            config = yaml.safe_load(self.parser.dump(self.config, skip_none=False))
-            for logger in loggers:
-                logger.log_hyperparams({"config": config})
-            if stage == "fit":
-                with atomic_write(Path(trainer.default_root_dir) / WANDB_RUN_FILE) as handle:
-                    handle.write(f"{loggers[0].experiment.id}\n")
-
-
-def _wandb_logger_configs(trainer_config) -> list:
-    loggers = trainer_config.logger
-    loggers = loggers if isinstance(loggers, list) else [loggers]
-    return [logger for logger in loggers if (getattr(logger, "class_path", None) or "").endswith("WandbLogger")]
-
-
-def reuse_wandb_run(trainer_config, run_folder: Path) -> None:
-    """A WandbLogger without an ``id`` logs into the run folder's fit run (``test`` after ``fit``, a resume)."""
-    recorded = Path(run_folder) / WANDB_RUN_FILE
-    configs = [c for c in _wandb_logger_configs(trainer_config)
-               if c.init_args.get("id") is None and c.init_args.get("version") is None]
-    if not configs or not recorded.is_file() or recorded.stat().st_size > 256:
-        return
-    run_id = recorded.read_text(errors="replace").strip()
-    if not re.fullmatch(r"[A-Za-z0-9_-]{1,128}", run_id):
-        return  # not a W&B run id: a new run, as without the file
-    for config in configs:
-        config.init_args["id"] = run_id
-        if config.init_args.get("resume") is None and "resume" in config.init_args:
-            config.init_args["resume"] = "allow"  # (the CLI hands wandb.init's default, None, past WandbLogger's)
-
-
-def place_wandb_logs(trainer_config) -> None:
-    """A WandbLogger without ``save_dir`` writes into the working directory; put it in the run folder."""
-    root = trainer_config.default_root_dir
-    for logger in _wandb_logger_configs(trainer_config):
-        init_args = logger.init_args
-        if root and init_args.get("save_dir") in (None, ".") and init_args.get("dir") in (None, "."):
-            init_args["save_dir"] = root
-
-
-class EpochLines(Callback):
-    """One plain line per epoch (epoch, step, train loss, the monitored metric and its best), and one every
-    ``interval`` seconds inside a long epoch: what a job log or a pipe shows where a progress bar redraws in place."""
-
-    def __init__(self, interval: float = 300.0, stream=None) -> None:
-        self.interval = interval
-        self.stream = stream
-        self._started = self._last = 0.0
-
-    def _print(self, trainer, text: str) -> None:
-        if trainer.is_global_zero:
-            print(text, file=self.stream or sys.stdout, flush=True)
-
-    @staticmethod
-    def _value(trainer, key: str) -> str:
-        value = trainer.callback_metrics.get(key)
-        return f"{key} {float(value):.4f}" if value is not None else ""
-
-    @staticmethod
-    def _epoch(trainer) -> str:
-        last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
-        return f"epoch {trainer.current_epoch}" + (f"/{last}" if last is not None else "")
-
-    def on_train_start(self, trainer, pl_module) -> None:
-        self._started = self._last = time.monotonic()  # a resume may start inside an epoch
-
-    def on_train_epoch_start(self, trainer, pl_module) -> None:
-        self._started = self._last = time.monotonic()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if time.monotonic() - self._last < self.interval:
+    def on_test_epoch_end(self, trainer, pl_module) -> None:
+        rows = _all_rows(trainer, [(i, m.tolist(), s.tolist(), d.tolist()) for i, m, s, d in self._rows])
+        self._rows = []
+        report = next((c for c in trainer.callbacks if isinstance(c, TestReport)), None)
+        folder = Path((report.dirpath if report is not None else None) or trainer.log_dir
+                      or trainer.default_root_dir)
+        if not rows or not trainer.is_global_zero:
             return
-        self._last = time.monotonic()
-        batches = trainer.num_training_batches
-        of = f"/{batches}" if isinstance(batches, int) else ""
-        self._print(trainer, f"{self._epoch(trainer)}  batch {batch_idx + 1}{of}  step {trainer.global_step}  "
-                             f"{self._value(trainer, 'train/loss')}".rstrip())
+        targets = list(pl_module.model.targets)
+        for position, target in enumerate(targets):
+            columns = [[row[k][position] for row in rows] for k in (1, 2, 3)]
+            title = "reliability (test)" if len(targets) == 1 else f"reliability {target} (test)"
+            self.files.append(draw_reliability(*columns, folder / reliability_file(target, targets), title=title))
+        for logger in wandb_loggers(trainer):
+            import wandb
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        parts = [self._epoch(trainer), f"step {trainer.global_step}", self._value(trainer, "train/loss")]
-        checkpoint = trainer.checkpoint_callback
-        monitor = getattr(checkpoint, "monitor", None)
-        current = trainer.callback_metrics.get(monitor) if monitor else None
-        if current is not None:
-            # The checkpoint callback may judge this epoch only after this hook: take it into account here.
-            best = getattr(checkpoint, "best_model_score", None)
-            pick = min if getattr(checkpoint, "mode", "max") == "min" else max
-            best = float(current) if best is None or best != best else pick(float(best), float(current))
-            parts.append(f"{monitor} {float(current):.4f} (best {best:.4f})")
-        parts.append(f"{time.monotonic() - self._started:.0f} s")
-        self._print(trainer, "  ".join(part for part in parts if part))
+            logger.experiment.log({f"test/reliability_png{'' if len(targets) == 1 else '/' + t}": wandb.Image(str(p))
+                                   for t, p in zip(targets, self.files)})

@@ -1,0 +1,42 @@
+"""Every file of a run folder, named once.
+
+A run folder (``--trainer.default_root_dir``) holds what ``fit`` writes (the settings, the metrics, the
+checkpoints with the split and the data's scale) and what ``test`` adds beside them (its report). Every module
+that writes or reads one of these files takes its name from here.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"  # the fit's settings (naming no folder, so it can start another run)
+METRICS_FILE = "metrics.csv"  # every logged value, a row per step or epoch
+HPARAMS_FILE = "hparams.yaml"
+CHECKPOINTS = "checkpoints"  # the folder of the checkpoints, the split and the data's scale
+BEST_NAME = "best"  # best.ckpt: chosen on the monitored validation metric
+LAST_FILE = "last.ckpt"  # the end of the last finished epoch (or of a stopped step): what a resume starts from
+SPLITS_FILE = "splits.csv"  # in checkpoints/: file_name,split, the exact split of the run
+DATA_FILE = "data.json"  # in checkpoints/: the data's targets, MOS scales and quantiles, measured on train
+PREDICTIONS_FILE = "test_predictions.csv"
+TEST_METRICS_FILE = "test_metrics.json"  # the test's figures with the SHA-256 of the tested checkpoint
+SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png
+RELIABILITY_FILE = "test_reliability.png"  # one target; several: test_reliability_<target>.png
+LOCK_FILE = ".clip-agiqa.lock"  # held by the one command that writes the folder
+WANDB_RUN_FILE = "wandb_run_id"  # the W&B run of the fit, which test and a resume log into
+
+
+def per_target(name: str, target: str, targets: list[str]) -> str:
+    """``name`` for a model of one target, ``<stem>_<target><suffix>`` for each of several."""
+    if len(targets) == 1:
+        return name
+    path = Path(name)
+    return f"{path.stem}_{target}{path.suffix}"
+
+
+def scatter_file(target: str, targets: list[str]) -> str:
+    return per_target(SCATTER_FILE, target, targets)
+
+
+def reliability_file(target: str, targets: list[str]) -> str:
+    return per_target(RELIABILITY_FILE, target, targets)
+
