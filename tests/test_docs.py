@@ -221,3 +221,23 @@ def test_the_manual_builds_strictly(tmp_path):
     assert built.returncode == 0, built.stderr[-3000:]
     nav = (REPO / "mkdocs.yml").read_text()
     assert all(page.name in nav for page in (REPO / "docs").glob("*.md")), "a page missing from mkdocs.yml's nav"
+
+
+# --- the experiment commands name exactly the tested combinations ---------------------------------------------
+def docs_config_combinations() -> set[tuple[str, ...]]:
+    """The experiments configs (--config experiments/...) of every clip-agiqa command of the docs, overlays left out."""
+    from test_experiments import OVERLAYS
+
+    named = [tuple(value.removeprefix("experiments/") for option, value in zip(args, args[1:])
+                   if option == "--config" and value.startswith("experiments/")
+                   and value.removeprefix("experiments/") not in OVERLAYS)
+             for _, args in every_command()]
+    return {configs for configs in named if configs}
+
+
+def test_the_docs_commands_name_exactly_the_tested_combinations():
+    """Every config combination the docs' commands use is one that test_experiments.py runs, and every one it runs is
+    named in the docs."""
+    from test_experiments import COMBINATIONS
+
+    assert docs_config_combinations() == set(COMBINATIONS)
