@@ -1,9 +1,8 @@
 """The experiment configs compose: a data part, a model part and a protocol part, each given with one more
-``--config``. Every combination the README ships runs through the CLI (shrunk to the tiny model, a tiny root
+``--config``. Every combination the docs ship runs through the CLI (shrunk to the tiny model, a tiny root
 in its dataset's real layout, a couple of steps), so none can rot; each part says what it promises."""
 
 import math
-import re
 import warnings
 
 import pytest
@@ -24,13 +23,12 @@ from clip_agiqa.run_files import scatter_file
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 
 EXPERIMENTS = REPO / "experiments"
-README = REPO / "README.md"
 PROMPT_DISJOINT = ("model/clip_agiqa.yaml", "protocol/prompt_disjoint.yaml")
 PROMPT_AWARE = ("model/clip_agiqa_prompt.yaml", "protocol/prompt_disjoint.yaml")
 BENCHMARK_PARTS = ("agiqa3k_quality", "agiqa3k_align", "agiqa1k", "aigciqa2023_quality", "aigciqa2023_authenticity",
                    "aigciqa2023_correspondence", "aigciqa20k")
 ALL_TARGETS_PARTS = ("agiqa3k_all_targets", "aigciqa2023_all_targets")  # several targets in one model
-# The shipped combinations, in the order the README gives them: data part, model part, protocol part.
+# The shipped combinations (tests/test_docs.py checks that the docs name exactly these): data part, model part, protocol part.
 COMBINATIONS = [
     *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in BENCHMARK_PARTS],
     ("data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/paper.yaml"),
@@ -161,25 +159,6 @@ def test_no_config_sets_the_mos_scale():
     """The MOS scale comes from the datamodule: a config that set it would fight the data."""
     for path in EXPERIMENTS.rglob("*.yaml"):
         assert "mos_scale" not in path.read_text(), f"{path.relative_to(REPO)} sets mos_scale"
-
-
-def readme_commands() -> list[tuple[str, ...]]:
-    """The experiments configs of every clip-agiqa command in the README, overlays left out, in order."""
-    text = README.read_text().replace("\\\n", " ")
-    commands = [segment for line in text.splitlines() for segment in line.split("clip-agiqa ")[1:]]
-    named = [tuple(c for c in re.findall(r"--config experiments/(\S+?\.yaml)", command) if c not in OVERLAYS)
-             for command in commands]
-    return [configs for configs in named if configs]
-
-
-def test_readme_commands_name_only_shipped_configs():
-    for configs in readme_commands():
-        missing = [c for c in configs if not (EXPERIMENTS / c).is_file()]
-        assert not missing, f"README names experiments/{missing[0]}, which does not exist"
-
-
-def test_readme_lists_exactly_the_tested_combinations():
-    assert set(readme_commands()) == set(COMBINATIONS)
 
 
 def test_every_part_is_in_a_tested_combination():
