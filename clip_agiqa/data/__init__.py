@@ -16,6 +16,7 @@ _EXPORTS = {
     "AIGCIQA2023Reader": ".aigciqa2023", "AIGCIQA20KReader": ".aigciqa20k", "MOSFolderReader": ".folder",
     "ImageFolderReader": ".folder", "HubReader": ".hub", "SyntheticReader": ".synthetic",
     "ImageSettings": ".transforms",
+    "EvalMi50K": ".evalmi50k", "EvalMi50KReader": ".evalmi50k",
 }
 __all__ = sorted(_EXPORTS)
 
