@@ -17,6 +17,7 @@ _EXPORTS = {
     "ImageFolderReader": ".folder", "HubReader": ".hub", "SyntheticReader": ".synthetic",
     "ImageSettings": ".transforms",
     "EvalMi50K": ".evalmi50k", "EvalMi50KReader": ".evalmi50k",
+    "TableData": ".table", "TableReader": ".table", "TableDescription": ".table",
 }
 __all__ = sorted(_EXPORTS)
 

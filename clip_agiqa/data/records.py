@@ -64,13 +64,14 @@ def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
     return [(number, row) for number, row in enumerate(rows, start=1) if not is_blank(row)]
 
 
-def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with their row numbers (one row a line: no line breaks in fields).
+def read_csv_rows(path: Path, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file (``delimiter`` "\\t": TSV) with their row numbers (one row a line: no line
+    breaks in fields).
 
     UTF-8 only (a BOM is fine): text in another encoding (Latin-1, Windows-1252) is refused in one line rather
     than guessed, since a wrong guess changes names; so is a field longer than ``CSV_FIELD_LIMIT``."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, delimiter=delimiter)
         try:
             return numbered_rows(reader)
         except UnicodeDecodeError:
