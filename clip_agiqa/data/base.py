@@ -304,6 +304,12 @@ class MOSDataModule(L.LightningDataModule):
             scales[name] = [low, high]
         return {name: scales[name] for name in self.targets}  # the targets' order: one model output each
 
+    def sample_groups(self) -> dict[str, dict[str, str]]:
+        """Every sample's groups by name (its generator and the dataset's own groups: task ...), for results per
+        group; empty for samples without any."""
+        self.load()
+        return {r.file_name: {**({"generator": r.generator} if r.generator else {}), **r.groups} for r in self.records}
+
     def generation_prompts(self) -> list[str]:
         """The prompt of every sample, for a model that reads them; samples without one are named."""
         self.load()
