@@ -3,18 +3,21 @@ on groups too small to read (a correlation over a handful of images is mostly no
 
 ``group_results`` computes them from per-image MOS, scores and group labels; ``write_group_table`` writes
 ``test_groups.csv`` (``target,group,value,n,srcc,plcc,too_small``) and ``group_markdown`` renders the same as a
-table for a summary. Nothing here knows Lightning or the data side: callers hand over plain values.
+table; ``benchmark_group_lines`` pools a benchmark's splits into its summary. Nothing here knows Lightning or the data side: callers hand over plain values.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import math
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .errors import InputError
+from .files import atomic_write, read_bytes
 from .metrics import correlation
 from .safe_csv import safe_writer
 
@@ -106,3 +109,50 @@ def write_test_groups(folder: Path, targets: list[str], names: list[str], mos: l
 def target_column(values: list, position: int, targets: int) -> list[float]:
     """One target's values: the floats themselves for one target, the ``position``-th of each list for several."""
     return list(values) if targets == 1 else [value[position] for value in values]
+
+
+# --- over a benchmark's splits ----------------------------------------------------------------------------------
+MAX_GROUPS_FILE_BYTES = 64 << 20  # 24 generators x 58 tasks x targets is a few kB
+
+
+def read_group_table(path: Path) -> list[GroupResult]:
+    """The rows of a ``test_groups.csv`` (a regular file of bounded size); a damaged one is one line naming it."""
+    try:
+        rows = list(csv.DictReader(io.StringIO(read_bytes(path, MAX_GROUPS_FILE_BYTES).decode("utf-8"))))
+        return [GroupResult(r["target"], r["group"], r["value"], int(r["n"]), as_number(r["srcc"]),
+                            as_number(r["plcc"])) for r in rows]
+    except (KeyError, TypeError, ValueError, UnicodeDecodeError, csv.Error) as error:
+        raise InputError(f"{path}: not a {GROUPS_FILE} ({str(error)[:80]})") from None
+
+
+def as_number(cell: str) -> float:
+    return float(cell) if cell.strip() else math.nan
+
+
+def benchmark_group_lines(out: Path) -> list[str]:
+    """Markdown: per target and grouping, each group's mean SRCC/PLCC (± std) over the splits' ``test_groups.csv``,
+    its mean count, and a flag where it was too small in any split; empty when no split has groups."""
+    tables = [read_group_table(path) for path in sorted(Path(out).glob(f"split_*/{GROUPS_FILE}"))]
+    pooled: dict[tuple[str, str, str], list[GroupResult]] = {}
+    for result in (r for table in tables for r in table):
+        pooled.setdefault((result.target, result.group, result.value), []).append(result)
+    if not pooled:
+        return []
+    lines = ["", "## Per group", "", f"Mean ± std over {len(tables)} split(s); n: mean test images per split; "
+             f"* too small to read in some split (fewer than {MIN_GROUP_SIZE} images or undefined)."]
+    for target, group in dict.fromkeys((t, g) for t, g, _ in pooled):
+        lines += ["", f"### {group} ({target})", "", f"| {group} | n | SRCC | PLCC |", "|---|---|---|---|"]
+        for (t, g, value), results in pooled.items():
+            if (t, g) == (target, group):
+                flag = " *" if any(r.too_small for r in results) else ""
+                count = np.mean([r.n for r in results])
+                lines.append(f"| {value}{flag} | {count:.0f} | {spread([r.srcc for r in results])} | "
+                             f"{spread([r.plcc for r in results])} |")
+    return lines
+
+
+def spread(values: list[float]) -> str:
+    known = [v for v in values if not math.isnan(v)]
+    if not known:
+        return "-"
+    return f"{np.mean(known):.4f}" + (f" ± {np.std(known, ddof=1):.4f}" if len(known) > 1 else "")

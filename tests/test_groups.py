@@ -80,3 +80,20 @@ def test_a_test_run_writes_results_per_generator_and_task(tmp_path):
     assert by_group["generator"] and {r["value"] for r in by_group["generator"]} <= {"ali_flux_schnell", "DALLE3", "Kolors"}
     assert sum(int(r["n"]) for r in by_group["generator"]) == tested
     assert sum(int(r["n"]) for r in by_group["task"]) == tested and all(r["too_small"] == "1" for r in rows)
+
+
+def test_the_benchmark_summary_pools_each_group_over_the_splits(tmp_path):
+    from clip_agiqa.bench.results import write_summary
+    from clip_agiqa.groups import GroupResult, benchmark_group_lines, write_group_table
+
+    for split, (srcc, n) in enumerate([(0.5, 30), (0.7, 10)]):
+        (tmp_path / f"split_{split}").mkdir()
+        write_group_table(tmp_path / f"split_{split}" / GROUPS_FILE,
+                          [GroupResult("mos", "generator", "sd", n, srcc, srcc + 0.1),
+                           GroupResult("mos", "task", "OCR", 40, 0.2, float("nan"))])
+    lines = benchmark_group_lines(tmp_path)
+    assert "| sd * | 20 | 0.6000 ± 0.1414 | 0.7000 ± 0.1414 |" in lines  # 10 images in split 1: flagged
+    assert "| OCR | 40 | 0.2000 ± 0.0000 | - |" in lines and "### task (mos)" in lines
+    summary = write_summary(tmp_path, [], "clip-agiqa benchmark ...", 2, {}).read_text()
+    assert "## Per group" in summary and "| sd * | 20 |" in summary
+    assert benchmark_group_lines(tmp_path / "nothing") == []

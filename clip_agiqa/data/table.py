@@ -20,7 +20,7 @@ A description (``experiments/datasets/*.yaml`` ship some)::
     groups:                             # optional: results per group; "generator" fills the record's generator
       generator: {column: name, pattern: "^([^_]+)_"}   # the regex's first group of the column's value
       task: type
-    mos_scale: [0, 5]                   # optional: the fixed scale of every target; default: measured on train
+    scale: [0, 5]                       # optional: the fixed MOS scale of every target; default: measured on train
     scales: {task_answer: [0, 1]}       # optional: a fixed scale per target, where they differ
 
 Columns of JSON items may be dotted paths into nested objects (``scores.overall``). Every file is read as
@@ -50,7 +50,7 @@ from .records import (MAX_ANNOTATION_BYTES, MissingFile, Record, find_image_fold
 MAX_DESCRIPTION_BYTES = 1 << 20
 FORMATS = {".csv": "csv", ".tsv": "tsv", ".json": "json", ".jsonl": "jsonl", ".xlsx": "xlsx", ".parquet": "parquet"}
 KEYS = ("name", "file", "format", "header", "image", "image_template", "image_folder", "prompt", "targets", "stds",
-        "raters_std", "groups", "mos_scale", "scales", "source")
+        "raters_std", "groups", "scale", "scales", "source")
 REQUIRED = ("file", "image", "targets")
 RATERS_STD = {"sample": 1, "population": 0}  # ddof
 MAX_PROBLEMS = 20  # bad cells kept for the error; the rest are counted
@@ -91,7 +91,7 @@ class TableDescription:
     stds: dict[str, str] = field(default_factory=dict)
     raters_std: str = "sample"
     groups: dict[str, GroupColumn] = field(default_factory=dict)
-    mos_scale: tuple[float, float] | None = None
+    scale: tuple[float, float] | None = None
     scales: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
@@ -119,7 +119,7 @@ class TableDescription:
         described = cls(source=source, **{**content, "targets": target_columns(content["targets"], source),
                                           "groups": group_columns(content.get("groups") or {}, source),
                                           "stds": text_mapping(content.get("stds") or {}, "stds", source),
-                                          "mos_scale": scale(content.get("mos_scale"), "mos_scale", source),
+                                          "scale": scale(content.get("scale"), "scale", source),
                                           "scales": {name: scale(value, f"scales.{name}", source) for name, value
                                                      in mapping(content.get("scales") or {}, "scales", source).items()}})
         described.check(source)
@@ -400,13 +400,13 @@ class TableReader(Reader):
                           else TableDescription.load(description))
         self.name = self.described.name
         self.targets = tuple(self.described.targets)
-        self.mos_scale = self.described.mos_scale
+        self.mos_scale = self.described.scale
 
     def __repr__(self) -> str:
         return f"TableReader({self.described.source!r})"
 
     def scale_of(self, target: str) -> tuple[float, float] | None:
-        return self.described.scales.get(target, self.described.mos_scale)
+        return self.described.scales.get(target, self.described.scale)
 
     def read(self, root: Path) -> list[Record]:
         described = self.described

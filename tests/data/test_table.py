@@ -133,7 +133,7 @@ def test_template_folder_and_several_targets_with_their_own_scales(tmp_path):
     write_csv(tmp_path / "labels.csv", [["id", "q", "yes"], ["7", "3", "1"], ["8", "4", "0"]])
     described = TableDescription.from_mapping({"file": "labels.csv", "image": "id", "image_template": "pics/{}.png",
                                                "image_folder": "", "targets": {"quality": "q", "answer": "yes"},
-                                               "mos_scale": [0, 5], "scales": {"answer": [0, 1]}})
+                                               "scale": [0, 5], "scales": {"answer": [0, 1]}})
     reader = TableReader(described)
     records = reader.read(tmp_path)
     assert [r.file_name for r in records] == ["pics/7.png", "pics/8.png"] and records[0].path == tmp_path / "pics/7.png"
@@ -193,7 +193,7 @@ def test_bad_numbers_are_counted_and_named_by_row(tmp_path):
     ({"image": "i", "targets": {"m": "s"}}, r"file must be given"),
     ({"file": "a.txt", "image": "i", "targets": {"m": "s"}}, r"format must be one of csv, tsv, json"),
     ({"file": "a.csv", "image": "i", "targets": {"m": 3}}, r"targets.m must be a column"),
-    ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "mos_scale": [5, 1]}, r"mos_scale must be \[low, high\]"),
+    ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "scale": [5, 1]}, r"scale must be \[low, high\]"),
     ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "stds": {"q": "sd"}}, r"stds names 'q', which is not a"),
     ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "image_template": "x/{0}"}, r"image_template must hold"),
     ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "groups": {"g": {"column": "i", "pattern": "x"}}},
