@@ -1,13 +1,17 @@
 """Writing files so that a kill or a full disk never leaves a target half-written: every write goes to a
-temporary file beside its target (same folder, so the same filesystem) and is renamed into place."""
+temporary file beside its target (same folder, so the same filesystem) and is renamed into place; and reading
+a file someone else wrote: a regular file of bounded size, or one line naming it."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
 import os
+import stat
 import tempfile
 from pathlib import Path
+
+from .errors import InputError
 
 
 @contextlib.contextmanager
@@ -45,3 +49,31 @@ def file_sha256(path: Path) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def regular_file(path: Path, limit: int) -> int:
+    """The size of ``path`` after checking, without opening it, that it is a regular file of at most ``limit``
+    bytes (links are followed to what they name: a link to /dev/zero is a device, refused)."""
+    try:
+        info = os.stat(path)
+    except FileNotFoundError:
+        raise InputError(f"{path} not found") from None
+    except OSError as error:
+        raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
+    if not stat.S_ISREG(info.st_mode):
+        raise InputError(f"{path} is not a regular file")
+    if info.st_size > limit:
+        raise InputError(f"{path} is {info.st_size:,} bytes, more than the {limit:,} such a file can be")
+    return info.st_size
+
+
+def read_bytes(path: Path, limit: int) -> bytes:
+    regular_file(path, limit)
+    try:
+        with open(path, "rb") as handle:
+            data = handle.read(limit + 1)  # never more, even if the file grew after the check
+    except OSError as error:
+        raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
+    if len(data) > limit:
+        raise InputError(f"{path} is more than the {limit:,} bytes such a file can be")
+    return data

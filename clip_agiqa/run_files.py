@@ -18,6 +18,7 @@ LAST_FILE = "last.ckpt"  # the end of the last finished epoch (or of a stopped s
 SPLITS_FILE = "splits.csv"  # in checkpoints/: file_name,split, the exact split of the run
 DATA_FILE = "data.json"  # in checkpoints/: the data's targets, MOS scales and quantiles, measured on train
 PREDICTIONS_FILE = "test_predictions.csv"
+GROUPS_FILE = "test_groups.csv"  # SRCC/PLCC per generator, task ... where the data names them
 TEST_METRICS_FILE = "test_metrics.json"  # the test's figures with the SHA-256 of the tested checkpoint
 SCATTER_FILE = "test_scatter.png"  # one target; several: test_scatter_<target>.png
 RELIABILITY_FILE = "test_reliability.png"  # one target; several: test_reliability_<target>.png

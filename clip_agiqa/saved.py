@@ -11,9 +11,7 @@ that names the file. Nothing here imports Lightning or builds a model.
 from __future__ import annotations
 
 import hashlib
-import os
 import pickle
-import stat
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,6 +20,7 @@ import torch
 
 from .config import FIELDS, CLIPAGIQAConfig, check_mos_scale
 from .errors import InputError
+from .files import read_bytes, regular_file  # noqa: F401 (re-exported: export.py)
 
 WEIGHTS_FILE = "model.safetensors"
 CONFIG_FILE = "config.json"
@@ -55,34 +54,6 @@ class TrainedWeights:
 
 
 # --- files ------------------------------------------------------------------------------------------------
-def regular_file(path: Path, limit: int) -> int:
-    """The size of ``path`` after checking, without opening it, that it is a regular file of at most ``limit``
-    bytes (links are followed to what they name: a link to /dev/zero is a device, refused)."""
-    try:
-        info = os.stat(path)
-    except FileNotFoundError:
-        raise InputError(f"{path} not found") from None
-    except OSError as error:
-        raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
-    if not stat.S_ISREG(info.st_mode):
-        raise InputError(f"{path} is not a regular file")
-    if info.st_size > limit:
-        raise InputError(f"{path} is {info.st_size:,} bytes, more than the {limit:,} such a file can be")
-    return info.st_size
-
-
-def read_bytes(path: Path, limit: int) -> bytes:
-    regular_file(path, limit)
-    try:
-        with open(path, "rb") as handle:
-            data = handle.read(limit + 1)  # never more, even if the file grew after the check
-    except OSError as error:
-        raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
-    if len(data) > limit:
-        raise InputError(f"{path} is more than the {limit:,} bytes such a file can be")
-    return data
-
-
 def read_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> dict:
     import json
 

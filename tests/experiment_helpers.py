@@ -49,9 +49,10 @@ def make_data_root(data_class: str, tmp: Path, synthetic_root: Path) -> tuple[Pa
     """A tiny root in the real layout of ``data_class``, and extra data arguments that shrink it."""
     import shutil
 
-    from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
+    from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root, evalmi50k_root
 
-    builders = {"AGIQA3K": agiqa3k_root, "AGIQA1K": agiqa1k_root, "AIGCIQA20K": aigciqa20k_root}
+    builders = {"AGIQA3K": agiqa3k_root, "AGIQA1K": agiqa1k_root, "AIGCIQA20K": aigciqa20k_root,
+                "EvalMi50K": evalmi50k_root}
     root = tmp / data_class
     if data_class in builders:
         root.mkdir(parents=True)

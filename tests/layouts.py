@@ -131,3 +131,34 @@ def rated_root(root: Path, num_images: int, noisy: bool) -> Path:
             mos = f"{np.clip(float(row['mos']) + rng.normal(0, std), 0, 5):.4f}" if noisy else row["mos"]
             writer.writerow([row["file_name"], mos, f"{std:.4f}"])
     return root
+
+
+# --- EvalMi-50K -----------------------------------------------------------------------------------------------
+EVALMI50K_PROMPT_LINES = 2100
+
+
+def evalmi50k_annotations(folder: Path) -> Path:
+    """``AIGI2025_MOS_yn.xlsx`` of real rows (3 generators x 12 prompts) and a ``prompt_tasks.jsonl`` whose lines of
+    those prompts are the real ones (the other lines: filler), in ``folder``."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(DATA / "evalmi50k_rows.csv", newline="") as handle:
+        header, *rows = list(csv.reader(handle))
+    write_xlsx(folder / "AIGI2025_MOS_yn.xlsx",
+               [header, *[[row[0], *[float(v) if v else None for v in row[1:]]] for row in rows]])
+    real = {item.pop("line"): item for item in map(json.loads, (DATA / "evalmi50k_prompt_tasks_rows.jsonl")
+                                                        .read_text().splitlines())}
+    lines = [json.dumps(real.get(n, {"tag": "filler", "prompt": f"filler prompt {n}"}))
+             for n in range(1, EVALMI50K_PROMPT_LINES + 1)]
+    (folder / "prompt_tasks.jsonl").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def evalmi50k_root(root: Path, image_folder: str = "") -> Path:
+    """A tiny EvalMi-50K root as downloaded: the two annotation files and ``<generator>/<NNN>.png`` placeholders."""
+    evalmi50k_annotations(root)
+    with open(DATA / "evalmi50k_rows.csv", newline="") as handle:
+        for i, row in enumerate(csv.DictReader(handle)):
+            placeholder(root / image_folder / row["ImageName"], i)
+    return root

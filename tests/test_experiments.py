@@ -37,6 +37,10 @@ COMBINATIONS = [
     ("demo.yaml",),  # one self-contained file (make demo)
     *[(f"data/{name}.yaml", *PROMPT_AWARE) for name in BENCHMARK_PARTS + ALL_TARGETS_PARTS],
     *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in ALL_TARGETS_PARTS],
+    # EvalMi-50K: perception alone, and correspondence (alone and with perception) read with the prompt
+    ("data/evalmi50k_perception.yaml", *PROMPT_DISJOINT),
+    ("data/evalmi50k_correspondence.yaml", *PROMPT_AWARE),
+    ("data/evalmi50k_all_targets.yaml", *PROMPT_AWARE),
 ]
 OVERLAYS = {"wandb.yaml"}  # added with one more --config on top of a combination
 PARTS = {kind: sorted(p.name for p in (EXPERIMENTS / kind).glob("*.yaml")) for kind in ("data", "model", "protocol")}

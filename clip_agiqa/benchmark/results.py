@@ -253,9 +253,12 @@ def summary_markdown(rows: list[dict], command: str, planned: int, about: dict |
 
 
 def write_summary(out: Path, rows: list[dict], command: str, planned: int, about: dict | None = None) -> Path:
+    from ..groups import benchmark_group_lines  # per generator, task ... where the splits' tests wrote them
+
     path = Path(out) / SUMMARY_FILE
+    per_group = "".join(f"{line}\n" for line in benchmark_group_lines(Path(out)))
     with atomic_write(path) as handle:
-        handle.write(summary_markdown(rows, command, planned, about))
+        handle.write(summary_markdown(rows, command, planned, about) + per_group)
     return path
 
 

@@ -225,9 +225,19 @@ class TestReport(Callback):
             score = [row[2 + width * position] for row in rows]
             title = "test" if len(self.targets) == 1 else f"test {target}"
             pngs[target] = draw_scatter(mos, score, folder / scatter_file(target, self.targets), title=title)
-        self.files = [folder / PREDICTIONS_FILE, *pngs.values()]
+        self.files = [folder / PREDICTIONS_FILE, *pngs.values(), *self.write_groups(folder, trainer)]
         for logger in wandb_loggers(trainer):
             self._log_to_wandb(logger, rows, pngs)
+
+    def write_groups(self, folder: Path, trainer) -> list[Path]:
+        """``test_groups.csv``: SRCC/PLCC per generator, task ... where the data names them (``clip_agiqa.groups``)."""
+        sample_groups = getattr(getattr(trainer, "datamodule", None), "sample_groups", None)
+        if sample_groups is None:
+            return []
+        from ..groups import write_test_groups
+
+        names, mos, scores = zip(*self.predictions)
+        return write_test_groups(folder, self.targets, list(names), list(mos), list(scores), sample_groups())
 
     def _log_to_wandb(self, logger, rows: list[list], pngs: dict[str, Path]) -> None:
         """One table with every column; per target a scatter plot of it and the PNG (``test/scatter`` and

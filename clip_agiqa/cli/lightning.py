@@ -44,11 +44,13 @@ from ..data import (  # noqa: F401
     AGIQA3K,
     AIGCIQA20K,
     AIGCIQA2023,
+    EvalMi50K,
     HFDataset,
     ImageFolder,
     MOSDataModule,
     MOSFolder,
     SyntheticAIGI,
+    TableData,
 )
 from ..errors import InputError, UsageError
 from ..module import CLIPAGIQA

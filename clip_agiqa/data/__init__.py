@@ -16,6 +16,8 @@ _EXPORTS = {
     "AIGCIQA2023Reader": ".aigciqa2023", "AIGCIQA20KReader": ".aigciqa20k", "MOSFolderReader": ".folder",
     "ImageFolderReader": ".folder", "HubReader": ".hub", "SyntheticReader": ".synthetic",
     "ImageSettings": "..frozen",
+    "EvalMi50K": ".evalmi50k", "EvalMi50KReader": ".evalmi50k",
+    "TableData": ".table", "TableReader": ".table", "TableDescription": ".table",
 }
 __all__ = sorted(_EXPORTS)
 

@@ -189,6 +189,10 @@ class MOSDataModule(L.LightningDataModule):
         """The benchmark's fixed MOS scale (the reader's), or None: measured on the training split."""
         return self.reader.mos_scale
 
+    def scales_fixed(self) -> bool:
+        """Whether every selected target's scale is fixed by the dataset (nothing measured)."""
+        return all(self.reader.scale_of(name) is not None for name in self.targets)
+
     def load_records(self) -> list[Record]:
         """The reader's records, each with the first selected target first (its ``mos``)."""
         records = self.reader.read(self.root)
@@ -289,21 +293,28 @@ class MOSDataModule(L.LightningDataModule):
 
     @property
     def target_scales(self) -> dict[str, list[float]] | None:
-        """Each target's (low, high) MOS scale: a benchmark's fixed scale (``mos_scale``: known without reading
+        """Each target's (low, high) MOS scale: the dataset's fixed scale (``Reader.scale_of``: known without reading
         anything), else the range of the training split's values; None without labels (a folder to score)."""
-        if self.mos_scale is not None:
-            return {name: [float(v) for v in self.mos_scale] for name in self.targets}
+        fixed = {name: self.reader.scale_of(name) for name in self.targets}
+        if all(scale is not None for scale in fixed.values()):
+            return {name: [float(v) for v in scale] for name, scale in fixed.items()}
         train = self.split_records("train")
         if not train or any(math.isnan(r.mos) for r in train):
             return None
-        scales = {}
-        for name in self.targets:
+        scales = {name: [float(v) for v in scale] for name, scale in fixed.items() if scale is not None}
+        for name in (name for name in self.targets if fixed[name] is None):
             values = [target_value(r, name) for r in train]
             low, high = min(values), max(values)
             if not high > low:
                 raise InputError(f"{self.root}: every training value of {name} is {low}: there is nothing to learn")
             scales[name] = [low, high]
-        return scales
+        return {name: scales[name] for name in self.targets}  # the targets' order: one model output each
+
+    def sample_groups(self) -> dict[str, dict[str, str]]:
+        """Every sample's groups by name (its generator and the dataset's own groups: task ...), for results per
+        group; empty for samples without any."""
+        self.load()
+        return {r.file_name: {**({"generator": r.generator} if r.generator else {}), **r.groups} for r in self.records}
 
     def generation_prompts(self) -> list[str]:
         """The prompt of every sample, for a model that reads them; samples without one are named."""
@@ -402,7 +413,7 @@ class MOSDataModule(L.LightningDataModule):
         write_splits(path, self.records, self.assignment)
         about = {"data": type(self).__name__, "root": str(self.root), **split_summary(self),
                  "targets": self.target_scales,
-                 "mos_scale_from": "fixed by the benchmark" if self.mos_scale is not None else "training split"}
+                 "mos_scale_from": "fixed by the benchmark" if self.scales_fixed() else "training split"}
         with atomic_write(Path(directory) / DATA_FILE) as handle:
             handle.write(json.dumps(about, indent=2) + "\n")
         return path

@@ -35,5 +35,10 @@ class Reader:
     def read(self, root: Path) -> list[Record]:
         raise NotImplementedError
 
+    def scale_of(self, target: str) -> tuple[float, float] | None:
+        """One target's fixed (low, high) scale, or None (measured on the training split); a dataset whose targets
+        have different scales (EvalMi-50K's 0-100 MOS and 0/1 task answer) overrides it."""
+        return self.mos_scale
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}()"

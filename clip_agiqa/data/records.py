@@ -7,12 +7,13 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence
 
 import openpyxl
 import torch
 
 from ..errors import InputError
+from ..files import regular_file
 from ..text import first_and_more
 
 
@@ -27,6 +28,7 @@ class Record:
     generator: str | None = None
     where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
     stds: dict[str, float] = field(default_factory=dict)  # the raters' spread per target, where the data gives it
+    groups: dict[str, str] = field(default_factory=dict)  # named groups beyond the generator (task ...), for results per group
 
     @property
     def mos(self) -> float:
@@ -62,13 +64,14 @@ def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
     return [(number, row) for number, row in enumerate(rows, start=1) if not is_blank(row)]
 
 
-def read_csv_rows(path: Path) -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file with their row numbers (one row a line: no line breaks in fields).
+def read_csv_rows(path: Path, delimiter: str = ",") -> list[tuple[int, list[str]]]:
+    """The non-blank rows of a CSV file (``delimiter`` "\\t": TSV) with their row numbers (one row a line: no line
+    breaks in fields).
 
     UTF-8 only (a BOM is fine): text in another encoding (Latin-1, Windows-1252) is refused in one line rather
     than guessed, since a wrong guess changes names; so is a field longer than ``CSV_FIELD_LIMIT``."""
     with open(path, newline="", encoding="utf-8-sig") as handle:
-        reader = csv.reader(handle)
+        reader = csv.reader(handle, delimiter=delimiter)
         try:
             return numbered_rows(reader)
         except UnicodeDecodeError:
@@ -101,6 +104,29 @@ def read_xlsx_rows(path: Path) -> list[tuple[int, tuple]]:
         raise InputError(f"cannot read spreadsheet {path}: {error}") from error
     try:  # read-only sheets give blank rows as rows of None, so positions are row numbers
         return numbered_rows(workbook.worksheets[0].iter_rows(values_only=True))
+    finally:
+        workbook.close()
+
+
+MAX_ANNOTATION_BYTES = 1 << 30  # EvalMi-50K's spreadsheet is 2.4 MB; a larger file is not an annotation file
+
+
+def iter_xlsx_rows(path: Path) -> Iterator[tuple[int, tuple]]:
+    """The non-blank rows (values) of the first sheet of an .xlsx file with their row numbers, streamed (openpyxl's
+    read-only mode: memory does not grow with the rows); a damaged file is one error naming it."""
+    regular_file(path, MAX_ANNOTATION_BYTES)
+    try:
+        workbook = openpyxl.load_workbook(path, read_only=True, data_only=True)
+    except Exception as error:  # openpyxl raises several unrelated types for a damaged file
+        raise InputError(f"cannot read spreadsheet {path}: {error}") from error
+    try:
+        for number, row in enumerate(workbook.worksheets[0].iter_rows(values_only=True), start=1):
+            if not is_blank(row):
+                yield number, row
+    except InputError:
+        raise
+    except Exception as error:  # a damaged sheet part surfaces while iterating
+        raise InputError(f"cannot read spreadsheet {path}: {error}") from error
     finally:
         workbook.close()
 
