@@ -82,7 +82,7 @@ def test_a_test_run_writes_results_per_generator_and_task(tmp_path):
 
 
 def test_the_benchmark_summary_pools_each_group_over_the_splits(tmp_path):
-    from clip_agiqa.bench.results import write_summary
+    from clip_agiqa.benchmark.results import write_summary
     from clip_agiqa.groups import GroupResult, benchmark_group_lines, write_group_table
 
     for split, (srcc, n) in enumerate([(0.5, 30), (0.7, 10)]):

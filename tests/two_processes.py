@@ -1,7 +1,7 @@
 """Several clip-agiqa commands in one 2-process (gloo) launch: ``python two_processes.py PLAN.json``.
 
 PLAN.json: ``{"commands": [[name, [clip-agiqa arguments]], ...], "results": "path.json"}``. Each command runs
-through ``clip_agiqa.commands.main`` as the console script runs it, in order, with ``--trainer.devices 2
+through ``clip_agiqa.cli.main`` as the console script runs it, in order, with ``--trainer.devices 2
 --trainer.strategy ddp`` given by the plan. The first command's Trainer starts the second process (Lightning
 runs this script again with the same arguments, so it runs the same commands); the later ones join the same
 process group. Rank 0 writes each command's ``callback_metrics`` (synced across the processes) to ``results``.
