@@ -226,6 +226,13 @@ def load_checkpoint(path: Path) -> dict:
     return checkpoint
 
 
+def checkpoint_position(path: Path) -> tuple[int | None, int | None]:
+    """The epoch and global step a checkpoint was saved at (None where it does not say, or says nonsense)."""
+    checkpoint = load_checkpoint(path)
+    position = [checkpoint.get(key) for key in ("epoch", "global_step")]
+    return tuple(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in position)
+
+
 def read_checkpoint(path: Path, task_parameters=None) -> TrainedWeights:
     """The model of a Lightning checkpoint: its config (from the hyper-parameters) and trained tensors. Given
     the task's parameter names, the hyper-parameters must be those only (what LightningCLI reads back)."""
