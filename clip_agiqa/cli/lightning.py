@@ -363,6 +363,10 @@ class AGIQACLI(LightningCLI):
         workers = data_args.get("num_workers") if data_args is not None else None
         if isinstance(workers, int) and workers < 0:
             raise InputError(f"--data.num_workers {workers}: give 0 (load in the main process) or more")
+        for option in ("batch_size", "eval_batch_size"):
+            size = data_args.get(option) if data_args is not None else None
+            if isinstance(size, int) and size < 1:
+                raise InputError(f"--data.{option} {size}: give 1 or more images per batch")
         if subcommand == "predict" and config.ckpt_path is None:
             model_args = getattr(config.get("model"), "init_args", None)
             if model_args is None or not model_args.get("init_from"):
@@ -405,6 +409,13 @@ class AGIQACLI(LightningCLI):
         except RunInterrupted as stopped:
             stopped.resume = resume_command(self.run_folder)
             raise
+        except Exception as error:
+            from . import disk_full
+
+            full = disk_full(error)
+            if full is not None and subcommand == "fit" and (self.checkpoint_folder / LAST_FILE).is_file():
+                full.resume = resume_command(self.run_folder)  # the console's line says so; other commands rerun
+            raise
 
     # --- what each subcommand tells at the end ---------------------------------------------------------
     @rank_zero_only
@@ -417,7 +428,8 @@ class AGIQACLI(LightningCLI):
         else:
             print(f"no {getattr(checkpoint, 'monitor', 'val/srcc')} was logged (no validation set?); "
                   f"last checkpoint: {getattr(checkpoint, 'last_model_path', '') or 'none'}")
-        print(f"run folder: {self.run_folder} (config.yaml, metrics.csv, {CHECKPOINTS}/)")
+        written = [name for name in (CONFIG_FILE, METRICS_FILE) if (self.run_folder / name).is_file()]
+        print(f"run folder: {self.run_folder} ({', '.join([*written, f'{CHECKPOINTS}/'])})")
 
     @rank_zero_only
     def after_test(self) -> None:
