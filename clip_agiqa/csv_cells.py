@@ -1,8 +1,9 @@
 """CSV files people open in spreadsheets, safe from formula injection, and read back as written.
 
 A text cell (a file name, a prompt, an error) that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
-return, also after spaces or line breaks, is run as a formula by Excel, LibreOffice and Google Sheets. Such cells are written with a leading
-``'`` (what OWASP recommends and spreadsheets show as text), and the package's readers strip it again.
+return, also after spaces or line breaks, is run as a formula by Excel, LibreOffice and Google Sheets. Such cells
+are written with a leading ``'`` (what OWASP recommends and spreadsheets show as text), and the package's readers
+strip it again.
 Numbers (``-0.25``) are never changed. A cell that already starts with quotes before such a character gets
 one more, so reading gives back exactly what was written: ``unescape_formula(escape_formula(v)) == v``.
 

@@ -36,7 +36,6 @@ from .records import (
 from .splits import SPLITS, assign, split_summary, write_splits
 from .transforms import ImageTransform, checked_augment
 
-
 MAX_SPLITS_BYTES = 256 << 20  # a split file lists names: a million images' is tens of MB
 
 
