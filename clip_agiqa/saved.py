@@ -86,8 +86,9 @@ def read_bytes(path: Path, limit: int) -> bytes:
 def read_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> dict:
     import json
 
+    data = read_bytes(path, limit)  # outside the try: its one-line refusals (size, type) stay as they are
     try:
-        value = json.loads(read_bytes(path, limit).decode("utf-8"))
+        value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise InputError(f"{path} is not valid JSON ({str(error).splitlines()[0][:120]})") from None
     if not isinstance(value, dict):
