@@ -1,8 +1,9 @@
 """CSV files people open in spreadsheets, safe from formula injection, and read back as written.
 
 A text cell (a file name, a prompt, an error) that starts with ``=``, ``+``, ``-``, ``@``, a tab or a carriage
-return is run as a formula by Excel, LibreOffice and Google Sheets. Such cells are written with a leading
-``'`` (what OWASP recommends and spreadsheets show as text), and the package's readers strip it again.
+return, also after spaces or line breaks, is run as a formula by Excel, LibreOffice and Google Sheets. Such cells
+are written with a leading ``'`` (what OWASP recommends and spreadsheets show as text), and the package's readers
+strip it again.
 Numbers (``-0.25``) are never changed. A cell that already starts with quotes before such a character gets
 one more, so reading gives back exactly what was written: ``unescape_formula(escape_formula(v)) == v``.
 
@@ -15,6 +16,7 @@ from __future__ import annotations
 import csv
 
 FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+LEADING_BLANKS = " \n"  # passed over before a formula's first character
 
 
 def _is_number(text: str) -> bool:
@@ -26,7 +28,8 @@ def _is_number(text: str) -> bool:
 
 
 def _needs_escape(text: str) -> bool:
-    return text.lstrip("'").startswith(FORMULA_STARTS) and not _is_number(text)
+    # Spreadsheets skip leading spaces and line breaks before a formula: " =1+1" and "\n=1+1" run too.
+    return text.lstrip("'").lstrip(LEADING_BLANKS).startswith(FORMULA_STARTS) and not _is_number(text)
 
 
 def escape_formula(value):

@@ -57,8 +57,9 @@ class TrainedWeights:
 def read_json(path: Path, limit: int = MAX_CONFIG_BYTES) -> dict:
     import json
 
+    data = read_bytes(path, limit)  # outside the try: its one-line refusals (size, type) stay as they are
     try:
-        value = json.loads(read_bytes(path, limit).decode("utf-8"))
+        value = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, ValueError, RecursionError) as error:
         raise InputError(f"{path} is not valid JSON ({str(error).splitlines()[0][:120]})") from None
     if not isinstance(value, dict):
@@ -195,6 +196,13 @@ def load_checkpoint(path: Path) -> dict:
     if not isinstance(checkpoint.get("hyper_parameters", {}), dict):
         raise InputError(f"{path}: its hyper_parameters are not a mapping")
     return checkpoint
+
+
+def checkpoint_position(path: Path) -> tuple[int | None, int | None]:
+    """The epoch and global step a checkpoint was saved at (None where it does not say, or says nonsense)."""
+    checkpoint = load_checkpoint(path)
+    position = [checkpoint.get(key) for key in ("epoch", "global_step")]
+    return tuple(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in position)
 
 
 def read_checkpoint(path: Path, task_parameters=None) -> TrainedWeights:

@@ -213,6 +213,7 @@ def test_a_full_disk_during_fit_is_one_line_and_keeps_the_checkpoints_whole(synt
     assert done.value.code == 1 and "Traceback" not in err
     [line] = [line for line in err.splitlines() if line.startswith("clip-agiqa:")]
     assert line.startswith("clip-agiqa: error: no space left on the device")
+    assert line.endswith(f"then resume with: clip-agiqa fit --config {tmp_path / 'config.yaml'} --ckpt_path last")
     assert checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == (0, STEPS_PER_EPOCH)
     assert not list(tmp_path.rglob("*.tmp"))  # the unfinished file was removed
 

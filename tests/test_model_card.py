@@ -1,5 +1,6 @@
 """The model card says how its intervals held on its test split (issue 18): `clip-agiqa export` takes the figures
-`clip-agiqa test` logged for that very checkpoint (test_metrics.json, matched by SHA-256), and says "not measured"
+`clip-agiqa test` logged for that very checkpoint (test_metrics.json, matched by SHA-256, epoch and step, and
+confirmed by the test's row in metrics.csv), and says "not measured"
 where there are none; it never shows another checkpoint's figures."""
 
 import csv
@@ -29,7 +30,8 @@ def tested(tmp_path_factory):
         writer.writerow(["file_name", "mos", "mos_std"])
         writer.writerows([row["file_name"], row["mos"], "0.5"] for row in rows)
     args = [*TINY_MODEL_ARGS, *folder_args(root), *trainer_args(run, epochs=1), "--model.output", "distribution",
-            "--model.levels", "11", "--model.warmup_epochs", "0"]
+            "--model.levels", "11", "--model.warmup_epochs", "0",
+            "--trainer.logger", "true"]  # metrics.csv: its test row confirms test_metrics.json
     run_cli(["fit", *args])
     checkpoint = run / "checkpoints" / "best.ckpt"
     test = run_cli(["test", *args, "--ckpt_path", str(checkpoint)])

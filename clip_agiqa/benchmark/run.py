@@ -38,23 +38,25 @@ class SplitsFailed(InputError):
 
 # --- checkpoints ----------------------------------------------------------------------------------------------
 def usable_last_checkpoint(checkpoints: Path) -> Path | None:
-    """The split's last.ckpt if it loads. One cut short by a kill sets the whole checkpoints/ folder aside (fit
-    refuses a folder holding other checkpoints) and the split starts over."""
-    import torch
+    """The split's last.ckpt if it passes the checkpoint check (``saved.read_checkpoint``). One cut short by a kill,
+    or one that is not a checkpoint of clip-agiqa, sets the whole checkpoints/ folder aside (fit refuses a folder
+    holding other checkpoints) and the split starts over."""
+    from ..saved import read_checkpoint
 
     last = checkpoints / LAST_FILE
-    if not last.is_file():
+    if not os.path.lexists(last):
         return None
     try:
-        torch.load(last, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated or damaged: any reader error
+        read_checkpoint(last)  # the fit's own check: a regular file, no pickle, a valid model, finite tensors
+    except Exception as error:  # truncated, damaged or planted: any reader error
         damaged = checkpoints.with_name(f"{checkpoints.name}.damaged")
         number = 1
         while damaged.exists():
             number += 1
             damaged = checkpoints.with_name(f"{checkpoints.name}.damaged{number}")
         checkpoints.replace(damaged)
-        print(f"{last} cannot be read ({type(error).__name__}); {checkpoints.name}/ kept as {damaged.name}/, "
+        reason = str(error) if isinstance(error, InputError) else type(error).__name__
+        print(f"{last} cannot be resumed from ({reason}); {checkpoints.name}/ kept as {damaged.name}/, "
               f"the split starts over", flush=True)
         return None
     return last

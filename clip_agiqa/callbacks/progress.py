@@ -9,8 +9,9 @@ from lightning.pytorch import Callback
 
 
 class EpochLines(Callback):
-    """One plain line per epoch (epoch, step, train loss, the monitored metric and its best), and one every
-    ``interval`` seconds inside a long epoch: what a job log or a pipe shows where a progress bar redraws in place."""
+    """One plain line per epoch (epoch, step, train loss, the monitored metric and its best, then each target's
+    figure when several are learnt), and one every ``interval`` seconds inside a long epoch: what a job log or a
+    pipe shows where a progress bar redraws in place."""
 
     def __init__(self, interval: float = 300.0, stream=None) -> None:
         self.interval = interval
@@ -30,6 +31,18 @@ class EpochLines(Callback):
     def _epoch(trainer) -> str:
         last = trainer.max_epochs - 1 if trainer.max_epochs and trainer.max_epochs > 0 else None
         return f"epoch {trainer.current_epoch}" + (f"/{last}" if last is not None else "")
+
+    @staticmethod
+    def _per_target(trainer, monitor: str) -> list[str]:
+        """Each target's figure behind a mean over targets (``val/<target>/srcc`` for ``val/srcc``), in the order
+        they were logged: the mean alone hides a target that does not learn."""
+        stage, _, kind = monitor.partition("/")
+        found = []
+        for key, value in trainer.callback_metrics.items():
+            parts = key.split("/")
+            if len(parts) == 3 and parts[0] == stage and parts[2] == kind:
+                found.append(f"{parts[1]} {float(value):.4f}")
+        return found
 
     def on_train_start(self, trainer, pl_module) -> None:
         self._started = self._last = time.monotonic()  # a resume may start inside an epoch
@@ -57,5 +70,6 @@ class EpochLines(Callback):
             pick = min if getattr(checkpoint, "mode", "max") == "min" else max
             best = float(current) if best is None or best != best else pick(float(best), float(current))
             parts.append(f"{monitor} {float(current):.4f} (best {best:.4f})")
+            parts.extend(self._per_target(trainer, monitor))
         parts.append(f"{time.monotonic() - self._started:.0f} s")
         self._print(trainer, "  ".join(part for part in parts if part))

@@ -3,10 +3,11 @@
 At test end ``TestReport`` writes ``test_predictions.csv`` (file_name,mos,score; per target columns for several
 targets; a distribution model adds each image's calibrated ``std`` and, where the data gives the raters' std,
 ``rater_std``, ``js`` and ``wasserstein``), ``test_scatter.png`` (per target for several) and
-``test_metrics.json`` (the logged ``test/*`` figures with the checkpoint's SHA-256, which ``clip-agiqa export``
-puts in the model card) into the run folder, and logs a table and plots to an active W&B run; at the start of
-training it logs the split. ``ReliabilityReport`` draws observed against nominal coverage for a distribution
-model. Every file is written whole.
+``test_metrics.json`` (the logged ``test/*`` figures with the checkpoint's path, SHA-256, epoch and step, which
+``clip-agiqa export`` puts in the model card) into the run folder for the run's own best.ckpt and into
+``tests/<checkpoint>-<SHA-256>/`` there for any other (a test never replaces another checkpoint's report), and logs a
+table and plots to an active W&B run; at the start of training it logs the split. ``ReliabilityReport`` draws
+observed against nominal coverage for a distribution model. Every file is written whole.
 """
 
 from __future__ import annotations
@@ -24,7 +25,15 @@ from ..calibration import draw_reliability, rater_distances
 from ..csv_cells import safe_writer
 from ..data.splits import split_summary  # the data side owns its summary
 from ..files import atomic_write, file_sha256
-from ..run_files import PREDICTIONS_FILE, SPLITS_FILE, TEST_METRICS_FILE, reliability_file, scatter_file
+from ..run_files import (
+    PREDICTIONS_FILE,
+    SPLITS_FILE,
+    TEST_METRICS_FILE,
+    reliability_file,
+    scatter_file,
+    test_report_folder,
+)
+from ..saved import checkpoint_position
 from .wandb import wandb_loggers
 
 CERTAINTY_COLUMNS = ("std", "rater_std", "js", "wasserstein")  # a distribution model's, after MOS and score
@@ -112,6 +121,15 @@ def as_values(value) -> list[float]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
+def best_checkpoint_of(trainer) -> Path | None:
+    """The run's own best checkpoint (the checkpoint callback's folder and file name), or None."""
+    callback = trainer.checkpoint_callback
+    dirpath, filename = getattr(callback, "dirpath", None), getattr(callback, "filename", None)
+    if not (dirpath and filename):
+        return None
+    return Path(dirpath) / f"{filename}{getattr(callback, 'FILE_EXTENSION', '.ckpt')}"
+
+
 class TestReport(Callback):
     """Keeps the test predictions; writes them, a scatter PNG and (with W&B) a plot and table at test end.
 
@@ -131,6 +149,8 @@ class TestReport(Callback):
         # per prediction, a distribution model's {"std": [per target], ...} (``certainty_of_batch``); else empty
         self.certainty: list[dict] = []
         self._folder: Path | None = None
+        self.checkpoint: dict = {}  # the tested checkpoint: path, SHA-256, epoch and step
+        self._loop_position: tuple[int, int] | None = None  # the trainer's own, put back after the test
         self.targets: list[str] = ["quality"]
         self.files: list[Path] = []  # what the last test wrote
 
@@ -149,6 +169,28 @@ class TestReport(Callback):
             logger.log_hyperparams({"split": summary, "data_class": type(datamodule).__name__})
             if splits_file is not None and splits_file.is_file():
                 logger.experiment.save(str(splits_file), base_path=str(splits_file.parent), policy="now")
+
+    # --- which checkpoint, and where its report goes ---------------------------------------------------
+    def on_test_start(self, trainer, pl_module) -> None:
+        """The tested checkpoint decides the report's folder (``run_files.test_report_folder``: never another
+        checkpoint's) and the epoch and step of the test's rows in metrics.csv (the checkpoint's, not 0 and 0)."""
+        path = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
+        sha256 = file_sha256(path) if path is not None and path.is_file() else None
+        epoch, step = checkpoint_position(path) if sha256 else (None, None)
+        self.checkpoint = {"checkpoint": str(path) if path else None, "checkpoint_sha256": sha256,
+                           "checkpoint_epoch": epoch, "checkpoint_step": step}
+        run_folder = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir: on all ranks
+        self._folder = Path(self.dirpath) if self.dirpath else test_report_folder(
+            run_folder, path, sha256, best_checkpoint_of(trainer))
+        if epoch is not None and step is not None:
+            loop = trainer.fit_loop
+            self._loop_position = (loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped)
+            loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped = epoch, step
+
+    @property
+    def folder(self) -> Path | None:
+        """Where the last (or current) test's report goes."""
+        return self._folder
 
     # --- test predictions ----------------------------------------------------------------------------
     def on_test_epoch_start(self, trainer, pl_module) -> None:
@@ -172,19 +214,21 @@ class TestReport(Callback):
         self.predictions = [(name, mos, score) for _, name, mos, score, _ in rows]
         self.certainty = [extra for *_, extra in rows] if rows and all(r[-1] is not None for r in rows) else []
         self.files = []
-        self._folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)  # log_dir: on all ranks
+        if self._folder is None:  # a test that did not pass on_test_start (called directly)
+            self._folder = Path(self.dirpath or trainer.log_dir or trainer.default_root_dir)
         if trainer.is_global_zero and self.predictions:
             self.write(self._folder, trainer)
 
     def on_test_end(self, trainer, pl_module) -> None:
         """``test_metrics.json``: the logged test figures (complete once the test epoch has ended) and the checkpoint
-        they are of."""
+        they are of (path, SHA-256, epoch and step)."""
+        if self._loop_position is not None:
+            loop = trainer.fit_loop
+            loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped = self._loop_position
+            self._loop_position = None
         if not (self.enabled and trainer.is_global_zero and self.predictions and self._folder is not None):
             return
-        checkpoint = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
-        results = {"checkpoint": str(checkpoint) if checkpoint else None,
-                   "checkpoint_sha256": file_sha256(checkpoint) if checkpoint and checkpoint.is_file() else None,
-                   "n_test": len(self.predictions),
+        results = {**self.checkpoint, "n_test": len(self.predictions),
                    "metrics": {k: float(v) for k, v in sorted(trainer.callback_metrics.items())
                                if k.startswith("test/")}}
         with atomic_write(self._folder / TEST_METRICS_FILE) as handle:
@@ -292,7 +336,7 @@ class ReliabilityReport(Callback):
         rows = _all_rows(trainer, [(i, m.tolist(), s.tolist(), d.tolist()) for i, m, s, d in self._rows])
         self._rows = []
         report = next((c for c in trainer.callbacks if isinstance(c, TestReport)), None)
-        folder = Path((report.dirpath if report is not None else None) or trainer.log_dir
+        folder = Path((report.folder if report is not None else None) or trainer.log_dir
                       or trainer.default_root_dir)
         if not rows or not trainer.is_global_zero:
             return

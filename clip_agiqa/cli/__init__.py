@@ -205,8 +205,9 @@ def console() -> None:
             raise
         if full is not None:
             where = f" writing {full.filename}" if full.filename else ""
-            _fail(f"error: no space left on the device{where}: free some space, then run the command again "
-                  f"(a fit: add --ckpt_path last)", 1)
+            resume = getattr(full, "resume", "")  # a fit that wrote last.ckpt (cli/lightning.py) goes on from it
+            again = f"resume with: {resume}" if resume else "run the command again"
+            _fail(f"error: no space left on the device{where}: free some space, then {again}", 1)
         hint = "" if isinstance(cause, UsageError) else f" ({DEBUG_VARIABLE}=1 shows the traceback)"
         _fail(f"error: {cause}{hint}", getattr(cause, "exit_status", 1))
     except BaseException as error:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
+from lightning.fabric.plugins.environments import SLURMEnvironment
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -54,7 +55,7 @@ from ..data import (  # noqa: F401
 )
 from ..errors import InputError, UsageError
 from ..module import CLIPAGIQA
-from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, METRICS_FILE
+from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
 from ..runs import (
     AtomicCheckpointIO,
     RunLock,
@@ -203,6 +204,38 @@ def _only_first_process() -> bool:
     return all(os.environ.get(name, "0") == "0" for name in ("RANK", "LOCAL_RANK", "NODE_RANK"))
 
 
+# --- checkpoints named by keyword ---------------------------------------------------------------------------
+def hpc_checkpoint(run_folder: Path) -> Path | None:
+    """The ``hpc_ckpt_<n>.ckpt`` of highest n in the run folder: what Lightning resumes from under SLURM (and on
+    ``--ckpt_path hpc``), or None."""
+    numbered = []
+    for path in run_folder.glob(f"{HPC_PREFIX}*.ckpt") if run_folder.is_dir() else []:
+        number = path.stem[len(HPC_PREFIX):]
+        if number.isdigit():
+            numbered.append((int(number), path))
+    return max(numbered)[1] if numbered else None
+
+
+def resolve_checkpoint_keyword(keyword: str, config) -> Path:
+    """The file a ``--ckpt_path`` keyword names in this run folder (what Lightning would load unchecked), refused in
+    one line when there is none; a model registry's checkpoint is never fetched."""
+    run_folder, checkpoint_folder = _run_folder_of(config), _checkpoint_folder_of(config)
+    if keyword.startswith("registry"):
+        raise InputError(f"--ckpt_path {keyword}: checkpoints are not fetched from a model registry; download "
+                         "the file and give its path (it is checked before use)")
+    if keyword == "hpc":
+        found = hpc_checkpoint(run_folder)
+        if found is None:
+            raise InputError(f"--ckpt_path hpc: {run_folder} holds no {HPC_PREFIX}<n>.ckpt; give a checkpoint file")
+        return found
+    name = LAST_FILE if keyword == "last" else f"{BEST_NAME}.ckpt"
+    found = checkpoint_folder / name
+    if not found.exists():
+        raise InputError(f"--ckpt_path {keyword}: {checkpoint_folder} holds no {name}; give a checkpoint file "
+                         f"(or the --trainer.default_root_dir of the run that wrote it)")
+    return found
+
+
 class AGIQACLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         self.run_lock: RunLock | None = None
@@ -260,20 +293,28 @@ class AGIQACLI(LightningCLI):
         return dict(vars(init_args)) if init_args is not None else {}
 
     def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the model options from a ``--ckpt_path`` checkpoint, importing any class it names:
-        the file is checked first (``saved.read_checkpoint``: a readable checkpoint naming only this package's task
-        and its parameters, a valid model config, finite float tensors), then options given here that contradict
-        the checkpoint's architecture are refused (LightningCLI would silently replace them)."""
+        """LightningCLI reads the model options from a ``--ckpt_path`` checkpoint, importing any class it names,
+        and the trainer then loads it: every way a checkpoint gets there (a path, ``last``, ``best``, ``hpc``,
+        Lightning's SLURM auto-resume) is checked first (``saved.read_checkpoint``: a regular file, unpickled with
+        ``weights_only=True``, naming only this package's task and its parameters, a valid model config, finite
+        float tensors), then options given here that contradict the checkpoint's architecture are refused
+        (LightningCLI would silently replace them)."""
         if not self.config.get("subcommand"):
             return super()._parse_ckpt_path()
-        ckpt_path = self.config[self.config.subcommand].get("ckpt_path")
-        if ckpt_path and (Path(ckpt_path).is_file() or (ckpt_path not in CKPT_KEYWORDS
-                                                        and not str(ckpt_path).startswith("registry"))):
+        config = self.config[self.config.subcommand]
+        ckpt_path = config.get("ckpt_path")
+        if ckpt_path in CKPT_KEYWORDS or str(ckpt_path or "").startswith("registry"):
+            ckpt_path = config.ckpt_path = str(resolve_checkpoint_keyword(str(ckpt_path), config))
+        task_parameters = inspect.signature(CLIPAGIQA).parameters
+        saved = None
+        if ckpt_path:
             if not Path(ckpt_path).exists():
                 raise InputError(f"--ckpt_path {ckpt_path} not found")
-            saved = read_checkpoint(Path(ckpt_path), task_parameters=inspect.signature(CLIPAGIQA).parameters).config
-        else:
-            saved = None
+            saved = read_checkpoint(Path(ckpt_path), task_parameters=task_parameters).config
+        elif self.config.subcommand == "fit" and SLURMEnvironment.detect():
+            auto_resume = hpc_checkpoint(_run_folder_of(config))  # what Lightning resumes from by itself
+            if auto_resume is not None:
+                read_checkpoint(auto_resume, task_parameters=task_parameters)
         defaults = inspect.signature(CLIPAGIQA).parameters
         chosen = {k: v for k, v in self._model_options().items()
                   if k in ARCHITECTURE_OPTIONS and k in defaults and not same_value(v, defaults[k].default)}
@@ -324,6 +365,10 @@ class AGIQACLI(LightningCLI):
         workers = data_args.get("num_workers") if data_args is not None else None
         if isinstance(workers, int) and workers < 0:
             raise InputError(f"--data.num_workers {workers}: give 0 (load in the main process) or more")
+        for option in ("batch_size", "eval_batch_size"):
+            size = data_args.get(option) if data_args is not None else None
+            if isinstance(size, int) and size < 1:
+                raise InputError(f"--data.{option} {size}: give 1 or more images per batch")
         if subcommand == "predict" and config.ckpt_path is None:
             model_args = getattr(config.get("model"), "init_args", None)
             if model_args is None or not model_args.get("init_from"):
@@ -366,6 +411,13 @@ class AGIQACLI(LightningCLI):
         except RunInterrupted as stopped:
             stopped.resume = resume_command(self.run_folder)
             raise
+        except Exception as error:
+            from . import disk_full
+
+            full = disk_full(error)
+            if full is not None and subcommand == "fit" and (self.checkpoint_folder / LAST_FILE).is_file():
+                full.resume = resume_command(self.run_folder)  # the console's line says so; other commands rerun
+            raise
 
     # --- what each subcommand tells at the end ---------------------------------------------------------
     @rank_zero_only
@@ -378,7 +430,8 @@ class AGIQACLI(LightningCLI):
         else:
             print(f"no {getattr(checkpoint, 'monitor', 'val/srcc')} was logged (no validation set?); "
                   f"last checkpoint: {getattr(checkpoint, 'last_model_path', '') or 'none'}")
-        print(f"run folder: {self.run_folder} (config.yaml, metrics.csv, {CHECKPOINTS}/)")
+        written = [name for name in (CONFIG_FILE, METRICS_FILE) if (self.run_folder / name).is_file()]
+        print(f"run folder: {self.run_folder} ({', '.join([*written, f'{CHECKPOINTS}/'])})")
 
     @rank_zero_only
     def after_test(self) -> None:

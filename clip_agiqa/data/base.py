@@ -22,7 +22,7 @@ from ..run_files import DATA_FILE, SPLITS_FILE
 from ..text import first_and_more
 from .cache import CachedFeatures, cache_for_trainer
 from .checks import image_problems
-from .images import BACKGROUND, error_reason, load_rgb
+from .images import BACKGROUND, error_reason, file_problem, load_rgb
 from .readers import Reader
 from .records import (
     Record,
@@ -35,6 +35,21 @@ from .records import (
 )
 from .splits import SPLITS, assign, split_summary, write_splits
 from .transforms import ImageTransform, checked_augment
+
+MAX_SPLITS_BYTES = 256 << 20  # a split file lists names: a million images' is tens of MB
+
+
+def check_splits_file(path: Path) -> None:
+    """A split file (an earlier run's splits.csv, perhaps a stranger's) is a regular file of bounded size, or a
+    split folder, before anything opens it: a FIFO would block the reader, a device never end."""
+    if path.is_dir():
+        return
+    problem = file_problem(path)
+    if problem is not None and problem != "not found":  # a missing one: the split reader names what it expects
+        raise InputError(f"--data.splits_file {path}: {problem}")
+    if problem is None and path.stat().st_size > MAX_SPLITS_BYTES:
+        raise InputError(f"--data.splits_file {path}: {path.stat().st_size:,} bytes, more than the "
+                         f"{MAX_SPLITS_BYTES:,} a split file can be")
 
 
 class ImageDataset(Dataset):
@@ -152,6 +167,9 @@ class MOSDataModule(L.LightningDataModule):
             selected_targets(self.reader.targets[0] if target is None else target, self.reader.targets,
                              self.reader.name)
         self.target = target if target is not None else (self.reader.targets or ("quality",))[0]
+        for name, size in (("batch_size", batch_size), ("eval_batch_size", eval_batch_size)):
+            if size is not None and (not isinstance(size, int) or isinstance(size, bool) or size < 1):
+                raise InputError(f"{name} must be 1 or more images per batch, got {size!r}")
         self.batch_size = batch_size
         self.eval_batch_size = eval_batch_size or batch_size
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
@@ -208,6 +226,8 @@ class MOSDataModule(L.LightningDataModule):
                           "(random_state 42) and no validation set, so the test set also picks the checkpoint "
                           "and its metrics are optimistic. Use split=prompt or random for honest results.",
                           stacklevel=2)
+        if self.split == "predefined" and self.splits_file:
+            check_splits_file(Path(self.splits_file).expanduser())
         return assign(self.split, records, test_size=self.test_size, val_size=self.val_size, seed=self.seed,
                       folds=self.folds, fold=self.fold, splits_file=self.splits_file,
                       annotation_order=self.annotation_order, left_out=self.reader.left_out)

@@ -15,6 +15,7 @@ import torch
 from ..errors import InputError
 from ..files import regular_file
 from ..text import first_and_more
+from .images import file_problem
 
 
 @dataclass
@@ -248,10 +249,15 @@ def check_records(records: list[Record], source: str) -> None:
     duplicated = [name for name, count in Counter(r.file_name for r in records).items() if count > 1]
     if duplicated:
         raise InputError(f"{source}: duplicated file name(s) {first_and_more(duplicated, 5)}")
-    missing = [r.file_name for r in records if not r.path.is_file()]
+    problems = [(r.file_name, file_problem(r.path)) for r in records if not r.path.is_file()]
+    missing = [name for name, problem in problems if problem == "not found"]
     if missing:
         raise MissingFile(f"{source}: {len(missing)} of {len(records)} image(s) not found under "
                           f"{records[0].path.parent}, e.g. {first_and_more(missing, 5)}")
+    special = [f"{name} ({problem})" for name, problem in problems if problem is not None]
+    if special:  # a FIFO, device or folder named as an image: never opened (a FIFO would block)
+        raise InputError(f"{source}: {len(special)} of {len(records)} image(s) cannot be read: "
+                         f"{first_and_more(special, 5, '; ')}")
 
 
 def find_image_folder(root: Path, names: list[str], layout: str) -> Path:
