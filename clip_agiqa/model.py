@@ -110,7 +110,6 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
             config, options = None, {"backbone": config, **options}
         config = (config or CLIPAGIQAConfig()).replace(**options) if options else (config or CLIPAGIQAConfig())
         self.config = config
-        self._hub_mixin_config = config  # what push_to_hub shares
         loaded = load_backbone(config.backbone, config.attn_implementation, check_words=tuple(config.categories))
         self.clip = loaded.clip.requires_grad_(False)
         self.tokenizer = loaded.tokenizer
@@ -401,7 +400,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         return super().generate_model_card(*args, **{**self.card_values(), **kwargs})
 
     def _save_pretrained(self, save_directory: Path) -> None:
-        """Each file is written beside its target and renamed into place (``files.atomic_write``)."""
+        """The mixin's hook behind ``save_pretrained`` and ``push_to_hub``: ``config.json`` is written here (so the
+        mixin writes none of its own), each file beside its target and renamed into place (``files.atomic_write``)."""
         tensors = {k: v.detach().cpu().contiguous() for k, v in self.trained_state_dict().items()}
         weights = safetensors_bytes(tensors, metadata={"format": FORMAT_NAME})
         with atomic_write(save_directory / WEIGHTS_FILE, "wb") as handle:
@@ -420,7 +420,10 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                         local_files_only: bool = False) -> "CLIPAGIQAModel":
         """A saved model (folder or hub id) in eval mode. ``config.json`` is checked (size, type, every field)
         before anything is built, and the weights (SHA-256, names, shapes, dtypes, finite values) before they
-        load. ``backbone`` names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked."""
+        load. ``backbone`` names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked.
+
+        The mixin's own ``from_pretrained`` (and so its ``_from_pretrained`` hook) is not used: it reads
+        ``config.json`` unchecked before the hook runs (a FIFO there would hang it, a huge file be read whole)."""
         name = str(pretrained_model_name_or_path)
         local = Path(name).expanduser()
         if local.is_file():

@@ -1,32 +1,31 @@
 """One run = one folder, and nothing in it lost: the run folder's lock, whole checkpoints, ``last.ckpt`` after
 every epoch, ``metrics.csv`` without replayed steps, and a fit that stops cleanly on Ctrl-C or SIGTERM.
 
-- ``RunLock``: an fcntl lock on ``<run folder>/.clip-agiqa.lock`` held for the whole command, so two commands
-  never write one folder at once (the lock goes with the process, however it ends).
+- ``RunLock``: a ``filelock`` lock on ``<run folder>/.clip-agiqa.lock`` held for the whole command, so two
+  commands never write one folder at once (the lock goes with the process, however it ends).
 - ``AtomicCheckpointIO``: every checkpoint is written beside its target and renamed into place, so a kill or a
   full disk leaves the previous file whole and no temporary file anywhere else.
-- ``RunCheckpoint``: Lightning's ``ModelCheckpoint`` writes ``last.ckpt`` only when ``best.ckpt`` improves;
-  this one writes it after every epoch, so ``--ckpt_path last`` goes on from the last finished epoch.
-- ``StopOnSignal``: the first Ctrl-C or SIGTERM lets the step in progress finish, writes ``last.ckpt`` and ends
-  the fit with ``RunInterrupted`` (the console prints one line saying how to resume); a second Ctrl-C stops at once.
+- ``RunLogger``: ``metrics.csv`` and ``hparams.yaml`` in the run folder, each step once after a resume.
+
+The checkpoint callbacks (``best.ckpt``, ``last.ckpt`` after every epoch) and the stop on Ctrl-C or SIGTERM are in
+``callbacks/``.
 """
 
 from __future__ import annotations
 
 import contextlib
 import csv
-import errno
-import fcntl
 import os
 import zipfile
+from argparse import Namespace
 from pathlib import Path
 
 import torch
-from lightning.fabric.loggers.logger import rank_zero_experiment
+from filelock import FileLock, Timeout
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
 from lightning.pytorch.core.saving import save_hparams_to_yaml
-from lightning.pytorch.loggers import CSVLogger
-from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+from lightning.pytorch.loggers.logger import Logger
+from lightning.pytorch.utilities import rank_zero_only
 
 from .errors import InputError
 from .files import atomic_write
@@ -82,8 +81,8 @@ def resolve_last_checkpoint(checkpoint_folder: Path, run_folder: Path) -> Path:
     would silently start over from scratch)."""
     last = checkpoint_folder / LAST_FILE
     if not last.is_file():
-        raise InputError(f"--ckpt_path last: {checkpoint_folder} holds no {LAST_FILE}, so there is nothing to resume in "
-                         f"{run_folder}; leave out --ckpt_path to start the run")
+        raise InputError(f"--ckpt_path last: {checkpoint_folder} holds no {LAST_FILE}, so there is nothing to resume "
+                         f"in {run_folder}; leave out --ckpt_path to start the run")
     check_checkpoint_file(last)
     return last
 
@@ -115,8 +114,6 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         return torch.load(path, map_location=map_location or "cpu", weights_only=True)
 
 
-
-
 # --- metrics.csv after a resume ----------------------------------------------------------------------------
 def drop_metric_rows_from(metrics_file: Path, step: int) -> int:
     """Removes the rows logged at ``step`` or later (those of the epoch a resume replays); returns how many.
@@ -145,109 +142,160 @@ def drop_metric_rows_from(metrics_file: Path, step: int) -> int:
 
 # --- the run folder's lock ---------------------------------------------------------------------------------
 class RunLock:
-    """An exclusive lock on a run folder for one command; a second command on the folder is refused in one line."""
+    """An exclusive lock on a run folder for one command (``filelock``: an OS lock, so it goes with the process
+    however it ends); a second command on the folder is refused in one line naming the holder's process. The lock
+    file, and the folder when the command made it and wrote nothing there, go when the command ends."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._handle = None
-        self._made_folder = False
+        self.path = self.folder / LOCK_FILE
+        self._lock: FileLock | None = None
+        self._made_folder = self._made_file = False
 
     def acquire(self) -> RunLock:
         self._made_folder = not self.folder.exists()
+        self._made_file = not self.path.exists()
         self.folder.mkdir(parents=True, exist_ok=True)
-        handle = open(self.folder / LOCK_FILE, "a+")
+        holder = self._holder()  # read before trying: filelock before 4 empties the file on a failed try
+        lock = FileLock(self.path)
         try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as error:
-            handle.seek(0)
-            holder = handle.read().strip()
-            handle.close()
-            if error.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
+            lock.acquire(timeout=0)
+            if not self.path.is_file():  # locked a file its holder removed on ending (filelock before 4 allows it)
+                lock.release()
+                raise Timeout(str(self.path))
+        except Timeout:
+            self._remove_what_was_made()
+            holder = holder or self._holder()
             raise InputError(f"{self.folder} is in use by another clip-agiqa command"
                              f"{f' (process {holder})' if holder else ''}: wait for it to end, or choose another "
                              "--trainer.default_root_dir") from None
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
-        self._handle = handle
+        with contextlib.suppress(OSError), open(self.path, "w") as handle:
+            handle.write(f"{os.getpid()}\n")  # what a refused command names
+        self._lock = lock
         return self
 
+    def _holder(self) -> str:
+        try:
+            return self.path.read_text()[:20].strip()
+        except (OSError, UnicodeDecodeError):
+            return ""
+
+    def _remove_what_was_made(self) -> None:
+        if self._made_folder:
+            with contextlib.suppress(OSError):
+                self.folder.rmdir()  # only when empty
+
     def release(self) -> None:
-        if self._handle is None:
+        if self._lock is None:
             return
-        lock_file = self.folder / LOCK_FILE
-        with contextlib.suppress(OSError):
-            if self._made_folder and [p.name for p in self.folder.iterdir()] == [LOCK_FILE]:
-                lock_file.unlink()  # a command that failed before writing anything leaves no folder behind
-                self.folder.rmdir()
-        with contextlib.suppress(OSError):
-            self._handle.close()  # closing drops the lock
-        self._handle = None
+        if self._made_file:
+            # Removed while still held: a process that opened it a moment before then finds it gone and is refused
+            # (on Windows the open file cannot be removed; filelock removes it there on release).
+            with contextlib.suppress(OSError):
+                self.path.unlink()
+        self._lock.release()
+        self._lock = None
+        self._remove_what_was_made()
 
 
-# --- Ctrl-C and SIGTERM ------------------------------------------------------------------------------------
+# --- metrics.csv and hparams.yaml --------------------------------------------------------------------------
+class RunLogger(Logger):
+    """The default logger: ``metrics.csv`` and ``hparams.yaml`` directly in the run folder (no version_N).
 
+    Lightning's ``CSVLogger`` cannot serve here: it deletes the folder's ``metrics.csv`` when it starts (a resume
+    or a test must extend the run's file) and rewrites the file in place when a column is added (a kill then
+    loses it). Rows are kept in memory and appended on ``save``; a new column rewrites the file whole."""
 
-
-
-class _RunMetricsWriter(ExperimentWriter):
-    """metrics.csv that a resumed run, or a later test of the run, extends instead of deleting."""
-
-    def __init__(self, log_dir: str, keep_metrics: bool) -> None:
-        self.keep_metrics = keep_metrics
-        super().__init__(log_dir)
-
-    def _check_log_dir_exists(self) -> None:
-        if not self._fs.isfile(self.metrics_file_path):
-            return
-        if not self.keep_metrics:
-            self._fs.rm_file(self.metrics_file_path)
-            return
-        with self._fs.open(self.metrics_file_path, "r", newline="") as handle:
-            self.metrics_keys = next(csv.reader(handle), [])  # new rows keep the earlier columns
-
-    def _rewrite_with_new_header(self, fieldnames: list[str]) -> None:
-        """A new column rewrites the file: whole or not at all (Lightning's rewrite in place can lose it)."""
-        with open(self.metrics_file_path, newline="") as handle:
-            rows = list(csv.DictReader(handle))
-        with atomic_write(self.metrics_file_path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=fieldnames)
-            writer.writeheader()
-            writer.writerows(rows)
-
-    def log_hparams(self, params: dict) -> None:
-        self.hparams.update(params)
-        path = Path(self.log_dir) / HPARAMS_FILE
-        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        save_hparams_to_yaml(str(partial), self.hparams)
-        os.replace(partial, path)  # whole or not at all
-
-
-
-class RunLogger(CSVLogger):
-    """The default logger: metrics.csv and hparams.yaml directly in the run folder (no version_N)."""
+    FLUSH_EVERY_N_STEPS = 100  # as CSVLogger
 
     def __init__(self, run_folder: str, keep_metrics: bool) -> None:
-        super().__init__(save_dir=run_folder, name="", version="")
+        super().__init__()
+        self.run_folder = Path(run_folder)
         self.keep_metrics = keep_metrics
+        self.hparams: dict = {}
+        self.rows: list[dict] = []
+        self.columns: list[str] | None = None  # those of metrics.csv on disk; None until first read
+
+    @property
+    def name(self) -> str:
+        return ""
 
     @property
     def version(self) -> None:  # one run per folder: nothing to number (and no v_num in the progress bar)
         return None
 
     @property
-    def log_dir(self) -> str:
-        return self.save_dir
+    def save_dir(self) -> str:
+        return str(self.run_folder)
 
     @property
-    @rank_zero_experiment
-    def experiment(self) -> _RunMetricsWriter:
-        if self._experiment is None:
-            self._fs.makedirs(self.log_dir, exist_ok=True)
-            self._experiment = _RunMetricsWriter(self.log_dir, self.keep_metrics)
-        return self._experiment
+    def log_dir(self) -> str:
+        return str(self.run_folder)
+
+    @property
+    def metrics_file(self) -> Path:
+        return self.run_folder / METRICS_FILE
+
+    @rank_zero_only
+    def log_hyperparams(self, params, *args, **kwargs) -> None:
+        self.hparams.update(vars(params) if isinstance(params, Namespace) else dict(params or {}))
+        path = self.run_folder / HPARAMS_FILE
+        partial = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            save_hparams_to_yaml(str(partial), self.hparams)
+            os.replace(partial, path)  # whole or not at all
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                partial.unlink()  # a full disk leaves no half file behind
+            raise
+
+    @rank_zero_only
+    def log_metrics(self, metrics: dict, step: int | None = None) -> None:
+        row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
+        row["step"] = len(self.rows) if step is None else step
+        self.rows.append(row)
+        if step is not None and (step + 1) % self.FLUSH_EVERY_N_STEPS == 0:
+            self.save()
+
+    def _columns_on_disk(self) -> list[str]:
+        if self.columns is None:
+            if self.metrics_file.is_file() and not self.keep_metrics:
+                self.metrics_file.unlink()  # a new run's file starts afresh
+            self.columns = []
+            if self.metrics_file.is_file():
+                with open(self.metrics_file, newline="") as handle:
+                    self.columns = next(csv.reader(handle), [])
+        return self.columns
+
+    @rank_zero_only
+    def save(self) -> None:
+        columns = self._columns_on_disk()
+        if not self.rows:
+            return
+        added = sorted(set().union(*self.rows) - set(columns))
+        if added or not self.metrics_file.is_file():
+            columns = self.columns = sorted({*columns, *added})
+            self._rewrite(columns)
+        else:
+            with open(self.metrics_file, "a", newline="") as handle:
+                csv.DictWriter(handle, fieldnames=columns).writerows(self.rows)
+        self.rows = []
+
+    def _rewrite(self, columns: list[str]) -> None:
+        """A new column rewrites the file: whole or not at all."""
+        earlier = []
+        if self.metrics_file.is_file():
+            with open(self.metrics_file, newline="") as handle:
+                earlier = list(csv.DictReader(handle))
+        with atomic_write(self.metrics_file, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=columns)
+            writer.writeheader()
+            writer.writerows([*earlier, *self.rows])
+
+    @rank_zero_only
+    def finalize(self, status: str) -> None:
+        self.save()
 
     def after_save_checkpoint(self, checkpoint_callback) -> None:
         self.save()  # metrics.csv on disk up to the checkpoint: a resume after a kill then misses no row
@@ -255,4 +303,4 @@ class RunLogger(CSVLogger):
     def forget_from(self, step: int) -> None:
         """Drops the rows logged at ``step`` or later: those of the epoch a resume trains again."""
         self.save()
-        drop_metric_rows_from(Path(self.log_dir) / METRICS_FILE, step)
+        drop_metric_rows_from(self.metrics_file, step)

@@ -71,20 +71,26 @@ def run_cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float 
 
 
 # Modules whose tests share a costly module-scoped fixture (test_ddp: one 2-process launch; test_benchmark: one
-# benchmark of real processes): under pytest-xdist all their tests go to one worker, so it is built once. (xdist's
-# own xdist_group marks do nothing on pytest 9.2: pytest-dev/pytest-xdist#1386.)
+# benchmark of real processes): under pytest-xdist all their tests go to one worker, so it is built once.
 ONE_WORKER_MODULES = {"test_ddp.py", "test_benchmark.py"}
+
+
+def unit_of_work(nodeid: str) -> str:
+    """What pytest-xdist hands a worker as one: a test on its own, or the whole module for ONE_WORKER_MODULES."""
+    module = nodeid.split("::", 1)[0]
+    return module if os.path.basename(module) in ONE_WORKER_MODULES else nodeid
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):
-    """Each test is a unit of work on its own, except the tests of ONE_WORKER_MODULES: one unit per module."""
     from xdist.scheduler import LoadScopeScheduling
 
     class Scheduling(LoadScopeScheduling):
+        # xdist's private hook (its one use in the tests): the stock way, --dist loadgroup with xdist_group marks,
+        # is ignored on pytest 9.2 (it renames node ids through a private attribute pytest no longer reads:
+        # pytest-dev/pytest-xdist#1386). tests/test_xdist_scheduler.py fails if xdist changes this hook.
         def _split_scope(self, nodeid: str) -> str:
-            module = nodeid.split("::", 1)[0]
-            return module if os.path.basename(module) in ONE_WORKER_MODULES else nodeid
+            return unit_of_work(nodeid)
 
     return Scheduling(config, log)
 

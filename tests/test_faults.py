@@ -17,6 +17,7 @@ from conftest import TINY_MODEL_ARGS, run_cli
 
 from clip_agiqa.callbacks.signals import RunInterrupted, StopOnSignal
 from clip_agiqa.errors import InputError
+from clip_agiqa.run_files import LOCK_FILE
 from clip_agiqa.runs import AtomicCheckpointIO, RunLock
 
 STEPS_PER_EPOCH = 4  # 30 training images of the 41 in synthetic_root, batches of 8
@@ -237,6 +238,7 @@ def test_a_second_command_on_a_run_folder_in_use_is_refused(synthetic_root, tmp_
     assert not (tmp_path / "checkpoints").exists()
     run_cli(fit_args(synthetic_root, tmp_path, epochs=1))  # free again once the other ended
     assert (tmp_path / "checkpoints" / "last.ckpt").is_file()
+    assert not (tmp_path / LOCK_FILE).exists()  # a folder that had no lock file is left without one
 
 
 def test_a_fit_refused_before_writing_anything_leaves_no_run_folder(tmp_path):
@@ -254,3 +256,81 @@ def test_checkpoints_are_written_beside_and_renamed(tmp_path, monkeypatch):
         AtomicCheckpointIO().save_checkpoint({"step": 2}, target)
     monkeypatch.undo()
     assert torch.load(target, weights_only=True) == {"step": 1} and sorted(tmp_path.iterdir()) == [target]
+
+
+def test_a_failed_fit_leaves_no_lock_file_in_a_folder_that_had_none(tmp_path, monkeypatch):
+    """The repository root (the run folder when none is given) or a folder made beforehand stays as it was."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "notes.txt").write_text("mine\n")
+    args = fit_args(tmp_path / "no_such_data", tmp_path, epochs=1)
+    del args[args.index("--trainer.default_root_dir"):][:2]
+    with pytest.raises(InputError, match="metadata.csv"):
+        run_cli(args)
+    empty = tmp_path / "made_before"
+    empty.mkdir()
+    with pytest.raises(InputError, match="metadata.csv"):
+        run_cli(fit_args(tmp_path / "no_such_data", empty, epochs=1))
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["made_before", "notes.txt"]
+
+
+def test_the_lock_file_goes_with_the_command_and_the_folder_is_free_again(tmp_path):
+    run = tmp_path / "run"
+    lock = RunLock(run).acquire()
+    assert (run / LOCK_FILE).read_text() == f"{os.getpid()}\n"  # what a refused command names
+    with pytest.raises(InputError, match=rf"{run} is in use by another clip-agiqa command \(process {os.getpid()}\)"):
+        RunLock(run).acquire()
+    (run / "config.yaml").write_text("written\n")
+    lock.release()
+    assert [p.name for p in run.iterdir()] == ["config.yaml"]  # the folder stays (it was written), its lock goes
+    RunLock(run).acquire().release()
+    lock = RunLock(tmp_path / "new").acquire()
+    lock.release()
+    assert not (tmp_path / "new").exists()  # made and left empty: gone
+
+
+def test_a_full_disk_while_writing_hparams_leaves_no_temporary_file(tmp_path, monkeypatch):
+    from clip_agiqa import runs
+
+    def filling_disk(path, hparams):
+        Path(path).write_text("")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    logger = runs.RunLogger(str(tmp_path), keep_metrics=False)
+    monkeypatch.setattr(runs, "save_hparams_to_yaml", filling_disk)
+    with pytest.raises(OSError, match="No space"):
+        logger.log_hyperparams({"lr": 0.1})
+    assert list(tmp_path.iterdir()) == []
+    monkeypatch.undo()
+    logger.log_hyperparams({"lr": 0.2})  # the resume, with room again
+    assert [p.name for p in tmp_path.iterdir()] == ["hparams.yaml"] and "0.2" in (tmp_path / "hparams.yaml").read_text()
+
+
+def test_metrics_csv_is_extended_by_a_resume_and_rewritten_whole_for_a_new_column(tmp_path, monkeypatch):
+    from clip_agiqa import runs
+
+    first = runs.RunLogger(str(tmp_path), keep_metrics=False)
+    first.log_metrics({"train/loss": torch.tensor(0.5)}, step=0)
+    first.save()
+    resumed = runs.RunLogger(str(tmp_path), keep_metrics=True)
+    resumed.log_metrics({"train/loss": 0.25}, step=1)
+    resumed.save()
+    rewrites = []
+    real_atomic_write = runs.atomic_write
+    monkeypatch.setattr(runs, "atomic_write", lambda *a, **k: rewrites.append(a[0]) or real_atomic_write(*a, **k))
+    resumed.log_metrics({"val/srcc": 0.75}, step=1)
+    resumed.save()
+    assert rewrites == [tmp_path / "metrics.csv"]  # whole, beside and renamed
+    assert metric_rows(tmp_path) == [{"step": "0", "train/loss": "0.5", "val/srcc": ""},
+                                     {"step": "1", "train/loss": "0.25", "val/srcc": ""},
+                                     {"step": "1", "train/loss": "", "val/srcc": "0.75"}]
+    runs.RunLogger(str(tmp_path), keep_metrics=False).save()  # a new run in the folder starts afresh
+    assert not (tmp_path / "metrics.csv").exists()
+
+
+def test_lightning_still_counts_the_logged_steps_where_the_signal_stop_adjusts_them():
+    """The one private Lightning name StopOnSignal uses (its loop's count of steps for the loggers): renamed
+    upstream, this fails first."""
+    from lightning.pytorch import Trainer
+
+    loop = Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False).fit_loop.epoch_loop
+    assert loop._batches_that_stepped == 0 and "_batches_that_stepped" in loop.state_dict()["state_dict"]

@@ -1,35 +1,35 @@
-"""The checkpoints of a run: ``best.ckpt`` on the monitored metric, ``last.ckpt`` after every epoch, and
-``metrics.csv`` that forgets the rows a resume trains again."""
+"""The checkpoints of a run: ``best.ckpt`` on the monitored metric, ``last.ckpt`` after every epoch (two stock
+``ModelCheckpoint`` callbacks), and ``metrics.csv`` that forgets the rows a resume trains again."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..run_files import LAST_FILE
 from ..runs import RunLogger
 
 
 class RunCheckpoint(ModelCheckpoint):
-    """``best.ckpt`` by the monitored metric as in Lightning, and ``last.ckpt`` after every epoch (Lightning's
-    ``save_last`` writes it only when a top-k checkpoint was written, i.e. when the best improved)."""
+    """``best.ckpt`` by the monitored metric (the ``--checkpoint.*`` options): Lightning's ``ModelCheckpoint``
+    under its own name, so that checkpoints written before keep its state (best score) under the same key."""
 
-    def on_validation_end(self, trainer, pl_module) -> None:
-        due = self._last_is_due(trainer, on_train_epoch_end=False)
-        super().on_validation_end(trainer, pl_module)
-        self._save_last_if_missed(trainer, due)
 
-    def on_train_epoch_end(self, trainer, pl_module) -> None:
-        due = self._last_is_due(trainer, on_train_epoch_end=True)
-        super().on_train_epoch_end(trainer, pl_module)
-        self._save_last_if_missed(trainer, due)
+class LastCheckpoint(ModelCheckpoint):
+    """``last.ckpt`` after every epoch, so ``--ckpt_path last`` goes on from the last finished epoch (Lightning's
+    ``save_last`` writes it only when a top-k checkpoint was written, i.e. when the best improved): the one newest
+    checkpoint of no metric, under a fixed name. It must come after ``RunCheckpoint`` in the trainer's callbacks,
+    so that ``last.ckpt`` holds the best score of its own epoch."""
 
-    def _last_is_due(self, trainer, on_train_epoch_end: bool) -> bool:
-        return (bool(self.save_last) and not self._should_skip_saving_checkpoint(trainer)
-                and self._should_save_on_train_epoch_end(trainer) == on_train_epoch_end)
+    def __init__(self, dirpath: str | Path | None = None) -> None:
+        super().__init__(dirpath=dirpath, filename=Path(LAST_FILE).stem, monitor=None, save_top_k=1,
+                         auto_insert_metric_name=False, enable_version_counter=False)
 
-    def _save_last_if_missed(self, trainer, due: bool) -> None:
-        if due and self._last_global_step_saved != trainer.global_step:
-            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+    @property
+    def path(self) -> Path | None:
+        return Path(self.dirpath) / LAST_FILE if self.dirpath else None
 
 
 class ForgetReplayedMetrics(Callback):

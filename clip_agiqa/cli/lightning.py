@@ -31,7 +31,7 @@ from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 
-from ..callbacks.checkpoints import ForgetReplayedMetrics, RunCheckpoint
+from ..callbacks.checkpoints import ForgetReplayedMetrics, LastCheckpoint, RunCheckpoint
 from ..callbacks.predictions import ScoreWriter
 from ..callbacks.progress import EpochLines
 from ..callbacks.reports import TestReport
@@ -251,7 +251,6 @@ class AGIQACLI(LightningCLI):
             "checkpoint.monitor": "val/srcc",
             "checkpoint.mode": "max",
             "checkpoint.filename": BEST_NAME,
-            "checkpoint.save_last": True,
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
             "trainer.log_every_n_steps": 1,  # a train/loss curve even when an epoch has few steps
@@ -383,10 +382,10 @@ class AGIQACLI(LightningCLI):
 
     def instantiate_trainer(self, **kwargs):
         # Set on the objects, not in the config: config.yaml then names no folder, so it can start a new run.
-        checkpoint = self._get(self.config_init, "checkpoint")
+        config = self.config_init[self.subcommand]
+        checkpoint = config.checkpoint  # best.ckpt (--checkpoint.*): trainer.checkpoint_callback
         if checkpoint.dirpath is None:
             checkpoint.dirpath = os.path.realpath(self.checkpoint_folder)
-        config = self.config_init[self.subcommand]
         if config.trainer.logger in (None, True) and "logger" not in kwargs:
             keep_metrics = self.subcommand != "fit" or config.ckpt_path is not None
             kwargs["logger"] = False if self.subcommand == "predict" else RunLogger(str(self.run_folder), keep_metrics)
@@ -401,9 +400,13 @@ class AGIQACLI(LightningCLI):
         if config.trainer.enable_progress_bar is None and not sys.stderr.isatty():
             kwargs["enable_progress_bar"] = False
         try:
-            return super().instantiate_trainer(**kwargs)
+            trainer = super().instantiate_trainer(**kwargs)
         except MisconfigurationException as error:
             raise InputError(f"the --trainer options: {error}") from None
+        # After best.ckpt's callback, which stays trainer.checkpoint_callback; on every subcommand, as a checkpoint
+        # holds the state of both (Lightning warns about a missing one).
+        trainer.callbacks.append(LastCheckpoint(checkpoint.dirpath))
+        return trainer
 
     def _run_subcommand(self, subcommand: str) -> None:
         try:
@@ -428,8 +431,10 @@ class AGIQACLI(LightningCLI):
             epoch = torch.load(best, map_location="cpu", weights_only=True).get("epoch")
             print(f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f} at epoch {epoch}: {best}")
         else:
+            last = next((c.path for c in self.trainer.checkpoint_callbacks
+                         if isinstance(c, LastCheckpoint) and c.path and c.path.is_file()), None)
             print(f"no {getattr(checkpoint, 'monitor', 'val/srcc')} was logged (no validation set?); "
-                  f"last checkpoint: {getattr(checkpoint, 'last_model_path', '') or 'none'}")
+                  f"last checkpoint: {last or 'none'}")
         written = [name for name in (CONFIG_FILE, METRICS_FILE) if (self.run_folder / name).is_file()]
         print(f"run folder: {self.run_folder} ({', '.join([*written, f'{CHECKPOINTS}/'])})")
 
