@@ -8,6 +8,7 @@ is a bug and keeps its traceback. It is a ``ValueError``, so callers that caught
 from __future__ import annotations
 
 import argparse
+import errno
 import re
 
 from .text import did_you_mean
@@ -34,3 +35,21 @@ class CommandParser(argparse.ArgumentParser):
             options = [name for action in self._actions for name in action.option_strings if name.startswith("--")]
             raise UsageError(f"unknown option {option}{did_you_mean(option, options)}")
         raise UsageError(message)
+
+
+def _chain(error: BaseException | None):
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        yield error
+        error = error.__cause__ or error.__context__
+
+
+def input_error(error: BaseException) -> BaseException | None:
+    """The user's mistake (an ``InputError``) in the error's chain: jsonargparse and Lightning wrap errors raised
+    while building the classes."""
+    return next((link for link in _chain(error) if isinstance(link, InputError)), None)
+
+
+def disk_full(error: BaseException) -> OSError | None:
+    return next((link for link in _chain(error) if isinstance(link, OSError) and link.errno == errno.ENOSPC), None)

@@ -22,7 +22,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, disk_full, input_error
 from ..help import shipped_help, shipped_options
 from ..help.precheck import check_options
 
@@ -146,22 +146,6 @@ def print_help(command: str, argv: list[str]):
 
 
 # --- errors and warnings as one line -------------------------------------------------------------------------
-def _chain(error: BaseException | None):
-    seen = set()
-    while error is not None and id(error) not in seen:
-        seen.add(id(error))
-        yield error
-        error = error.__cause__ or error.__context__
-
-
-def input_error(error: BaseException) -> BaseException | None:
-    """The user's mistake (an ``InputError``) in the error's chain: jsonargparse and Lightning wrap errors raised
-    while building the classes."""
-    return next((link for link in _chain(error) if isinstance(link, InputError)), None)
-
-
-def disk_full(error: BaseException) -> OSError | None:
-    return next((link for link in _chain(error) if isinstance(link, OSError) and link.errno == errno.ENOSPC), None)
 
 
 def _warned_by_the_package() -> bool:

@@ -53,7 +53,7 @@ from ..data import (  # noqa: F401
     SyntheticAIGI,
     TableData,
 )
-from ..errors import InputError, UsageError
+from ..errors import InputError, UsageError, disk_full
 from ..module import CLIPAGIQA
 from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
 from ..runs import (
@@ -415,8 +415,6 @@ class AGIQACLI(LightningCLI):
             stopped.resume = resume_command(self.run_folder)
             raise
         except Exception as error:
-            from . import disk_full
-
             full = disk_full(error)
             if full is not None and subcommand == "fit" and (self.checkpoint_folder / LAST_FILE).is_file():
                 full.resume = resume_command(self.run_folder)  # the console's line says so; other commands rerun
