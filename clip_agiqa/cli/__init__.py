@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-import errno
 import hashlib
 import importlib
 import io
@@ -22,7 +21,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from ..errors import InputError, UsageError, disk_full, input_error
+from ..errors import UsageError, disk_full, input_error
 from ..help import shipped_help, shipped_options
 from ..help.precheck import check_options
 
