@@ -20,6 +20,7 @@ import fcntl
 import os
 import zipfile
 from pathlib import Path
+from typing import IO
 
 import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
@@ -142,7 +143,7 @@ class RunLock:
 
     def __init__(self, folder: Path) -> None:
         self.folder = Path(folder)
-        self._handle = None
+        self._handle: IO[str] | None = None
         self._made_folder = False
 
     def acquire(self) -> RunLock:
@@ -221,6 +222,8 @@ class _RunMetricsWriter(ExperimentWriter):
 
 class RunLogger(CSVLogger):
     """The default logger: metrics.csv and hparams.yaml directly in the run folder (no version_N)."""
+
+    _experiment: _RunMetricsWriter | None
 
     def __init__(self, run_folder: str, keep_metrics: bool) -> None:
         super().__init__(save_dir=run_folder, name="", version="")
