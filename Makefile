@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= 'torch>=2.4'
 BIN := $(VENV)/bin
 
-.PHONY: install test test-fast demo bench help clean
+.PHONY: install lint test test-fast demo bench help clean
 
 $(BIN)/clip-agiqa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -21,7 +21,14 @@ install: $(BIN)/clip-agiqa
 PYTEST_WORKERS ?= auto
 PYTEST_PARALLEL := -n $(PYTEST_WORKERS)
 
-test: install
+# Style, types and the manual, as configured in pyproject.toml and mkdocs.yml (the site is built to a throwaway
+# folder: only its warnings matter). `make test` runs this first, so CI does too.
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
+	site=$$(mktemp -d) && $(BIN)/mkdocs build --strict --quiet --site-dir "$$site"; status=$$?; rm -rf "$$site"; exit $$status
+
+test: lint
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/pytest -q $(PYTEST_PARALLEL)
 
 test-fast: install

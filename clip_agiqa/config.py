@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from dataclasses import dataclass, field
+from typing import Any
 
 from .errors import InputError
 
@@ -92,7 +93,7 @@ class CLIPAGIQAConfig:
 
     def __post_init__(self) -> None:
         targets = [self.targets] if isinstance(self.targets, str) else self.targets
-        checked = {
+        checked: dict[str, Any] = {
             "backbone": _text("backbone", self.backbone),
             "head": _choice("head", self.head, HEADS),
             "categories": _words("categories", self.categories),

@@ -414,10 +414,11 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
             handle.write(str(self.generate_model_card()))
 
     @classmethod
-    def from_pretrained(cls, pretrained_model_name_or_path, *, backbone: str | None = None,
-                        map_location: str | torch.device = "cpu", revision: str | None = None,
-                        cache_dir=None, force_download: bool = False, token=None,
-                        local_files_only: bool = False) -> "CLIPAGIQAModel":
+    def from_pretrained(  # type: ignore[override]  # adds backbone and map_location
+            cls, pretrained_model_name_or_path, *, backbone: str | None = None,
+            map_location: str | torch.device = "cpu", revision: str | None = None,
+            cache_dir=None, force_download: bool = False, token=None,
+            local_files_only: bool = False) -> "CLIPAGIQAModel":
         """A saved model (folder or hub id) in eval mode. ``config.json`` is checked (size, type, every field)
         before anything is built, and the weights (SHA-256, names, shapes, dtypes, finite values) before they
         load. ``backbone`` names the same CLIP elsewhere (e.g. a local copy); its fingerprint is checked.

@@ -9,6 +9,7 @@ EOS state -> projection); ``encode_text_embeddings`` of plain token embeddings e
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -78,7 +79,7 @@ def check_window(tokenizer: CLIPTokenizer, prompts: list[str], n_ctx: int, ctx_i
 class PromptLearner(nn.Module):
     """Owns the learned context and the frozen token pieces around it; produces one feature per category."""
 
-    def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, categories: list[str] = DEFAULT_CATEGORIES,
+    def __init__(self, clip: CLIPModel, tokenizer: CLIPTokenizer, categories: Sequence[str] = DEFAULT_CATEGORIES,
                  n_ctx: int = 16, ctx_init: str | None = None, class_specific_ctx: bool = False,
                  cut_after_eos: bool = True):
         super().__init__()

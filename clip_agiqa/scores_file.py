@@ -54,7 +54,8 @@ class ScoreCSV:
     """
 
     def __init__(self, path, targets: list[str] | None, with_prompt: bool,
-                 partial: Literal["refuse", "resume", "replace"] = "refuse", extra_columns: list[str] = ()):
+                 partial: Literal["refuse", "resume", "replace"] = "refuse",
+                 extra_columns: tuple[str, ...] | list[str] = ()):
         self.path = check_output(path)
         self.partial = partial_path(self.path)
         self.with_prompt = with_prompt

@@ -1,10 +1,10 @@
-"""Shared fixtures: everything offline, a random tiny CLIP, small generated datasets, the real CLI."""
+"""Fixtures and hooks: everything offline, a random tiny CLIP, a small generated dataset, how xdist shares tests.
+
+Plain helpers (paths, the tiny model's arguments, running the CLI) are in helpers.py."""
 
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 os.environ["HF_HUB_OFFLINE"] = "1"
@@ -27,48 +27,12 @@ def _share_the_cores_between_workers() -> None:
 _share_the_cores_between_workers()
 
 import pytest  # noqa: E402
+from helpers import TINY_MODEL  # noqa: E402
 
 from clip_agiqa.data import write_synthetic_dataset  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED_ANNOTATIONS = REPO.parent / "shared" / "annotations"
-
-# A subprocess that runs longer than this hangs: generous, so that a slow or busy machine never trips it.
-HANG_GUARD = 1800
-
-# Shrinks any run to a fast CPU smoke run; tests add their own model/data arguments.
-TINY_MODEL_ARGS = ["--model.backbone", "random:tiny", "--model.n_ctx", "4", "--model.hidden_dim", "16"]
-
-
-def trainer_args(root: Path, epochs: int = 1) -> list[str]:
-    return [
-        "--trainer.accelerator", "cpu", "--trainer.devices", "1", "--trainer.max_epochs", str(epochs),
-        "--trainer.logger", "false", "--trainer.enable_progress_bar", "false",
-        "--trainer.enable_model_summary", "false", "--trainer.default_root_dir", str(root),
-        "--seed_everything", "0",
-    ]
-
-
-def run_cli(args: list[str]):
-    """The CLI in-process (fast); returns the LightningCLI object."""
-    from clip_agiqa.cli import main
-
-    return main(args)
-
-
-def run_checked(command: list[str], cwd: Path | None = None, timeout: float = None) -> subprocess.CompletedProcess:
-    """A process that must succeed; its output tails in the failure message. The timeout is a hang guard only."""
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=timeout or HANG_GUARD,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
-    if result.returncode != 0:
-        raise AssertionError(f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}")
-    return result
-
-
-def run_cli_subprocess(args: list[str], cwd: Path | None = None, timeout: float = None) -> subprocess.CompletedProcess:
-    """The console script exactly as a user types it."""
-    return run_checked([str(Path(sys.executable).with_name("clip-agiqa")), *args], cwd=cwd, timeout=timeout)
-
+# Fixtures of the experiments tests (W&B clean-up, a benchmark folder ...), available to every test module.
+pytest_plugins = ["experiment_helpers"]
 
 # Modules whose tests share a costly module-scoped fixture (test_ddp: one 2-process launch; test_benchmark: one
 # benchmark of real processes): under pytest-xdist all their tests go to one worker, so it is built once.
@@ -115,14 +79,4 @@ def synthetic_root(tmp_path_factory) -> Path:
 def tiny_model():
     from clip_agiqa import CLIPAGIQA
 
-    return CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
-
-
-def run_cli_expecting_failure(args: list[str], cwd: Path | None = None, env: dict | None = None,
-                              timeout: float = HANG_GUARD) -> subprocess.CompletedProcess:
-    """The console script as a user types it, for input that must be refused: returns the failed process."""
-    exe = Path(sys.executable).with_name("clip-agiqa")
-    result = subprocess.run([str(exe), *args], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                            env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
-    assert result.returncode != 0, f"clip-agiqa {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
-    return result
+    return CLIPAGIQA(**TINY_MODEL)

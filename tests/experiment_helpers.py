@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import TINY_MODEL_ARGS, run_cli, trainer_args
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import TINY_MODEL_ARGS, run_cli, trainer_args
 from PIL import Image
 
 from clip_agiqa.data import ImageFolder, MOSFolder

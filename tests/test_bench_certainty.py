@@ -11,8 +11,8 @@ import layouts
 import numpy as np
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL_ARGS, run_cli
-from experiment_helpers import benchmark_here, folder_args  # noqa: F401 (a fixture)
+from experiment_helpers import folder_args
+from helpers import REPO, TINY_MODEL_ARGS, run_cli
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import norm, wasserstein_distance
 

@@ -14,19 +14,18 @@ import shutil
 
 import pytest
 import torch
-from conftest import REPO, run_cli
-from experiment_helpers import (  # noqa: F401 (fixture)
+from experiment_helpers import (
     DEMO,
     EXPERIMENTS,
     Ended,
     benchmark_args,
-    benchmark_here,
     composed_args,
     console_here,
     folder_args,
     launch_here,
     printed_configs_here,
 )
+from helpers import REPO, run_cli
 
 from clip_agiqa.benchmark import plan as planning
 from clip_agiqa.benchmark import results as results_module

@@ -12,7 +12,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 
 from clip_agiqa.data import ImageDataset, MOSFolder, Record
 from clip_agiqa.data import cache as cache_module
@@ -184,7 +184,7 @@ def test_the_trainer_cache_keys_the_model_attention_kernel_and_precision(tmp_pat
     for kernel, precision in (("sdpa", "32-true"), ("eager", "32-true"), ("sdpa", "bf16-mixed")):
         trainer = L.Trainer(accelerator="cpu", logger=False, enable_progress_bar=False, enable_model_summary=False,
                             precision=precision)
-        model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16, attn_implementation=kernel)
+        model = CLIPAGIQAModel(**TINY_MODEL, attn_implementation=kernel)
         encoders[kernel, precision] = cache_for_trainer(trainer, model.frozen_encoder(), tmp_path / "cache",
                                                         tmp_path, 4, 0).key
     assert encoders["eager", "32-true"].attn_implementation == "eager"
@@ -290,7 +290,7 @@ def test_cached_items_carry_mos_prompt_and_error_as_image_items(tiny_model, imag
 
 
 def test_prompt_features_are_encoded_once_batched_and_read_back(tmp_path):
-    model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16, use_prompt=True).eval()
+    model = CLIPAGIQAModel(**TINY_MODEL, use_prompt=True).eval()
     encoder = model.frozen_encoder()
     calls = []
 
@@ -316,7 +316,7 @@ def test_prompt_features_are_encoded_once_batched_and_read_back(tmp_path):
 def test_long_prompts_are_cut_as_the_tokenizer_cuts_them():
     from clip_agiqa.backbone import feature_output
 
-    model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16).eval()
+    model = CLIPAGIQAModel(**TINY_MODEL).eval()
     texts = ["a red circle", "a photo of " * 40, "x"]
     features, truncated = model.encode_texts(texts)
     assert truncated == 1
@@ -372,7 +372,7 @@ def test_cli_fit_with_the_cache_builds_once_and_reuses_it(synthetic_root, tmp_pa
 @pytest.mark.slow
 def test_ddp_ranks_build_the_cache_together(synthetic_root, tmp_path):
     """Two CPU processes (gloo) build one cache: complete afterwards, and a single process reuses all of it."""
-    from conftest import run_cli_subprocess
+    from helpers import run_cli_subprocess
 
     cache_dir = tmp_path / "cache"
     common = [*TINY_MODEL_ARGS, "--data.class_path", "clip_agiqa.MOSFolder", "--data.root", str(synthetic_root),

@@ -10,6 +10,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
+from helpers import TINY_MODEL
 from lightning.pytorch.loggers import CSVLogger
 
 from clip_agiqa import CLIPAGIQA
@@ -36,7 +37,7 @@ def quiet_trainer(**kwargs) -> L.Trainer:
 
 
 def test_the_data_receives_a_frozen_encoder_handle_not_the_model(synthetic_root, tmp_path):
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, use_prompt=True)
+    model = CLIPAGIQA(**TINY_MODEL, use_prompt=True)
     data = folder(synthetic_root, tmp_path / "cache", 1, RecordingFolder)
     quiet_trainer().validate(model, data, verbose=False)
     encoder, read_prompts = data.handed
@@ -48,7 +49,7 @@ def test_the_data_receives_a_frozen_encoder_handle_not_the_model(synthetic_root,
 
 def test_prompt_aware_validation_is_the_same_with_and_without_the_cache(synthetic_root, tmp_path):
     torch.manual_seed(0)
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, use_prompt=True)
+    model = CLIPAGIQA(**TINY_MODEL, use_prompt=True)
     results = {views: quiet_trainer().validate(model, folder(synthetic_root, tmp_path / "cache", views),
                                                verbose=False)[0] for views in (0, 1)}
     assert model.model._text_features, "the uncached path encodes prompts in the model"
@@ -62,7 +63,7 @@ def test_prompt_aware_validation_is_the_same_with_and_without_the_cache(syntheti
 
 
 def test_training_batches_carry_tensors_only_and_eval_batches_their_names(synthetic_root, tmp_path):
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, use_prompt=True)
+    model = CLIPAGIQA(**TINY_MODEL, use_prompt=True)
     data = folder(synthetic_root, tmp_path / "cache", 2)
     trainer = quiet_trainer(max_epochs=1)
     trainer.fit(model, data)
@@ -76,7 +77,7 @@ def test_training_batches_carry_tensors_only_and_eval_batches_their_names(synthe
 
 
 def test_step_metrics_are_logged_only_on_the_steps_lightning_writes(synthetic_root, tmp_path, monkeypatch):
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQA(**TINY_MODEL)
     calls = []
     original = CLIPAGIQA.log
     monkeypatch.setattr(CLIPAGIQA, "log", lambda self, name, *a, **k: calls.append(name) or original(self, name, *a,

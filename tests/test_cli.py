@@ -5,7 +5,7 @@ import csv
 import sys
 
 import pytest
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
+from helpers import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 
 
 def data_args(root):

@@ -3,8 +3,8 @@
 import json
 
 import pytest
-from conftest import run_cli
-from experiment_helpers import benchmark_here, composed_args  # noqa: F401
+from experiment_helpers import composed_args
+from helpers import run_cli
 
 from clip_agiqa.benchmark import results
 from clip_agiqa.benchmark.compare import comparison

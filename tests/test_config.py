@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from helpers import TINY_MODEL
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel
 from clip_agiqa.backbone import load_backbone
@@ -20,7 +21,7 @@ def test_every_list_of_model_fields_comes_from_the_config(tmp_path):
     """Seen: five copies of the architecture had drifted (use_prompt and targets missing from the CLI's)."""
     assert ARCHITECTURE_OPTIONS == ARCHITECTURE and {"use_prompt", "targets"} <= set(ARCHITECTURE)
     assert set(FIELDS) <= set(inspect.signature(CLIPAGIQA).parameters)  # each field is a --model.* option
-    task = CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16)
+    task = CLIPAGIQA(**TINY_MODEL)
     assert task.model.config == CLIPAGIQAConfig.checked("hparams", **{k: task.hparams[k] for k in FIELDS})
     task.model.save_pretrained(tmp_path)
     saved = json.loads((tmp_path / CONFIG_FILE).read_text())
@@ -29,8 +30,8 @@ def test_every_list_of_model_fields_comes_from_the_config(tmp_path):
 
 
 def test_keyword_construction_is_the_config_construction():
-    by_keywords = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, targets=["a", "b"])
-    config = CLIPAGIQAConfig(backbone="random:tiny", n_ctx=4, hidden_dim=16, targets=["a", "b"])
+    by_keywords = CLIPAGIQAModel(**TINY_MODEL, targets=["a", "b"])
+    config = CLIPAGIQAConfig(**TINY_MODEL, targets=["a", "b"])
     assert by_keywords.config == config == CLIPAGIQAModel(config).config
     assert by_keywords.config.mos_scale == [[0.0, 5.0], [0.0, 5.0]]  # one pair shared by every target
     assert CLIPAGIQAModel("random:tiny", n_ctx=4).config.backbone == "random:tiny"
@@ -67,11 +68,11 @@ def test_impossible_optimiser_values_are_refused_before_anything_is_built(option
     """Seen: --model.lr 0 ended in a ZeroDivisionError in the warm-up."""
     monkeypatch.setattr("clip_agiqa.model.load_backbone", lambda *a, **k: pytest.fail("built a model"))
     with pytest.raises(InputError, match=f"--model.{option} must be"):
-        CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, **{option: value})
+        CLIPAGIQA(**TINY_MODEL, **{option: value})
 
 
 def test_the_model_card_is_rendered_from_the_template():
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, targets=["quality", "align"],
+    model = CLIPAGIQAModel(**TINY_MODEL, targets=["quality", "align"],
                            mos_scale=[[0, 5], [1, 5]], use_prompt=True)
     model.training_info = {"data": "AGIQA3K", "val/srcc": 0.5, "epoch": 3}
     card = str(model.generate_model_card())
@@ -86,11 +87,11 @@ def test_the_model_card_is_rendered_from_the_template():
 def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_spell_the_paper():
     """protocol/paper.yaml sets no recipe (tests/test_experiments.py): it is composed with model/clip_agiqa.yaml."""
     import yaml
-    from conftest import REPO
+    from helpers import REPO
 
-    assert CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16).model.config.standardise
+    assert CLIPAGIQA(**TINY_MODEL).model.config.standardise
     assert not CLIPAGIQA(backbone="random:tiny", n_ctx=4, head="similarity").model.config.standardise  # concat only
-    assert not CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=False).model.config.standardise
+    assert not CLIPAGIQA(**TINY_MODEL, standardise=False).model.config.standardise
     assert not CLIPAGIQAConfig().standardise  # the network's own defaults stay the published one
     for part in ("clip_agiqa.yaml", "clip_agiqa_prompt.yaml"):
         assert yaml.safe_load((REPO / "experiments" / "model" / part).read_text())[
@@ -98,7 +99,7 @@ def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_s
 
 
 def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16).eval()  # made before the field
+    model = CLIPAGIQAModel(**TINY_MODEL).eval()  # made before the field
     model.save_pretrained(tmp_path)
     config = json.loads((tmp_path / CONFIG_FILE).read_text())
     del config["standardise"]
@@ -114,11 +115,11 @@ def test_a_checkpoint_without_the_standardise_field_loads_as_before(synthetic_ro
     """Its hyper-parameters lack the field: test --ckpt_path, load_from_checkpoint and init_from build the
     unstandardised model it holds, not today's default."""
     import lightning as L
-    from conftest import run_cli, trainer_args
+    from helpers import run_cli, trainer_args
 
     from clip_agiqa import MOSFolder
 
-    old = CLIPAGIQA(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=False)
+    old = CLIPAGIQA(**TINY_MODEL, standardise=False)
     trainer = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, accelerator="cpu", logger=False,
                         enable_progress_bar=False, enable_model_summary=False, default_root_dir=tmp_path)
     trainer.fit(old, MOSFolder(str(synthetic_root), batch_size=8, num_workers=0))

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL_ARGS
+from helpers import REPO, TINY_MODEL_ARGS
 
 from clip_agiqa import cli as commands
 from clip_agiqa.cli import ALL_COMMANDS, console, one_line_warning

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import SHARED_ANNOTATIONS, TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import SHARED_ANNOTATIONS, TINY_MODEL_ARGS, run_cli, trainer_args
 from layouts import agiqa1k_root, agiqa3k_root, aigciqa20k_root, aigciqa2023_root
 
 from clip_agiqa.data import AGIQA3K

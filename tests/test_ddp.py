@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import HANG_GUARD, TINY_MODEL_ARGS, run_checked, run_cli, trainer_args
+from helpers import HANG_GUARD, TINY_MODEL_ARGS, run_checked, run_cli, trainer_args
 
 from clip_agiqa.data import write_synthetic_dataset
 

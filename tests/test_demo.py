@@ -4,7 +4,7 @@ import shutil
 
 import lightning as L
 import pytest
-from conftest import REPO, run_cli
+from helpers import REPO, run_cli
 
 from clip_agiqa import CLIPAGIQA
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 from scipy.spatial.distance import jensenshannon
 from scipy.stats import wasserstein_distance
 
@@ -66,7 +66,7 @@ def test_percentile_among_the_training_mos():
 def test_the_paper_model_and_loss_stay_exactly_as_they_were():
     from clip_agiqa import CLIPAGIQA
 
-    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, standardise=False)  # the paper head
+    task = CLIPAGIQA(**TINY_MODEL, standardise=False)  # the paper head
     model = task.model.eval()
     assert model.config.output == "score" and not hasattr(model, "std_scale") and model.extra_columns() == []
     assert model.head.mlp[-1].out_features == 1 and not hasattr(task, "val_abs_z")
@@ -82,7 +82,7 @@ def test_the_paper_model_and_loss_stay_exactly_as_they_were():
 def test_a_distribution_learns_the_raters_distribution_where_their_std_is_known():
     from clip_agiqa import CLIPAGIQA
 
-    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, output="distribution", levels=11, mos_scale=[0, 10])
+    task = CLIPAGIQA(**TINY_MODEL, output="distribution", levels=11, mos_scale=[0, 10])
     task.model.eval()  # no dropout: the same distribution each call
     features = torch.randn(2, task.model.clip.config.projection_dim)
     log_probs = task.model.training_scale_log_probs(features)
@@ -101,7 +101,7 @@ def test_a_distribution_learns_the_raters_distribution_where_their_std_is_known(
 def test_saved_quantiles_are_checked_and_an_older_model_has_no_percentiles():
     from clip_agiqa.model import CLIPAGIQAModel
 
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQAModel(**TINY_MODEL)
     state = model.trained_state_dict()
     older = {k: v for k, v in state.items() if k != "mos_quantiles"}
     model.load_trained_state(older, "older.safetensors")

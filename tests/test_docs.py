@@ -18,7 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess
+from helpers import REPO, TINY_MODEL_ARGS, run_cli, run_cli_subprocess
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")

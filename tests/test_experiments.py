@@ -7,16 +7,14 @@ import warnings
 
 import pytest
 import yaml
-from conftest import REPO, run_cli
-from experiment_helpers import (  # noqa: F401 (fixtures)
+from experiment_helpers import (
     as_flags,
-    benchmark_here,
     configured,
     data_class,
     make_data_root,
-    no_wandb_run_left,
     shrink_args,
 )
+from helpers import REPO, run_cli
 
 from clip_agiqa.run_files import scatter_file
 

@@ -6,8 +6,8 @@ import json
 import numpy as np
 import pytest
 import torch
-from conftest import run_cli
 from experiment_helpers import fit_tiny, trained_parts
+from helpers import run_cli
 from PIL import Image
 
 import clip_agiqa

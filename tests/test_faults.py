@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli
+from helpers import TINY_MODEL_ARGS, run_cli
 
 from clip_agiqa.callbacks.signals import RunInterrupted, StopOnSignal
 from clip_agiqa.errors import InputError

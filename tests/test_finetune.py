@@ -5,6 +5,7 @@ import shutil
 import pytest
 import torch
 from experiment_helpers import fit_tiny, trained_parts
+from helpers import TINY_MODEL
 
 from clip_agiqa import CLIPAGIQA, export_checkpoint
 
@@ -66,9 +67,9 @@ def test_init_from_takes_the_architecture_and_refuses_a_contradiction(start, syn
 
 
 def test_default_trains_context_and_head_and_an_unknown_choice_is_refused():
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQA(**TINY_MODEL)
     trained = {n for n, p in model.model.named_parameters() if p.requires_grad}
     assert any(n.startswith("head.") for n in trained) and "prompt_learner.ctx" in trained
     assert not any(n.startswith("clip.") for n in trained)
     with pytest.raises(ValueError, match="trainable"):
-        CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, trainable="everything")
+        CLIPAGIQA(**TINY_MODEL, trainable="everything")

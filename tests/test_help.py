@@ -13,7 +13,7 @@ import sys
 import zipfile
 
 import pytest
-from conftest import REPO
+from helpers import REPO
 
 from clip_agiqa import cli as commands
 from clip_agiqa import help as shipped

@@ -11,7 +11,7 @@ from pathlib import Path
 import lightning as L
 import pytest
 import torch
-from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import REPO, TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel, MOSFolder
 from clip_agiqa.model import CONFIG_FILE, WEIGHTS_FILE
@@ -19,7 +19,7 @@ from clip_agiqa.model import CONFIG_FILE, WEIGHTS_FILE
 
 def trained_tiny(scale=(0.0, 5.0), head="concat", seed=1) -> CLIPAGIQAModel:
     """A tiny model whose trained parts are moved away from their initial values, as training would."""
-    model = CLIPAGIQAModel("random:tiny", head=head, n_ctx=4, hidden_dim=16, mos_scale=scale)
+    model = CLIPAGIQAModel(**TINY_MODEL, head=head, mos_scale=scale)
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, parameter in model.named_parameters():
@@ -90,7 +90,7 @@ def test_prompt_features_follow_load_state_dict_and_moves():
 def test_testing_a_checkpoint_after_another_evaluation_uses_its_weights(synthetic_root, tmp_path):
     """Seen: test SRCC -0.833 against -0.857 for the same checkpoint loaded cleanly."""
     data = MOSFolder(str(synthetic_root), batch_size=8, num_workers=0)
-    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, lr=0.05, warmup_epochs=0)
+    task = CLIPAGIQA(**TINY_MODEL, lr=0.05, warmup_epochs=0)
     trainer = L.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_progress_bar=False,
                         enable_model_summary=False, default_root_dir=tmp_path,
                         callbacks=[L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path, filename="epoch{epoch}",

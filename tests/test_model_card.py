@@ -8,8 +8,8 @@ import json
 import shutil
 
 import pytest
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
+from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 
 from clip_agiqa import CLIPAGIQA
 from clip_agiqa.errors import InputError
@@ -79,14 +79,14 @@ def test_without_a_test_of_that_checkpoint_the_card_says_not_measured(tested, tm
 
 
 def test_each_target_gets_its_coverage_line_and_a_score_model_none():
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, output="distribution", levels=5,
+    model = CLIPAGIQA(**TINY_MODEL, output="distribution", levels=5,
                       targets=["quality", "align"]).model
     model.training_info = {"test/quality/coverage50": 0.52, "test/quality/coverage90": 0.875}
     card = str(model.generate_model_card())
     assert ("- Interval coverage on its test split (quality), measured by `clip-agiqa test` of this checkpoint: the "
             "50% interval holds 52.0% of the test MOS, the 90% interval 87.5%") in card
     assert "- Interval coverage on a test split (align): not measured" in card
-    paper = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16).model
+    paper = CLIPAGIQA(**TINY_MODEL).model
     paper.training_info = {"test/srcc": 0.5}
     card = str(paper.generate_model_card())
     assert "Interval coverage" not in card and "| test/srcc | 0.5000 |" in card

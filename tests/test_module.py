@@ -5,6 +5,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import TINY_MODEL
 
 from clip_agiqa import CLIPAGIQA, MOSFolder
 from clip_agiqa.module import FROZEN_PREFIX
@@ -81,7 +82,7 @@ class LearningRates(L.Callback):
 
 def test_schedule_spans_a_run_bounded_by_max_steps(synthetic_root, tmp_path):
     """Seen: with max_steps and no max_epochs the lr was 0 from the second epoch on."""
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQA(**TINY_MODEL)
     rates = LearningRates()
     data = MOSFolder(str(synthetic_root), batch_size=8, num_workers=0)  # 29 training images: 4 steps per epoch
     trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -96,10 +97,10 @@ def test_schedule_spans_a_run_bounded_by_max_steps(synthetic_root, tmp_path):
 
 def test_resume_with_more_epochs_goes_on_with_a_sensible_learning_rate(synthetic_root, tmp_path):
     """Seen: the first resumed epoch ran at lr 0 because the restored schedule had ended."""
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, warmup_epochs=0)
+    model = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0)
     fit(model, synthetic_root, tmp_path, epochs=2, limit_val_batches=0)
     rates = LearningRates()
-    resumed = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, warmup_epochs=0)
+    resumed = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0)
     trainer = make_trainer(tmp_path / "resumed", epochs=4, limit_val_batches=0,
                            callbacks=[rates, L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "resumed")])
     trainer.fit(resumed, MOSFolder(str(synthetic_root), batch_size=8, num_workers=0),
@@ -112,7 +113,7 @@ def test_resume_with_more_epochs_goes_on_with_a_sensible_learning_rate(synthetic
 
 def test_true_half_precision_is_refused_with_what_to_use(synthetic_root, tmp_path):
     """Seen: bf16-true crashed with `mat1 and mat2 must have the same dtype`."""
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQA(**TINY_MODEL)
     with pytest.raises(ValueError, match="bf16-mixed.*frozen_dtype bfloat16"):
         fit(model, synthetic_root, tmp_path, precision="bf16-true")
 
@@ -158,7 +159,7 @@ def test_frozen_dtype_holds_encoders_in_bfloat16():
 
 @pytest.mark.parametrize("frozen_dtype", ["float32", "bfloat16"])
 def test_bf16_mixed_training_keeps_metrics_finite(synthetic_root, tmp_path, frozen_dtype):
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, frozen_dtype=frozen_dtype)
+    model = CLIPAGIQA(**TINY_MODEL, frozen_dtype=frozen_dtype)
     trainer, _ = fit(model, synthetic_root, tmp_path, precision="bf16-mixed")
     metrics = trainer.callback_metrics
     for name in ("val/srcc", "val/plcc", "val/krcc", "val/rmse", "val/loss"):

@@ -5,7 +5,7 @@ import csv
 
 import pytest
 import torch
-from conftest import REPO, run_cli
+from helpers import REPO, TINY_MODEL, run_cli
 from PIL import Image
 
 import clip_agiqa
@@ -15,7 +15,7 @@ from clip_agiqa import CLIPAGIQAModel
 def test_use_prompt_false_is_the_paper_model_exactly():
     """The paper's head (one output, no prompt input) and its parameters are what they were."""
     torch.manual_seed(0)
-    model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16).eval()
+    model = CLIPAGIQAModel(**TINY_MODEL).eval()
     assert not model.use_prompt and model.targets == ["quality"]
     assert model.head.mlp[1].in_features == 32 * (1 + 6) and model.head.mlp[4].out_features == 1
     pixels = torch.randn(3, 3, 32, 32)
@@ -27,7 +27,7 @@ def test_use_prompt_false_is_the_paper_model_exactly():
 
 
 def test_prompt_features_are_encoded_once_per_distinct_prompt_and_long_ones_counted():
-    model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16, use_prompt=True).eval()
+    model = CLIPAGIQAModel(**TINY_MODEL, use_prompt=True).eval()
     calls = []
     original = model.clip.get_text_features
     model.clip.get_text_features = lambda **kwargs: calls.append(len(kwargs["input_ids"])) or original(**kwargs)
@@ -45,7 +45,7 @@ def test_prompt_features_are_encoded_once_per_distinct_prompt_and_long_ones_coun
 
 @pytest.fixture(scope="module")
 def saved_prompt_model(tmp_path_factory):
-    model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16, targets=["quality", "align"], use_prompt=True,
+    model = CLIPAGIQAModel(**TINY_MODEL, targets=["quality", "align"], use_prompt=True,
                            mos_scale=[[0, 5], [1, 5]])
     folder = tmp_path_factory.mktemp("saved") / "model"
     model.save_pretrained(folder)
@@ -98,7 +98,7 @@ def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, syn
 
 
 def test_score_command_on_a_prompt_blind_model_writes_one_score_column(synthetic_root, tmp_path):
-    CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16).save_pretrained(tmp_path / "model")
+    CLIPAGIQAModel(**TINY_MODEL).save_pretrained(tmp_path / "model")
     Image.new("RGB", (40, 40), "red").save(tmp_path / "red.png")
     run_cli(["score", str(tmp_path / "model"), str(tmp_path / "red.png"), str(synthetic_root),
              "--output", str(tmp_path / "scores.csv"), "--precision", "bf16", "--batch_size", "7"])

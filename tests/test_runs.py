@@ -4,7 +4,7 @@ import csv
 
 import pytest
 import yaml
-from conftest import TINY_MODEL_ARGS, run_cli
+from helpers import TINY_MODEL_ARGS, run_cli
 
 from clip_agiqa.errors import InputError
 

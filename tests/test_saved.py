@@ -8,8 +8,8 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import fit_tiny, folder_args
+from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 from safetensors.torch import load_file, save_file
 
 from clip_agiqa import CLIPAGIQA, CLIPAGIQAModel, export_checkpoint
@@ -20,7 +20,7 @@ from clip_agiqa.saved import CONFIG_FILE, WEIGHTS_FILE, read_trained_weights
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     folder = tmp_path_factory.mktemp("saved") / "model"
-    CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16).save_pretrained(folder)
+    CLIPAGIQAModel(**TINY_MODEL).save_pretrained(folder)
     return folder
 
 

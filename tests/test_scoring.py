@@ -10,7 +10,7 @@ import signal
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
+from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure, trainer_args
 from PIL import Image
 
 import clip_agiqa
@@ -26,7 +26,7 @@ SCORE_TOLERANCE = dict(rtol=0, atol=1e-5)  # fp32 features computed in other bat
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("scoring") / "model"
-    CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16).save_pretrained(folder)
+    CLIPAGIQAModel(**TINY_MODEL).save_pretrained(folder)
     return folder
 
 

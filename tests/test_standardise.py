@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from helpers import TINY_MODEL
 
 from clip_agiqa.heads import FeatureStandardiser
 from clip_agiqa.model import CLIPAGIQAModel
@@ -25,7 +26,7 @@ def test_the_statistics_are_the_training_batches_and_scoring_uses_them():
 
 
 def test_a_standardised_model_saves_and_loads_its_statistics(tmp_path):
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=True, use_prompt=True)
+    model = CLIPAGIQAModel(**TINY_MODEL, standardise=True, use_prompt=True)
     assert {"head.image_norm.mean", "head.fusion_norm.var"} <= set(model.trained_state_dict())
     model.train()
     dim = model.clip.config.projection_dim
@@ -39,7 +40,7 @@ def test_a_standardised_model_saves_and_loads_its_statistics(tmp_path):
 
 
 def test_the_paper_head_reads_the_normalised_features_unstandardised():
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16).eval()
+    model = CLIPAGIQAModel(**TINY_MODEL).eval()
     assert not hasattr(model.head, "image_norm") and not model.config.standardise
     features = torch.randn(3, model.clip.config.projection_dim)
     prompts = F.normalize(model.quality_prompt_features(), dim=-1).flatten()
@@ -49,7 +50,7 @@ def test_the_paper_head_reads_the_normalised_features_unstandardised():
 
 def test_a_head_that_does_not_train_keeps_its_statistics():
     """--model.trainable prompt: the head's weights and its standardising statistics both stay as they started."""
-    model = CLIPAGIQAModel(backbone="random:tiny", n_ctx=4, hidden_dim=16, standardise=True, dropout=0.0).train()
+    model = CLIPAGIQAModel(**TINY_MODEL, standardise=True, dropout=0.0).train()
     features = torch.randn(8, model.clip.config.projection_dim) + 3
     model.head.requires_grad_(False)
     frozen = model.training_scale_scores(features)

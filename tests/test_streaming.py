@@ -8,7 +8,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
+from helpers import TINY_MODEL_ARGS, run_cli, trainer_args
 from PIL import Image
 
 from clip_agiqa.data import HFDataset, write_synthetic_dataset

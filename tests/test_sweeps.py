@@ -6,16 +6,15 @@ import os
 
 import pytest
 import yaml
-from conftest import REPO, run_cli
 from experiment_helpers import (
     as_flags,
     configured,
     data_class,
     fit_tiny,
     make_data_root,
-    no_wandb_run_left,  # noqa: F401 (used by pytestmark)
     shrink_args,
 )
+from helpers import REPO, run_cli
 
 pytestmark = pytest.mark.usefixtures("no_wandb_run_left")
 

@@ -9,8 +9,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
+from helpers import TINY_MODEL_ARGS, run_cli, trainer_args
 from layouts import agiqa3k_root, aigciqa2023_root
 
 from clip_agiqa.cli import input_error

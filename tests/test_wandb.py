@@ -6,8 +6,8 @@ import functools
 from pathlib import Path
 
 import pytest
-from conftest import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 from experiment_helpers import folder_args
+from helpers import REPO, TINY_MODEL_ARGS, run_cli, trainer_args
 from PIL import Image
 
 WANDB_CONFIG = str(REPO / "experiments" / "wandb.yaml")

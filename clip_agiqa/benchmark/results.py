@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import statistics
+from collections.abc import Mapping
 from pathlib import Path
 
 from ..errors import InputError
@@ -69,7 +70,7 @@ def read_predictions(path: Path) -> dict[str, dict[str, list[float]]]:
     if columns is None:
         raise InputError(f"{path}: not a predictions file (file_name, then MOS and score per target)")
     try:
-        values = [[math.nan, *map(_number, row[1:])] if len(row) == len(rows[0]) else None for row in rows[1:]]
+        values: list = [[math.nan, *map(_number, row[1:])] if len(row) == len(rows[0]) else None for row in rows[1:]]
     except ValueError as error:
         raise InputError(f"{path}: a MOS or score is not a number ({error})") from None
     if None in values:
@@ -149,7 +150,7 @@ def metric_label(key: str) -> str:
     return f"{target} {LABELS[metric]}" if target else LABELS[metric]
 
 
-def _row_order(row: dict) -> tuple:
+def _row_order(row: Mapping) -> tuple:
     return int(row["split"]), is_cross(row), row.get("tested_on", "")
 
 

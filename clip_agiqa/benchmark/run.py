@@ -15,7 +15,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import IO, Callable, Iterator
 
 import yaml
 
@@ -220,7 +220,7 @@ class Job:
     slot: int
     commands: Iterator[list[str]]
     log_path: Path
-    log: object
+    log: IO[str]
     started: float = field(default_factory=time.time)
     process: subprocess.Popen | None = None
 
@@ -233,6 +233,7 @@ def run_splits(plan: Plan, pending: list[Split], finished: Callable[[Split, list
     if plan.test_sets:
         write_cross_trainer(plan)
     environments = job_environments(plan, min(plan.jobs, len(pending)))
+    running: list[Job]
     free, queue, running, failures = list(range(len(environments))), list(pending), [], []
     total = len(plan.splits)
 

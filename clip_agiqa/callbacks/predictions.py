@@ -38,7 +38,7 @@ class ScoreWriter(BasePredictionWriter):
     def write_on_epoch_end(self, trainer, pl_module, predictions, batch_indices) -> None:
         path = self._output_path(trainer)
         path.parent.mkdir(parents=True, exist_ok=True)
-        rows = []
+        rows: list = []
         for batch in predictions:
             indices = torch.as_tensor(batch["index"]).tolist()
             errors = batch.get("error", [""] * len(indices))

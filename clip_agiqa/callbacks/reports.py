@@ -42,7 +42,7 @@ CERTAINTY_COLUMNS = ("std", "rater_std", "js", "wasserstein")  # a distribution 
 def _all_rows(trainer, rows: list) -> list:
     """Every process's rows, on every process (uneven sizes are fine), deduplicated by sample index."""
     if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
-        gathered = [None] * trainer.world_size
+        gathered: list = [None] * trainer.world_size
         torch.distributed.all_gather_object(gathered, rows)
         rows = [row for part in gathered for row in part]
     return sorted({row[0]: row for row in rows}.values())
@@ -288,11 +288,11 @@ class TestReport(Callback):
         ``test/scatter_png`` for one target, ``test/scatter/<target>`` ... for several)."""
         import wandb
 
-        columns = prediction_columns(self.targets, self.extras())
+        columns: list = prediction_columns(self.targets, self.extras())
         width = 2 + len(self.extras())
         known = [[None if isinstance(v, float) and math.isnan(v) else v for v in row] for row in rows]  # JSON: no NaN
         table = wandb.Table(columns=columns, data=known[: self.max_table_rows])
-        logged = {"test/predictions": table}
+        logged: dict[str, object] = {"test/predictions": table}
         for position, (target, png) in enumerate(pngs.items()):
             suffix = "" if len(self.targets) == 1 else f"/{target}"
             mos, score = columns[1 + width * position], columns[2 + width * position]
@@ -342,9 +342,9 @@ class ReliabilityReport(Callback):
             return
         targets = list(pl_module.model.targets)
         for position, target in enumerate(targets):
-            columns = [[row[k][position] for row in rows] for k in (1, 2, 3)]
+            mos, mean, std = ([row[k][position] for row in rows] for k in (1, 2, 3))
             title = "reliability (test)" if len(targets) == 1 else f"reliability {target} (test)"
-            self.files.append(draw_reliability(*columns, folder / reliability_file(target, targets), title=title))
+            self.files.append(draw_reliability(mos, mean, std, folder / reliability_file(target, targets), title=title))
         for logger in wandb_loggers(trainer):
             import wandb
 

@@ -14,6 +14,8 @@ from .checkpoints import LastCheckpoint
 class RunInterrupted(BaseException):
     """A fit stopped by a signal after writing ``last.ckpt`` (a BaseException: no ``except Exception`` hides it)."""
 
+    resume: str  # the command that resumes the run: set by the CLI, which knows the run folder
+
     def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int) -> None:
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
         name = signal.Signals(signum).name

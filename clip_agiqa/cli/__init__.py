@@ -20,6 +20,7 @@ import shutil
 import sys
 import warnings
 from pathlib import Path
+from types import FrameType
 
 from ..errors import UsageError, disk_full, input_error
 from ..help import shipped_help, shipped_options
@@ -99,7 +100,7 @@ def help_key(argv: list[str]) -> str:
     for path in sorted(Path(PACKAGE_DIR).rglob("*.py")):
         stat = path.stat()
         stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
-    versions = []
+    versions: list[str | None] = []
     for name in ("lightning", "jsonargparse", "torch", "transformers"):
         try:
             versions.append(metadata.version(name))
@@ -123,7 +124,7 @@ def print_help(command: str, argv: list[str]):
             sys.stdout.write(cached.read_text())
             return None
     printed = io.StringIO()
-    code = 0
+    code: str | int | None = 0
     with contextlib.redirect_stdout(printed):
         try:
             dispatch(argv, argv)
@@ -149,7 +150,7 @@ def print_help(command: str, argv: list[str]):
 
 def _warned_by_the_package() -> bool:
     """Whether ``warnings.warn`` was called from this package's code (a ``stacklevel`` may name its caller)."""
-    frame = sys._getframe(1)
+    frame: FrameType | None = sys._getframe(1)
     while frame is not None and (frame.f_code.co_filename == __file__
                                  or os.path.basename(frame.f_code.co_filename) == "warnings.py"):
         frame = frame.f_back

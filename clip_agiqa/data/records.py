@@ -132,7 +132,7 @@ def iter_xlsx_rows(path: Path) -> Iterator[tuple[int, tuple]]:
         workbook.close()
 
 
-def table(rows: list[tuple[int, Sequence]], required: list[str], source: str) -> list[tuple[int, dict]]:
+def table(rows: Sequence[tuple[int, Sequence]], required: list[str], source: str) -> list[tuple[int, dict]]:
     """The rows below the header row (the first non-blank one) as {column: value}, with their row
     numbers; header names are stripped of spaces and must include ``required``."""
     if not rows:
