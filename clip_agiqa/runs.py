@@ -208,8 +208,6 @@ class RunLogger(Logger):
 
     FLUSH_EVERY_N_STEPS = 100  # as CSVLogger
 
-    _experiment: _RunMetricsWriter | None
-
     def __init__(self, run_folder: str, keep_metrics: bool) -> None:
         super().__init__()
         self.run_folder = Path(run_folder)

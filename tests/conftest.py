@@ -27,23 +27,12 @@ def _share_the_cores_between_workers() -> None:
 _share_the_cores_between_workers()
 
 import pytest  # noqa: E402
-from helpers import TINY_MODEL  # noqa: E402
+from helpers import TINY_MODEL, unit_of_work  # noqa: E402
 
 from clip_agiqa.data import write_synthetic_dataset  # noqa: E402
 
 # Fixtures of the experiments tests (W&B clean-up, a benchmark folder ...), available to every test module.
 pytest_plugins = ["experiment_helpers"]
-
-# Modules whose tests share a costly module-scoped fixture (test_ddp: one 2-process launch; test_benchmark: one
-# benchmark of real processes): under pytest-xdist all their tests go to one worker, so it is built once.
-ONE_WORKER_MODULES = {"test_ddp.py", "test_benchmark.py"}
-
-
-def unit_of_work(nodeid: str) -> str:
-    """What pytest-xdist hands a worker as one: a test on its own, or the whole module for ONE_WORKER_MODULES."""
-    module = nodeid.split("::", 1)[0]
-    return module if os.path.basename(module) in ONE_WORKER_MODULES else nodeid
-
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_xdist_make_scheduler(config, log):

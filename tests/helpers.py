@@ -63,3 +63,14 @@ def run_cli_expecting_failure(args: list[str], cwd: Path | None = None, env: dic
                             env={**os.environ, "PYTHONWARNINGS": "ignore", **(env or {})})
     assert result.returncode != 0, f"clip-agiqa {' '.join(args)} succeeded:\n{result.stdout[-3000:]}"
     return result
+
+
+# Modules whose tests share a costly module-scoped fixture (test_ddp: one 2-process launch; test_benchmark: one
+# benchmark of real processes): under pytest-xdist all their tests go to one worker, so it is built once.
+ONE_WORKER_MODULES = {"test_ddp.py", "test_benchmark.py"}
+
+
+def unit_of_work(nodeid: str) -> str:
+    """What pytest-xdist hands a worker as one: a test on its own, or the whole module for ONE_WORKER_MODULES."""
+    module = nodeid.split("::", 1)[0]
+    return module if os.path.basename(module) in ONE_WORKER_MODULES else nodeid

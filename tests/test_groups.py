@@ -9,8 +9,8 @@ import warnings
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 from experiment_helpers import as_flags, shrink_args
+from helpers import REPO, run_cli
 from layouts import evalmi50k_root
 from scipy import stats
 

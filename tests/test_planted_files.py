@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure
+from helpers import TINY_MODEL_ARGS, run_cli, run_cli_expecting_failure
 
 from clip_agiqa.errors import InputError
 

@@ -1,7 +1,7 @@
 """The pytest-xdist scheduler of tests/conftest.py rests on a private xdist hook: this fails first if xdist changes it."""
 
 import pytest
-from conftest import unit_of_work
+from helpers import unit_of_work
 
 
 def test_the_costly_modules_are_one_unit_of_work_and_other_tests_one_each():

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import REPO, run_cli
 from experiment_helpers import as_flags, shrink_args
+from helpers import REPO, run_cli
 from layouts import placeholder, write_csv, write_xlsx
 
 from clip_agiqa.data.agiqa3k import AGIQA3KReader
