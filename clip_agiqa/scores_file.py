@@ -154,7 +154,8 @@ class ScoreCSV:
                 reader = csv.reader(_bounded_lines(handle, self.partial))
                 header = next(reader, None)
                 if header != self.columns:
-                    raise InputError(f"{self.partial}: its columns ({', '.join(c[:40] for c in header or [])[:200] or 'none'}) "
+                    found = ", ".join(cell[:40] for cell in header or [])[:200] or "none"
+                    raise InputError(f"{self.partial}: its columns ({found}) "
                                      f"are not the ones this run writes ({', '.join(self.columns)}): delete it to "
                                      "start over")
                 rows = [row for row in reader if row]  # an empty line is no row: its image is not done

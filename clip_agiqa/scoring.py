@@ -21,7 +21,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .csv_cells import unescape_formula
-from .data.images import IMAGE_EXTENSIONS, error_reason, file_problem, load_rgb, scan_folder, to_rgb, warn_skipped
+from .data.images import (
+    IMAGE_EXTENSIONS,
+    decoding_workers,
+    error_reason,
+    file_problem,
+    load_rgb,
+    scan_folder,
+    to_rgb,
+    warn_skipped,
+)
 from .data.records import column, parse_names, read_csv_rows, require_unique, table
 from .data.transforms import ImageTransform
 from .errors import CommandParser, InputError
@@ -202,7 +211,7 @@ class QualityScorer:
         the one before is turned into rows, so the device is not kept waiting on the host."""
         self._check_prompts(prompts is not None)
         batches = -(-len(paths) // self.batch_size)
-        workers = min(self.num_workers, batches)
+        workers = decoding_workers(min(self.num_workers, batches))
         loader = DataLoader(ImageFiles(paths, self.transform), batch_size=self.batch_size, shuffle=False,
                             num_workers=workers, collate_fn=collate_images,
                             pin_memory=self.device.type == "cuda")

@@ -18,10 +18,11 @@ What holds: never stale (a row whose image changed size or mtime is encoded agai
 manifest does not parse, whose key differs or whose array fails its checksum is rebuilt, never used; the checksum is
 verified once when a loader opens the shard), never trusted (the cache may sit in a shared data folder, so anyone
 may have planted it: only regular files are opened, never a FIFO or device, so nothing can block or read forever;
-the array's size must be the one its manifest describes, its feature size the encoder's, and its features finite and
-not all zero; a bad file is named in one warning and rebuilt), resumable (each shard is written atomically, array then manifest, and
-finished shards stay when a run is killed), and the same features as encoding each time. A shard that lacks rows or
-views reuses what it has and what other shards of the same transform hold, and encodes only the rest.
+the array's size must be the one its manifest describes, its feature size the encoder's, and its features finite
+and not all zero; a bad file is named in one warning and rebuilt), resumable (each shard is written atomically,
+array then manifest, and finished shards stay when a run is killed), and the same features as encoding each time.
+A shard that lacks rows or views reuses what it has and what other shards of the same transform hold, and encodes
+only the rest.
 
 Under DDP rank ``r`` builds the shards ``r::world_size`` of a split (rank 0 the prompt table), all wait at a barrier,
 then every rank maps every shard: rows are paged in when a batch reads them, so no rank holds the split in its own
@@ -51,7 +52,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..files import atomic_write
 from ..frozen import EncoderKey, FrozenEncoder
-from .images import file_problem, load_rgb
+from .images import decoding_workers, file_problem, load_rgb
 from .records import Record, std_tensor, target_tensor
 from .transforms import ImageTransform
 
@@ -504,7 +505,8 @@ class FeatureCache:
                 todo.append(_Todo(index, have, list(range(start, width))))
         for todo_entry, features in self._encode(todo, records, transform):
             existing = todo_entry.existing
-            rows[todo_entry.index] = features if existing is None else torch.cat([existing.to(features.dtype), features])
+            rows[todo_entry.index] = (features if existing is None
+                                      else torch.cat([existing.to(features.dtype), features]))
         dtype = next(r.dtype for r in rows if r is not None)
         features = torch.stack([r.to(dtype) for r in rows])
         problem = feature_problem(features)
@@ -521,8 +523,9 @@ class FeatureCache:
         if not todo:
             return
         views_per_image = max(len(t.views) for t in todo)
-        loader = DataLoader(_ViewPixels(todo, records, transform), batch_size=max(1, self.batch_size // views_per_image),
-                            num_workers=self.num_workers, collate_fn=_collate,
+        loader = DataLoader(_ViewPixels(todo, records, transform),
+                            batch_size=max(1, self.batch_size // views_per_image),
+                            num_workers=decoding_workers(self.num_workers), collate_fn=_collate,
                             pin_memory=self.encoder.device().type == "cuda")
         description = f"caching {'train' if transform.train else 'eval'} features ({views_per_image} view(s))"
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
