@@ -229,9 +229,13 @@ class ScoreCSV:
         self._count(name, error)
 
     def _write_failed(self, failure: OSError) -> InputError:
-        return InputError(f"cannot write {self.partial}: {failure.strerror or failure}; the rows written so far "
-                          "stay there: add --resume to continue (resume=True in Python), or delete it to "
-                          "start over")
+        """The line for a failed write: what to run next (a .partial without rows is removed by ``close``)."""
+        if self.rows == 0 and self.started_partial:
+            then = "no row was written: run the same command again"
+        else:
+            then = (f"the {self.rows} row(s) so far stay in {self.partial}: add --resume to continue "
+                    "(resume=True in Python)")
+        return InputError(f"cannot write {self.partial}: {failure.strerror or failure}; {then}")
 
     def flush(self) -> None:
         """Rows so far onto the disk's page cache: a killed run keeps them."""
