@@ -21,7 +21,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from .csv_cells import unescape_formula
-from .data.images import IMAGE_EXTENSIONS, error_reason, file_problem, load_rgb, scan_folder, to_rgb, warn_skipped
+from .data.images import (
+    IMAGE_EXTENSIONS,
+    decoding_workers,
+    error_reason,
+    file_problem,
+    load_rgb,
+    scan_folder,
+    to_rgb,
+    warn_skipped,
+)
 from .data.records import column, parse_names, read_csv_rows, require_unique, table
 from .data.transforms import ImageTransform
 from .errors import CommandParser, InputError
@@ -202,7 +211,7 @@ class QualityScorer:
         the one before is turned into rows, so the device is not kept waiting on the host."""
         self._check_prompts(prompts is not None)
         batches = -(-len(paths) // self.batch_size)
-        workers = min(self.num_workers, batches)
+        workers = decoding_workers(min(self.num_workers, batches))
         loader = DataLoader(ImageFiles(paths, self.transform), batch_size=self.batch_size, shuffle=False,
                             num_workers=workers, collate_fn=collate_images,
                             pin_memory=self.device.type == "cuda")
@@ -224,14 +233,17 @@ class QualityScorer:
         return [(position, scored.get(place), errors[place]) for place, position in enumerate(positions)]
 
     def write_csv(self, files: dict[str, Path], output, prompts: dict[str, str] | None = None,
-                  resume: bool = False, with_prompt: bool | None = None, collect: bool = False):
+                  resume: bool = False, with_prompt: bool | None = None, collect: bool = False,
+                  overwrite: bool = False):
         """Score named files (name -> path, in order) into the CSV ``output`` as batches finish (see
-        ``clip_agiqa.scores_file``); with ``resume``, the rows of ``<output>.partial`` are kept and only the rest
-        is scored. Returns the finished ``ScoreCSV`` (its ``summary()``) and, with ``collect``, the rows
-        scored by this call as ``(name, scores or None)``."""
+        ``clip_agiqa.scores_file``); with ``resume``, the rows of ``<output>.partial`` that name these files are
+        kept and only the rest is scored; an existing ``output`` is replaced only with ``overwrite``. Returns the
+        finished ``ScoreCSV`` (its ``summary()``) and, with ``collect``, the rows scored by this call as
+        ``(name, scores or None)``."""
         with_prompt = prompts is not None if with_prompt is None else with_prompt
+        inputs = {name: (prompts.get(name) or "") if prompts is not None else None for name in files}
         table = ScoreCSV(output, self.targets, with_prompt, "resume" if resume else "refuse",
-                         extra_columns=self.model.extra_columns())
+                         extra_columns=self.model.extra_columns(), inputs=inputs, overwrite=overwrite)
         collected = []
         try:
             names = [name for name in files if name not in table.done]
@@ -258,14 +270,15 @@ class QualityScorer:
         return table, collected
 
     def score_files(self, files: dict[str, Path], output=None, prompts: dict[str, str] | None = None,
-                    resume: bool = False) -> list:
+                    resume: bool = False, overwrite: bool = False) -> list:
         """Score named files (name -> path, in order). An unreadable file does not stop the run: it gets NaN
         scores (empty ones and its reason in the CSV) and one warning names them. With ``output``, the CSV
         (``file_name[,prompt],score...,error``) is written as batches finish; ``resume`` continues an
-        interrupted one. Returns ``(name, score)`` for each file scored by this call."""
+        interrupted one; an existing ``output`` is replaced only with ``overwrite``. Returns ``(name, score)`` for
+        each file scored by this call."""
         nan = [float("nan")] * len(self.targets)
         if output is not None:
-            table, rows = self.write_csv(files, output, prompts, resume, collect=True)
+            table, rows = self.write_csv(files, output, prompts, resume, collect=True, overwrite=overwrite)
             table.warn_unreadable()
         else:
             names, rows, failed = list(files), [], []
@@ -278,7 +291,8 @@ class QualityScorer:
             warn_unreadable(failed[:5], len(failed), len(rows), "the scores")
         return [(name, self._as_result(scores if scores is not None else nan)) for name, scores in rows]
 
-    def score_folder(self, folder, output=None, prompt: str | None = None, resume: bool = False) -> list:
+    def score_folder(self, folder, output=None, prompt: str | None = None, resume: bool = False,
+                     overwrite: bool = False) -> list:
         """Score every image under ``folder`` (recursively, sorted, names relative to it; what the scan leaves
         out is named in one warning); see ``score_files``."""
         folder = Path(folder).expanduser()
@@ -293,7 +307,7 @@ class QualityScorer:
             warnings.warn(NO_PROMPTS, stacklevel=2)
             prompt = None
         return self.score_files(files, output, {name: prompt for name in files} if prompt is not None else None,
-                                resume)
+                                resume, overwrite)
 
 
 def load(path, device: str | torch.device | None = None, backbone: str | None = None, batch_size: int = 32,
@@ -369,6 +383,8 @@ def main(argv: list[str] | None = None) -> Path:
                         "to <output>.partial until the last one is written")
     parser.add_argument("--resume", action="store_true", help="continue <output>.partial of an interrupted run: "
                         "its rows are kept, only the other images are scored")
+    parser.add_argument("--overwrite", action="store_true", help="replace the output if it exists (it is never "
+                        "replaced otherwise)")
     parser.add_argument("--prompt", help="one generation prompt for every image (CSV lists may give one each)")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--precision", default="32", choices=sorted(PRECISIONS))
@@ -384,7 +400,9 @@ def main(argv: list[str] | None = None) -> Path:
         raise InputError(f"--num_workers must be 0 or more, got {args.num_workers}")
     device = checked_device(args.device)
     output = check_output(Path(args.output))
-    if partial_path(output).exists() and not args.resume:
+    if os.path.lexists(output) and not args.overwrite:
+        raise InputError(f"{output} exists: add --overwrite to replace it, or give another --output")
+    if os.path.lexists(partial_path(output)) and not args.resume:
         raise InputError(f"{partial_path(output)} holds the rows of an interrupted run: add --resume to continue "
                          "it, or delete it to start over")
     files, prompts = gather_inputs(args.inputs)
@@ -399,7 +417,7 @@ def main(argv: list[str] | None = None) -> Path:
         missing = [n for n in files if not (prompts or {}).get(n)]
         raise InputError(f"{args.model} reads each image's generation prompt: give --prompt or a CSV list with a "
                          f"prompt column; {len(missing)} image(s) have none, e.g. {', '.join(missing[:3])}")
-    table, _ = scorer.write_csv(files, output, prompts, resume=args.resume)
+    table, _ = scorer.write_csv(files, output, prompts, resume=args.resume, overwrite=args.overwrite)
     table.warn_unreadable()
     print(f"{table.summary()} ({', '.join(scorer.targets)})")
     return output

@@ -53,7 +53,7 @@ class ScoreWriter(BasePredictionWriter):
                 merged.update({index: (name, score, error) for index, name, score, error in torch.load(rank_part)})
                 os.remove(rank_part)
             ordered = [merged[i] for i in sorted(merged)]
-            with ScoreCSV(path, pl_module.model.targets, with_prompt=False, partial="replace",
+            with ScoreCSV(path, pl_module.model.targets, with_prompt=False, partial="replace", overwrite=True,
                           extra_columns=pl_module.model.extra_columns()) as table:
                 for name, score, error in ordered:
                     table.write(name, None, score, error)

@@ -16,9 +16,13 @@ On disk, under ``<cache_dir>/<backbone>-<encoder key hash>/``:
 
 What holds: never stale (a row whose image changed size or mtime is encoded again), never corrupt (a shard whose
 manifest does not parse, whose key differs or whose array fails its checksum is rebuilt, never used; the checksum is
-verified once when a loader opens the shard), resumable (each shard is written atomically, array then manifest, and
-finished shards stay when a run is killed), and the same features as encoding each time. A shard that lacks rows or
-views reuses what it has and what other shards of the same transform hold, and encodes only the rest.
+verified once when a loader opens the shard), never trusted (the cache may sit in a shared data folder, so anyone
+may have planted it: only regular files are opened, never a FIFO or device, so nothing can block or read forever;
+the array's size must be the one its manifest describes, its feature size the encoder's, and its features finite
+and not all zero; a bad file is named in one warning and rebuilt), resumable (each shard is written atomically,
+array then manifest, and finished shards stay when a run is killed), and the same features as encoding each time.
+A shard that lacks rows or views reuses what it has and what other shards of the same transform hold, and encodes
+only the rest.
 
 Under DDP rank ``r`` builds the shards ``r::world_size`` of a split (rank 0 the prompt table), all wait at a barrier,
 then every rank maps every shard: rows are paged in when a batch reads them, so no rank holds the split in its own
@@ -33,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -47,7 +52,7 @@ from tqdm.auto import tqdm
 from ..errors import InputError
 from ..files import atomic_write
 from ..frozen import EncoderKey, FrozenEncoder
-from .images import load_rgb
+from .images import decoding_workers, file_problem, load_rgb
 from .records import Record, std_tensor, target_tensor
 from .transforms import ImageTransform
 
@@ -55,6 +60,7 @@ CACHE_FORMAT = "2"  # the layout of a shard; the settings that change features a
 DEFAULT_CACHE_DIRNAME = ".feature_cache"
 SHARD_ROWS = 1024  # records per shard: the unit of building, checking and resuming
 MAX_MANIFEST_BYTES = 64 << 20
+MAX_HEADER_BYTES = 1 << 16  # a .npy header (numpy writes 128 bytes; format 2.0 allows more)
 # bfloat16 has no numpy type: its 16 bits are stored as int16 and viewed back.
 STORED_DTYPES = {"float32": ("<f4", torch.float32), "float16": ("<f2", torch.float16),
                  "bfloat16": ("<i2", torch.bfloat16), "float64": ("<f8", torch.float64)}
@@ -116,73 +122,177 @@ class _HashingWriter:
         return self.handle.write(data)
 
 
-class ShardStore:
-    """One folder of shards under one key: ``<name>.npy`` (rows, views, dim) and ``<name>.json`` (its manifest)."""
+class DamagedFile(Exception):
+    """A cache file that is there but cannot be used: ``reason`` says why (the warning names the file)."""
 
-    def __init__(self, folder: Path, key: dict):
+    def __init__(self, path: Path, reason: str):
+        super().__init__(f"{path}: {reason}")
+        self.path, self.reason = path, reason
+
+
+def open_regular(path: Path, limit: int):
+    """``path`` opened for reading if it is a regular file of at most ``limit`` bytes; None when it is not there;
+    ``DamagedFile`` otherwise. A FIFO or device is refused by type before opening, and the open never waits (a FIFO
+    swapped in after the check is refused by its descriptor's type), so a planted file cannot block a run."""
+    problem = file_problem(path)
+    if problem == "not found":
+        return None
+    if problem is not None:
+        raise DamagedFile(path, problem)
+    try:
+        handle = os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb")
+    except FileNotFoundError:
+        return None
+    except OSError as error:
+        raise DamagedFile(path, f"cannot be read: {error.strerror or error}") from None
+    info = os.fstat(handle.fileno())
+    if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+        handle.close()
+        raise DamagedFile(path, "not a regular file" if not stat.S_ISREG(info.st_mode)
+                          else f"{info.st_size:,} bytes, more than the {limit:,} such a file can be")
+    return handle
+
+
+_warned: set[str] = set()  # files already named in a warning by this process
+
+
+def warn_damaged(damage: DamagedFile) -> None:
+    """One warning line per bad cache file (it is rebuilt, never used)."""
+    if str(damage.path) not in _warned:
+        _warned.add(str(damage.path))
+        warnings.warn(f"feature cache file {damage.path} is not usable ({damage.reason}); rebuilding it", stacklevel=3)
+
+
+def _whole_number(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+class ShardStore:
+    """One folder of shards under one key: ``<name>.npy`` (rows, views, dim) and ``<name>.json`` (its manifest).
+    ``dim``, when known, is the feature size every shard must have (the encoder's)."""
+
+    def __init__(self, folder: Path, key: dict, dim: int | None = None):
         self.folder = Path(folder)
         self.key = key
+        self.dim = dim
 
     def _manifest(self, name: str) -> dict | None:
+        """The manifest if it is there and written under this key; None if missing or under other settings;
+        ``DamagedFile`` if it is there but cannot be one."""
         path = self.folder / f"{name}.json"
+        handle = open_regular(path, MAX_MANIFEST_BYTES)
+        if handle is None:
+            return None
+        with handle:
+            data = handle.read(MAX_MANIFEST_BYTES + 1)
         try:
-            if path.stat().st_size > MAX_MANIFEST_BYTES:
-                return None
-            manifest = json.loads(path.read_text())
-        except (OSError, ValueError):  # missing, unreadable, not JSON, not UTF-8
-            return None
+            manifest = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError):  # not UTF-8, not JSON
+            raise DamagedFile(path, "not valid JSON") from None
         if not isinstance(manifest, dict) or manifest.get("format") != CACHE_FORMAT or manifest.get("key") != self.key:
-            return None
+            return None  # another layout or other settings: not this store's shard
         shape, rows = manifest.get("shape"), manifest.get("rows")
-        if (not isinstance(rows, list) or not isinstance(shape, list) or len(shape) != 3 or shape[0] != len(rows)
+        if (not isinstance(rows, list) or not isinstance(shape, list) or len(shape) != 3
+                or not all(_whole_number(n) for n in shape) or shape[0] != len(rows)
                 or manifest.get("dtype") not in STORED_DTYPES or not isinstance(manifest.get("sha256"), str)):
-            return None
+            raise DamagedFile(path, "its shape, dtype, rows or checksum are missing or inconsistent")
+        if self.dim is not None and shape[2] != self.dim:
+            raise DamagedFile(path, f"features of size {shape[2]}, the encoder gives {self.dim}")
         return manifest
+
+    def manifest(self, name: str) -> dict | None:
+        """The manifest, or None (missing, other settings or damaged: never an error)."""
+        try:
+            return self._manifest(name)
+        except DamagedFile:
+            return None
 
     def open(self, name: str) -> Shard | None:
         """The shard if its manifest has this key and its array file is the one the manifest describes (checksum,
-        dtype, shape); else None (missing, damaged, or written under other settings): never a partial shard."""
+        dtype, shape, size) with usable features; else None (missing, damaged, or written under other settings): never
+        a partial shard. A file that is there but damaged is named in one warning."""
+        try:
+            return self._open(name)
+        except DamagedFile as damage:
+            warn_damaged(damage)
+            return None
+
+    def _open(self, name: str) -> Shard | None:
         manifest = self._manifest(name)
         if manifest is None:
             return None
         numpy_dtype, torch_dtype = STORED_DTYPES[manifest["dtype"]]
-        try:
-            with open(self.folder / f"{name}.npy", "rb") as handle:  # one open file: hashed and mapped are the same
-                if hashlib.file_digest(handle, "sha256").hexdigest() != manifest["sha256"]:
-                    return None
-                handle.seek(0)
+        path = self.folder / f"{name}.npy"
+        rows, views, dim = manifest["shape"]
+        payload = rows * views * dim * np.dtype(numpy_dtype).itemsize
+        handle = open_regular(path, MAX_HEADER_BYTES + payload)
+        if handle is None:
+            raise DamagedFile(path, "missing, its manifest is there")
+        with handle:  # one open file: checked, hashed and mapped are the same
+            try:
                 version = np.lib.format.read_magic(handle)
                 read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
                                else np.lib.format.read_array_header_2_0)
                 shape, fortran, dtype = read_header(handle)
-                if list(shape) != manifest["shape"] or fortran or dtype.str != numpy_dtype or dtype.hasobject:
-                    return None
-                array = np.memmap(handle, dtype=dtype, mode="c", shape=shape, offset=handle.tell())
-        except (OSError, ValueError):
-            return None
+            except (OSError, ValueError, SyntaxError, TypeError):
+                raise DamagedFile(path, "not a numpy array file") from None
+            if list(shape) != manifest["shape"] or fortran or dtype.str != numpy_dtype or dtype.hasobject:
+                raise DamagedFile(path, f"holds {dtype.str} {tuple(shape)}, its manifest describes {numpy_dtype} "
+                                        f"{tuple(manifest['shape'])}")
+            offset = handle.tell()
+            size = os.fstat(handle.fileno()).st_size
+            if size != offset + payload:
+                raise DamagedFile(path, f"{size:,} bytes, its manifest describes {offset + payload:,}")
+            handle.seek(0)
+            if hashlib.file_digest(handle, "sha256").hexdigest() != manifest["sha256"]:
+                raise DamagedFile(path, "its checksum differs from its manifest's")
+            array = np.memmap(handle, dtype=dtype, mode="c", shape=shape, offset=offset) if payload else \
+                np.empty(shape, dtype)
         features = torch.from_numpy(array)
         if torch_dtype == torch.bfloat16:
             features = features.view(torch.bfloat16)
+        problem = feature_problem(features)
+        if problem is not None:
+            raise DamagedFile(path, problem)
         return Shard(name, manifest["rows"], features, manifest.get("extra") or {})
 
     def write(self, name: str, rows: list, features: torch.Tensor, extra: dict | None = None) -> None:
         """Array first, then the manifest that vouches for it, each atomically: a killed run leaves either a whole
-        shard or one that fails its check."""
+        shard or one that fails its check. A planted FIFO or link in the way is replaced, never written through."""
         dtype = str(features.dtype).removeprefix("torch.")
         if dtype not in STORED_DTYPES:
             raise TypeError(f"cannot cache {features.dtype} features")
         features = features.detach().to("cpu").contiguous()
         array = (features.view(torch.int16) if features.dtype == torch.bfloat16 else features).numpy()
         digest = hashlib.sha256()
-        with atomic_write(self.folder / f"{name}.npy", "wb") as handle:
-            np.lib.format.write_array(_HashingWriter(handle, digest), array, allow_pickle=False)
         manifest = {"format": CACHE_FORMAT, "key": self.key, "dtype": dtype, "shape": list(features.shape),
-                    "sha256": digest.hexdigest(), "rows": rows, "extra": extra or {}}
-        with atomic_write(self.folder / f"{name}.json") as handle:
-            json.dump(manifest, handle)
+                    "sha256": None, "rows": rows, "extra": extra or {}}
+        target = self.folder / f"{name}.npy"
+        try:
+            with atomic_write(target, "wb") as handle:
+                np.lib.format.write_array(_HashingWriter(handle, digest), array, allow_pickle=False)
+            manifest["sha256"] = digest.hexdigest()
+            target = self.folder / f"{name}.json"
+            with atomic_write(target) as handle:
+                json.dump(manifest, handle)
+        except IsADirectoryError:
+            raise InputError(f"feature cache file {target} is a folder: delete it, or give another "
+                             "--data.cache_dir") from None
 
     def names(self) -> list[str]:
         return sorted(p.stem for p in self.folder.glob("*.json")) if self.folder.is_dir() else []
+
+
+def feature_problem(features: torch.Tensor) -> str | None:
+    """Why cached features cannot be used (NaN or infinite values, a feature vector of zeros), or None. One
+    vectorised pass: a CLIP projection is never exactly zero, so a zero vector means a planted or broken file."""
+    if features.numel() == 0:
+        return None
+    if not bool(torch.isfinite(features).all()):
+        return "NaN or infinite features"
+    if not bool(features.reshape(-1, features.shape[-1]).ne(0).any(dim=1).all()):
+        return "features that are all zero"
+    return None
 
 
 # --- the features of a split -----------------------------------------------------------------------
@@ -301,6 +411,14 @@ class FeatureCache:
         self.shard_rows = max(1, shard_rows)
         self.built_views = 0  # image views encoded by this process (what tests and the benchmark count)
         self.built_prompts = 0  # generation prompts encoded by this process
+        self._feature_dim: int | None = None
+
+    @property
+    def feature_dim(self) -> int:
+        """The encoder's feature size (the projection: the same for images and texts), what every shard must hold."""
+        if self._feature_dim is None:
+            self._feature_dim = int(self.encoder.encode_texts([])[0].shape[-1])  # no text: no forward pass
+        return self._feature_dim
 
     @property
     def key(self) -> EncoderKey:
@@ -310,7 +428,8 @@ class FeatureCache:
         return self.directory / self.key.folder_name() / transform_hash(transform)
 
     def store(self, transform: ImageTransform) -> ShardStore:
-        return ShardStore(self.folder(transform), {"encoder": self.key.describe(), "transform": transform.describe()})
+        return ShardStore(self.folder(transform), {"encoder": self.key.describe(), "transform": transform.describe()},
+                          self.feature_dim)
 
     def shards(self, records: Sequence[Record]) -> list[tuple[str, list[Record], list[list]]]:
         """The split's shards: (name, records, their manifest rows) per ``shard_rows`` consecutive records (each
@@ -386,9 +505,16 @@ class FeatureCache:
                 todo.append(_Todo(index, have, list(range(start, width))))
         for todo_entry, features in self._encode(todo, records, transform):
             existing = todo_entry.existing
-            rows[todo_entry.index] = features if existing is None else torch.cat([existing.to(features.dtype), features])
+            rows[todo_entry.index] = (features if existing is None
+                                      else torch.cat([existing.to(features.dtype), features]))
         dtype = next(r.dtype for r in rows if r is not None)
-        store.write(name, identities, torch.stack([r.to(dtype) for r in rows]))
+        features = torch.stack([r.to(dtype) for r in rows])
+        problem = feature_problem(features)
+        if problem is not None:  # never cached, never trained on: the encoder itself is broken
+            bad = next(i for i, row in enumerate(features) if feature_problem(row.unsqueeze(0)) is not None)
+            raise InputError(f"the frozen encoder gave {problem} for {records[bad].file_name}: check the backbone's "
+                             "weights and --trainer.precision")
+        store.write(name, identities, features)
         return self._valid(store, name, identities, views)
 
     @torch.no_grad()
@@ -397,8 +523,9 @@ class FeatureCache:
         if not todo:
             return
         views_per_image = max(len(t.views) for t in todo)
-        loader = DataLoader(_ViewPixels(todo, records, transform), batch_size=max(1, self.batch_size // views_per_image),
-                            num_workers=self.num_workers, collate_fn=_collate,
+        loader = DataLoader(_ViewPixels(todo, records, transform),
+                            batch_size=max(1, self.batch_size // views_per_image),
+                            num_workers=decoding_workers(self.num_workers), collate_fn=_collate,
                             pin_memory=self.encoder.device().type == "cuda")
         description = f"caching {'train' if transform.train else 'eval'} features ({views_per_image} view(s))"
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
@@ -420,7 +547,7 @@ class FeatureCache:
         disk by every rank and every later run on the same prompts."""
         distinct = sorted({str(p) for p in prompts})
         store = ShardStore(self.directory / self.key.folder_name() / "prompts",
-                           {"encoder": self.key.describe(), "kind": "generation prompts"})
+                           {"encoder": self.key.describe(), "kind": "generation prompts"}, self.feature_dim)
         name = f"prompts-{_sha256(json.dumps(distinct))[:32]}"
         shard = self._valid_prompts(store, name, distinct) if self.rank != 0 else None
         if self.rank == 0:
@@ -443,6 +570,10 @@ class FeatureCache:
     def _build_prompts(self, store: ShardStore, name: str, distinct: list[str]) -> Shard:
         with self.forward_context():
             features, truncated = self.encoder.encode_texts(distinct)
+        problem = feature_problem(features)
+        if problem is not None:
+            raise InputError(f"the frozen text encoder gave {problem} for the generation prompts: check the "
+                             "backbone's weights and --trainer.precision")
         self.built_prompts += len(distinct)
         store.write(name, distinct, features.float().cpu().unsqueeze(1), extra={"truncated": int(truncated)})
         shard = self._valid_prompts(store, name, distinct)
@@ -464,7 +595,7 @@ class _Elsewhere:
         if self.index is None:
             self.index = {}
             for name in self.store.names():
-                manifest = self.store._manifest(name) if name != self.exclude else None
+                manifest = self.store.manifest(name) if name != self.exclude else None
                 for row, other in enumerate(manifest["rows"] if manifest else []):
                     self.index.setdefault(json.dumps(other), (name, row))
         found = self.index.get(json.dumps(identity))

@@ -10,9 +10,12 @@ animated files (GIF, APNG, WebP) give their first frame.
 Every file is treated as possibly hostile: only regular files are opened (a FIFO, device or socket named
 ``.png`` is refused by type, never opened, so it cannot hang a run); only Pillow's decoders that run no
 outside program are tried (``READABLE_FORMATS``: EPS, which runs Ghostscript, is not); and images that would
-explode in memory are refused from their header, before decoding: more than ``MAX_PIXELS`` pixels, or an
+explode in memory are refused from their header, before decoding: more than ``MAX_PIXELS`` pixels, an
 aspect ratio above ``MAX_ASPECT_RATIO`` (a 274-byte PNG of 1 x 100,000 pixels becomes 224 x 22,400,000
-after the resize of the short side).
+after the resize of the short side), or more than ``MAX_DECODED_BYTES`` of memory to decode and convert
+(``decoded_bytes``: from the size and the mode, which for a TIFF follows its sample format and bits; a
+compressed float TIFF of under a megabyte can need gigabytes). Loaders run at most
+``decoding_workers(requested)`` decoding processes, so together they stay within half the machine's memory.
 """
 
 from __future__ import annotations
@@ -36,6 +39,12 @@ SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # "I" holds 16-bit
 MAX_PIXELS = 89_478_485  # Pillow's own warning threshold: 0.27 GB as RGB; 8K x 8K (67 M) fits
 MAX_ASPECT_RATIO = 50  # long side / short side; 50 keeps the eval resize under 224 x 11,200
 UNSAFE_FORMATS = {"EPS": "runs Ghostscript", "MPEG": "no decoder", "IPTC": "not a picture"}
+# Memory one image may take while it is decoded and converted to RGB (what a worker holds at its peak): any
+# 8-bit image within MAX_PIXELS fits (RGB at the limit: 1.07 GB); float and 16-bit pixels cost 3x as much.
+MAX_DECODED_BYTES = 5 << 28  # 1.25 GiB
+STORED_BYTES = {"1": 1, "L": 1, "P": 1, "I;16": 2, "I;16L": 2, "I;16B": 2, "I;16N": 2}  # per pixel; other modes: 4
+SCALING_BYTES = 25  # 16-bit and float pixels: float64 copies while scaling to 8 bits (see _scaled_to_8bit)
+RGB_BYTES = 8  # the RGB result and one working copy (colour profile, transparency)
 READ_ERRORS = (OSError, ValueError, SyntaxError, Image.DecompressionBombError, ImageCms.PyCMSError)
 
 # Pillow warns between MAX_PIXELS and twice that; such images are refused here with their size instead.
@@ -102,6 +111,47 @@ def size_problem(width: int, height: int) -> str | None:
     return None
 
 
+def decoded_bytes(mode: str, width: int, height: int) -> int:
+    """About the most memory decoding an image of this mode and size into RGB takes (the pixels as Pillow
+    stores them, the scaling of 16-bit and float pixels, the RGB result)."""
+    per_pixel = STORED_BYTES.get(mode, 4) + RGB_BYTES
+    if mode in SIXTEEN_BIT_MODES or mode == "F":
+        per_pixel += SCALING_BYTES
+    return width * height * per_pixel
+
+
+def memory_problem(mode: str, width: int, height: int) -> str | None:
+    """Why an image would take too much memory to decode (the limit named), or None."""
+    needed = decoded_bytes(mode, width, height)
+    if needed <= MAX_DECODED_BYTES:
+        return None
+    return (f"{width} x {height} pixels of mode {mode}: decoding takes about {needed / 2**30:.1f} GiB, more than "
+            f"the limit {MAX_DECODED_BYTES / 2**30:.1f} GiB")
+
+
+def machine_memory() -> int | None:
+    """Bytes of memory this machine has, or None when the system does not say."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def decoding_workers(requested: int) -> int:
+    """How many processes may decode images at once: ``requested``, fewer when each holding an image of
+    ``MAX_DECODED_BYTES`` would take more than half the machine's memory (one warning says so)."""
+    memory = machine_memory()
+    if requested <= 1 or memory is None:
+        return requested
+    allowed = max(1, memory // 2 // MAX_DECODED_BYTES)
+    if requested <= allowed:
+        return requested
+    warnings.warn(f"decoding images in {allowed} worker(s), not {requested}: each may hold up to "
+                  f"{MAX_DECODED_BYTES / 2**30:.1f} GiB while decoding, and this machine has "
+                  f"{memory / 2**30:.1f} GiB", stacklevel=2)
+    return allowed
+
+
 def _is_empty(source) -> bool:
     if isinstance(source, (str, os.PathLike)):
         return os.path.getsize(source) == 0
@@ -130,7 +180,7 @@ def open_image(source, name: str | None = None):
             raise (ImageNotFound if problem == "not found" else ImageError)(name, problem)
     try:
         with Image.open(source, formats=READABLE_FORMATS) as image:
-            problem = size_problem(*image.size)
+            problem = size_problem(*image.size) or memory_problem(image.mode, *image.size)
             if problem is not None:
                 raise ImageError(name, problem)
             yield image
@@ -168,7 +218,7 @@ def srgb_transform(icc: bytes, mode: str) -> ImageCms.ImageCmsTransform | None:
 def to_rgb(image: Image.Image) -> Image.Image:
     """An opened image (its current frame) as the RGB picture a viewer shows; see the module docstring.
     Refuses (``ImageError``) a size over the limits, as the loader does before decoding."""
-    problem = size_problem(*image.size)
+    problem = size_problem(*image.size) or memory_problem(image.mode, *image.size)
     if problem is not None:
         raise ImageError(getattr(image, "filename", "") or "in memory", problem)
     icc = image.info.get("icc_profile")
