@@ -42,11 +42,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..files import atomic_write
 from ..frozen import EncoderKey, FrozenEncoder
+from ..progress import progress
 from .images import load_rgb
 from .records import Record, std_tensor, target_tensor
 from .transforms import ImageTransform
@@ -404,8 +404,7 @@ class FeatureCache:
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
         # or not it had to build the cache first.
         show = self.progress and self.rank == 0
-        with torch.random.fork_rng(devices=[]), tqdm(total=len(todo), desc=description, unit="img",
-                                                     disable=not show, leave=False) as bar:
+        with torch.random.fork_rng(devices=[]), progress(len(todo), description, bar=show, lines=self.rank == 0) as bar:
             for items, counts, pixels in loader:
                 with self.forward_context():
                     features = self.encoder.encode_images(pixels)
