@@ -67,10 +67,11 @@ def read_cache_file(path: Path) -> str | None:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
     except OSError:
         return None
+    info = os.fstat(descriptor)
+    if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_HELP_BYTES:
+        os.close(descriptor)
+        return None
     with os.fdopen(descriptor, "rb") as handle:
-        info = os.fstat(handle.fileno())
-        if not stat.S_ISREG(info.st_mode) or info.st_size > MAX_HELP_BYTES:
-            return None
         data = handle.read(MAX_HELP_BYTES + 1)
     try:
         text = data.decode("utf-8")
