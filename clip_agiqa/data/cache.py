@@ -282,7 +282,7 @@ class FeatureCache:
         forward_context: wraps each encoder call (the trainer's precision, e.g. bf16 autocast).
         rank, world_size, barrier: under DDP each rank builds the shards ``rank::world_size`` of a split, then all
             wait at ``barrier`` and map every shard.
-        progress: show a progress bar while building (rank 0 only).
+        progress: show a progress bar while building on a terminal (rank 0 only; in a log, rank 0 writes lines).
         shard_rows: records per shard.
     """
 
