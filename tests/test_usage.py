@@ -58,6 +58,8 @@ def test_option_not_accepted_by_a_class(monkeypatch, capsys):
     rewrites("option_of_a_class")
     assert error_line(monkeypatch, capsys, ["fit", "--data", "MOSFolder", "--data.rot", "x"]) == (
         2, "unknown option --data.rot of MOSFolder (did you mean --data.root or --data.target or --data.metadata?)")
+    code, line = error_line(monkeypatch, capsys, ["fit", "--data.rot", "x"])  # no data class chosen yet
+    assert code == 2 and line.startswith("unknown option --data.rot (did you mean --data.root")
 
 
 def test_missing_required(monkeypatch, capsys):
