@@ -42,6 +42,7 @@ def the_error_line(err: str) -> str:
      "--data.num_workers -1: give 0 (load in the main process) or more"),
     (["predict", "--data", "ImageFolder", "--data.root", "."], 1, "predict needs trained weights: add --ckpt_path"),
     (["fit", "--config", "no/such.yaml"], 2, "--config no/such.yaml: no such file"),
+    (["test", "-c", "no/such.yml"], 2, "--config no/such.yml: no such file"),
     (["compare"], 2, "clip-agiqa: error: the following arguments are required: OUT"),  # argparse's, one line
     (["benchmark", "--config", "no.yaml", "--splits", "0"], 2, "clip-agiqa: error: --splits must be at least 1, got 0"),
 ])

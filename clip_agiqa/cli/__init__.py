@@ -91,7 +91,7 @@ def check_config_files(args: list[str]) -> None:
     for at, token in enumerate(args[:args.index("--")] if "--" in args else args):
         if token.startswith("--config="):
             path = token.split("=", 1)[1]
-        elif token == "--config" and at + 1 < len(args):
+        elif token in ("--config", "-c") and at + 1 < len(args):
             path = args[at + 1]
         else:
             continue
