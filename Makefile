@@ -6,7 +6,7 @@ VENV ?= .venv
 TORCH ?= 'torch>=2.4'
 BIN := $(VENV)/bin
 
-.PHONY: install lint test test-fast demo bench help clean
+.PHONY: install lint test test-fast demo bench clean
 
 $(BIN)/clip-agiqa: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -45,11 +45,6 @@ demo: install
 BENCH_ARGS ?=
 bench: install
 	HF_HUB_OFFLINE=1 WANDB_MODE=disabled $(BIN)/python benchmarks/bench.py --output runs/bench/bench.json $(BENCH_ARGS)
-
-# The help and option names the package ships (clip_agiqa/help/): render again after changing options or
-# upgrading Lightning/jsonargparse; tests/test_help.py fails while they are stale.
-help: install
-	HF_HUB_OFFLINE=1 $(BIN)/python -m clip_agiqa.help.render
 
 clean:
 	rm -rf runs lightning_logs .pytest_cache

@@ -11,6 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable, TypeVar
 
 import torch
 from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
@@ -20,6 +21,8 @@ from .errors import InputError
 from .frozen import CLIP_MEAN, CLIP_STD, ImageSettings
 
 RANDOM_PREFIX = "random:"
+HUB_CHECK_TIMEOUT = 5.0  # seconds for the one request that tells whether the hub can be reached
+Loaded = TypeVar("Loaded")
 RANDOM_SEED = 0
 
 # Architecture of each random preset (text and vision towers); vocab and special ids come from the tokenizer.
@@ -115,13 +118,13 @@ def _random_clip(preset: str, attn_implementation: str | None) -> Backbone:
     return Backbone(clip, tokenizer, ImageSettings(size, CLIP_MEAN, CLIP_STD))
 
 
-def _pretrained_image_settings(name: str, clip: CLIPModel) -> ImageSettings:
+def _pretrained_image_settings(name: str, config: CLIPConfig) -> ImageSettings:
     """Mean/std from the checkpoint's image processor when it has one, CLIP's otherwise."""
-    size = clip.config.vision_config.image_size
+    size = config.vision_config.image_size
     try:
         from transformers import CLIPImageProcessor
 
-        processor = CLIPImageProcessor.from_pretrained(name)
+        processor = from_hub(CLIPImageProcessor.from_pretrained, name)
         return ImageSettings(size, tuple(processor.image_mean), tuple(processor.image_std))
     except (OSError, ValueError):
         return ImageSettings(size, CLIP_MEAN, CLIP_STD)
@@ -137,16 +140,10 @@ def image_settings_of(name: str = DEFAULT_BACKBONE) -> ImageSettings:
                              + ", ".join(RANDOM_PREFIX + p for p in RANDOM_PRESETS))
         return ImageSettings(preset["vision"]["image_size"], CLIP_MEAN, CLIP_STD)
     try:
-        size = CLIPConfig.from_pretrained(name).vision_config.image_size
+        config = from_hub(CLIPConfig.from_pretrained, name)
     except OSError as error:
         raise InputError(_not_loadable_message(name, error)) from None
-    try:
-        from transformers import CLIPImageProcessor
-
-        processor = CLIPImageProcessor.from_pretrained(name)
-        return ImageSettings(size, tuple(processor.image_mean), tuple(processor.image_std))
-    except (OSError, ValueError):
-        return ImageSettings(size, CLIP_MEAN, CLIP_STD)
+    return _pretrained_image_settings(name, config)
 
 
 def check_tokenizer(tokenizer: CLIPTokenizer, words: list[str], name: str) -> None:
@@ -172,16 +169,44 @@ def load_backbone(name: str = DEFAULT_BACKBONE, attn_implementation: str | None 
         backbone = _random_clip(name[len(RANDOM_PREFIX):], attn_implementation)
     else:
         try:
-            clip = CLIPModel.from_pretrained(name, attn_implementation=attn_implementation)
-            tokenizer = CLIPTokenizer.from_pretrained(name)
+            clip = from_hub(CLIPModel.from_pretrained, name, attn_implementation=attn_implementation)
+            tokenizer = from_hub(CLIPTokenizer.from_pretrained, name)
         except OSError as error:
             raise InputError(_not_loadable_message(name, error)) from None
-        backbone = Backbone(clip, tokenizer, _pretrained_image_settings(name, clip))
+        backbone = Backbone(clip, tokenizer, _pretrained_image_settings(name, clip.config))
     check_tokenizer(backbone.tokenizer, list(check_words), name)
     return backbone
 
 
-def _not_loadable_message(name: str, error: OSError) -> str:
+def from_hub(load: Callable[..., Loaded], name: str, **kwargs) -> Loaded:
+    """``load(name)`` (a ``from_pretrained``) for a folder or a hub id. A hub id is read from the Hugging Face cache
+    when it is there (no request at all); otherwise the hub is asked once, with a short timeout, before the download:
+    the library's own requests retry for a minute where there is no network."""
+    from huggingface_hub import constants
+
+    if Path(name).exists() or constants.HF_HUB_OFFLINE:
+        return load(name, **kwargs)
+    try:
+        return load(name, local_files_only=True, **kwargs)
+    except OSError:
+        pass
+    check_hub_reachable(name)
+    return load(name, **kwargs)
+
+
+def check_hub_reachable(name: str, timeout: float = HUB_CHECK_TIMEOUT) -> None:
+    """One request to the hub for ``name``'s page; any answer (even "not found") means the download can be tried.
+    No answer is the one-line error that says how to proceed offline."""
+    from huggingface_hub import constants, get_session
+
+    try:
+        get_session().head(f"{constants.ENDPOINT}/api/models/{name}", timeout=timeout)
+    except Exception as error:  # the HTTP library's connection and timeout errors, whatever the library
+        unreachable = f"the hub at {constants.ENDPOINT} cannot be reached: {type(error).__name__}"
+        raise InputError(_not_loadable_message(name, unreachable=unreachable)) from None
+
+
+def _not_loadable_message(name: str, error: OSError | None = None, unreachable: str = "") -> str:
     """What to do when a backbone is neither a usable folder nor in the Hugging Face cache."""
     if Path(name).exists():
         return (f"backbone folder {name} could not be loaded ({str(error).splitlines()[0]}); it should hold "
@@ -189,8 +214,9 @@ def _not_loadable_message(name: str, error: OSError) -> str:
     from huggingface_hub import constants
 
     offline = " (HF_HUB_OFFLINE is set)" if constants.HF_HUB_OFFLINE else ""
+    why = f"{offline} ({unreachable})" if unreachable else offline
     return (
-        f"backbone {name!r} could not be downloaded{offline} and is not in the Hugging Face cache "
+        f"backbone {name!r} could not be downloaded{why} and is not in the Hugging Face cache "
         f"({constants.HF_HUB_CACHE}). To proceed: download it once where there is network "
         f"(CLIPModel.from_pretrained({name!r}).save_pretrained(FOLDER), the same for CLIPTokenizer) and "
         "pass --model.backbone FOLDER; or point HF_HOME at a cache that holds it; or try things with "

@@ -18,7 +18,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from .csv_cells import unescape_formula
 from .data.images import (
@@ -35,6 +34,7 @@ from .data.records import column, parse_names, read_csv_rows, require_unique, ta
 from .data.transforms import ImageTransform
 from .errors import CommandParser, InputError
 from .model import load_model
+from .progress import progress
 from .scores_file import ScoreCSV, check_output, partial_path, warn_unreadable
 
 PRECISIONS = {"32": None, "bf16": torch.bfloat16, "16": torch.float16}
@@ -253,8 +253,8 @@ class QualityScorer:
                 warnings.warn(NO_PROMPTS + ("; the prompt column is copied from the input" if with_prompt else ""),
                               stacklevel=2)
             # closed (its line cleared) however the loop ends, so an error message starts on a line of its own
-            with tqdm(total=len(files), initial=len(files) - len(names), unit="img", disable=not self.progress,
-                      leave=False) as bar:
+            with progress(len(files), "scoring", initial=len(files) - len(names), bar=self.progress,
+                          lines=self.progress) as bar:
                 for rows in self.stream([files[name] for name in names], use_prompts) if names else ():
                     for position, scores, error in rows:
                         name = names[position]

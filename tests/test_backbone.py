@@ -1,8 +1,12 @@
 """Backbone loading: offline presets, local folders, and refusing tokenizers that did not really load."""
 
+import socket
+import threading
+from pathlib import Path
+
 import pytest
 import torch
-from transformers import CLIPTokenizer
+from transformers import CLIPImageProcessor, CLIPTokenizer
 
 from clip_agiqa.backbone import DEFAULT_BACKBONE, check_tokenizer, load_backbone, offline_tokenizer, weights_fingerprint
 from clip_agiqa.errors import InputError
@@ -78,3 +82,65 @@ def test_default_backbone_offline_says_how_to_proceed(tmp_path, monkeypatch):
 def test_a_folder_that_is_not_a_saved_backbone_is_named(tmp_path):
     with pytest.raises(InputError, match=f"backbone folder {tmp_path} could not be loaded"):
         load_backbone(str(tmp_path))
+
+
+class CountingHub:
+    """A local port that accepts connections, counts them and closes them unanswered: a hub that cannot be used."""
+
+    def __init__(self) -> None:
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.connections = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    @property
+    def endpoint(self) -> str:
+        return f"http://127.0.0.1:{self.server.getsockname()[1]}"
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                connection, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            connection.close()
+
+
+@pytest.fixture
+def unusable_hub(tmp_path, monkeypatch):
+    """No HF_HUB_OFFLINE, an empty Hugging Face cache, and a hub that never answers."""
+    from huggingface_hub import constants
+
+    hub = CountingHub()
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    yield hub
+    hub.server.close()
+
+
+def test_an_unreachable_hub_is_one_line_after_one_attempt(unusable_hub):
+    """The library's own requests would retry for about a minute, with a warning line per retry."""
+    with pytest.raises(InputError) as error:
+        load_backbone("someone/not-cached-clip")
+    message = str(error.value)
+    assert unusable_hub.connections == 1
+    assert f"the hub at {unusable_hub.endpoint} cannot be reached" in message and "\n" not in message
+    assert "random:tiny" in message
+
+
+def test_a_model_in_the_hugging_face_cache_loads_without_asking_the_hub(unusable_hub, tmp_path):
+    from huggingface_hub import constants
+
+    revision = "0" * 40
+    repository = Path(constants.HF_HUB_CACHE) / "models--someone--cached-clip"
+    snapshot = repository / "snapshots" / revision
+    original = load_backbone("random:tiny")
+    original.clip.save_pretrained(snapshot)
+    original.tokenizer.save_pretrained(snapshot)
+    CLIPImageProcessor().save_pretrained(snapshot)  # as the hub's CLIP repositories hold one
+    (repository / "refs").mkdir()
+    (repository / "refs" / "main").write_text(revision)
+    loaded = load_backbone("someone/cached-clip", check_words=tuple(DEFAULT_CATEGORIES))
+    assert weights_fingerprint(loaded.clip) == weights_fingerprint(original.clip)
+    assert unusable_hub.connections == 0

@@ -1,5 +1,8 @@
 """The clip-agiqa command as users type it: splits.csv, class paths in YAML, one-line errors, a line per epoch.
-(The README's fit -> resume -> validate -> test -> predict -> export journey: test_readme.py; resuming: test_faults.py.)"""
+
+The README's fit -> resume -> validate -> test -> predict -> export journey is in test_docs.py, resuming in
+test_faults.py.
+"""
 
 import csv
 import sys

@@ -1,32 +1,28 @@
-"""The ``clip-agiqa`` console script: LightningCLI's fit/validate/test/predict (``cli.py``) and the commands
+"""The ``clip-agiqa`` console script: LightningCLI's fit/validate/test/predict (``lightning.py``) and the commands
 beside it, dispatched on the first argument.
 
-It imports nothing heavy itself: the top-level help, a mistyped command, a sub-command's ``--help`` (the text
-the package ships in ``clip_agiqa/help/``; rendered once and cached where the installed Lightning or jsonargparse
-differ from those it was rendered with) and a mistyped option or choice (``help/precheck.py``) answer without
-importing torch. The user's mistakes (``InputError`` anywhere in an error's chain) and a stopped fit are one
-line, never a traceback.
+It imports nothing heavy itself: the top-level help, a mistyped command, a ``--config`` file that is not there
+and a sub-command's ``--help`` after its first call answer without importing torch. The help is the live
+parser's, rendered once per installed code and libraries into the user's cache folder (``help_cache.py``);
+every other mistake is the live parser's, turned into one line (``usage.py``). The user's mistakes
+(``InputError`` anywhere in an error's chain) and a stopped fit are one line, never a traceback.
 """
 
 from __future__ import annotations
 
 import contextlib
 import difflib
-import hashlib
 import importlib
 import io
 import os
-import shutil
 import sys
 import warnings
-from pathlib import Path
 from types import FrameType
 
 from ..errors import UsageError, disk_full, input_error
-from ..help import shipped_help, shipped_options
-from ..help.precheck import check_options
+from .help_cache import cached_help, store_help
 
-# Every command with its one line: LightningCLI's (cli.py) and those beside it (module with main(argv),
+# Every command with its one line: LightningCLI's (lightning.py) and those beside it (module with main(argv),
 # imported only when used, so that `score` and `export` start without Lightning).
 TRAINING_COMMANDS = {
     "fit": "train a model; the run folder (--trainer.default_root_dir) gets config.yaml, metrics.csv, checkpoints/",
@@ -76,7 +72,8 @@ def main(args: list[str] | None = None):
         raise unknown_command(command)
     if len(argv) == 2 and argv[1] in HELP_FLAGS:
         return print_help(command, argv)
-    check_options(command, argv[1:], shipped_options())  # before the heavy imports
+    if command in TRAINING_COMMANDS:
+        check_config_files(argv[1:])  # before the heavy imports
     return dispatch(argv, args)
 
 
@@ -86,43 +83,30 @@ def dispatch(argv: list[str], args: list[str] | None = None):
     return importlib.import_module(TRAINING_CLI).main(argv if args is not None else None)
 
 
-# --- quick help ----------------------------------------------------------------------------------------------
-def help_cache_folder() -> Path | None:
-    root = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(root) / "clip-agiqa" / "help" if os.path.isabs(root) else None  # no home: no cache
+def check_config_files(args: list[str]) -> None:
+    """``--config PATH`` naming no file, refused as the live parser would (``usage.missing_config_file``) but
+    before torch is imported. A value that is not a path (jsonargparse also takes a YAML string) is left to it."""
+    from .usage import missing_config_file
 
-
-def help_key(argv: list[str]) -> str:
-    """Changes whenever the help could: the package's files, the libraries that build the parsers, the width."""
-    from importlib import metadata
-
-    stamps = []
-    for path in sorted(Path(PACKAGE_DIR).rglob("*.py")):
-        stat = path.stat()
-        stamps.append((str(path), stat.st_mtime_ns, stat.st_size))
-    versions: list[str | None] = []
-    for name in ("lightning", "jsonargparse", "torch", "transformers"):
-        try:
-            versions.append(metadata.version(name))
-        except metadata.PackageNotFoundError:
-            versions.append(None)
-    width = shutil.get_terminal_size().columns
-    return hashlib.sha256(repr((argv, stamps, versions, sys.version, width)).encode()).hexdigest()[:24]
+    for at, token in enumerate(args[:args.index("--")] if "--" in args else args):
+        if token.startswith("--config="):
+            path = token.split("=", 1)[1]
+        elif token in ("--config", "-c") and at + 1 < len(args):
+            path = args[at + 1]
+        else:
+            continue
+        looks_like_a_path = path.endswith((".yaml", ".yml", ".json")) and not any(c in path for c in "{}:\n ")
+        if looks_like_a_path and not os.path.exists(path):
+            raise missing_config_file(path)
 
 
 def print_help(command: str, argv: list[str]):
-    """``clip-agiqa COMMAND --help``: the shipped text; where the installed libraries differ from those it was
-    rendered with, rendered here (with the heavy imports) once per installed code, then read from a cache."""
-    shipped = shipped_help(command)
-    if shipped is not None:
-        sys.stdout.write(shipped)
+    """``clip-agiqa COMMAND --help``: the live parser's text, read from the user's cache after the first call
+    with the installed code (rendering it imports torch and Lightning)."""
+    text = cached_help(argv)
+    if text is not None:
+        sys.stdout.write(text)
         return None
-    folder = help_cache_folder()
-    cached = folder / f"{command}-{help_key(argv)}.txt" if folder else None
-    if cached is not None and cached.is_file():
-        with contextlib.suppress(OSError):
-            sys.stdout.write(cached.read_text())
-            return None
     printed = io.StringIO()
     code: str | int | None = 0
     with contextlib.redirect_stdout(printed):
@@ -131,14 +115,8 @@ def print_help(command: str, argv: list[str]):
         except SystemExit as done:
             code = done.code
     text = printed.getvalue()
-    if code in (0, None) and text and cached is not None:
-        from ..files import atomic_write
-
-        with contextlib.suppress(OSError):
-            for stale in cached.parent.glob(f"{command}-*.txt"):  # renderings of code no longer installed
-                stale.unlink()
-            with atomic_write(cached) as handle:
-                handle.write(text)
+    if code in (0, None) and text:
+        store_help(argv, text)
     sys.stdout.write(text)
     if code not in (0, None):
         raise SystemExit(code)

@@ -14,7 +14,6 @@ values are one line with the valid choices; a fit whose output is a file or pipe
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import logging
 import os
@@ -53,7 +52,7 @@ from ..data import (  # noqa: F401
     SyntheticAIGI,
     TableData,
 )
-from ..errors import InputError, UsageError, disk_full
+from ..errors import InputError, disk_full
 from ..module import CLIPAGIQA
 from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
 from ..runs import (
@@ -66,7 +65,7 @@ from ..runs import (
     resume_command,
 )
 from ..saved import FIELDS_ADDED_LATER, read_checkpoint
-from ..text import did_you_mean
+from .usage import usage_error
 
 # Model options that fix the network (CLIPAGIQAConfig's architecture fields): a checkpoint's values must not
 # silently replace chosen ones.
@@ -103,88 +102,6 @@ DESCRIPTION = (
     "--trainer.default_root_dir is the run folder (config.yaml, metrics.csv, checkpoints/); "
     "CLIP_AGIQA_DEBUG=1 shows tracebacks."
 )
-
-
-
-
-
-
-
-
-# --- one line for a mistyped option or value -----------------------------------------------------------------
-def _class_names(key: str) -> list[str]:
-    """The short names --model / --data take."""
-    base = {"model": CLIPAGIQA, "data": MOSDataModule}.get(key)
-    if base is None:
-        return []
-    found, todo = [], [base]
-    while todo:
-        klass = todo.pop()
-        found.append(klass.__name__)
-        todo.extend(klass.__subclasses__())
-    return sorted(set(found) - {"MOSDataModule"})
-
-
-def _parameters_of(class_path: str) -> list[str]:
-    module, _, name = class_path.rpartition(".")
-    try:
-        klass = getattr(importlib.import_module(module), name)  # already imported: it was parsed
-    except (ImportError, AttributeError, ValueError):
-        return []
-    return [p for p in inspect.signature(klass).parameters if p not in ("self", "args", "kwargs")]
-
-
-def usage_error(message: str, options: list[str]) -> UsageError:
-    """Jsonargparse's many-line report of a parse error as one line: the option, what was given, the valid
-    choices or a "did you mean"; ``options`` are the sub-command's option names."""
-    unrecognized = re.match(r"unrecognized arguments: (\S+)", message)
-    if unrecognized:
-        option = unrecognized.group(1).split("=")[0]
-        return UsageError(f"unknown option {option}{did_you_mean(option, options)}")
-    invalid_choice = re.search(r"invalid choice: '([^']*)' \(choose from (.*)\)", message)
-    if invalid_choice:
-        given, choices = invalid_choice.group(1), re.findall(r"'([^']*)'", invalid_choice.group(2))
-        return UsageError(f"{given!r}: not one of {', '.join(choices)}{did_you_mean(given, choices)}")
-    not_expected = re.search(r"does not accept option '([^']+)'", message)  # a config file's key
-    if not_expected:
-        option = f"--{not_expected.group(1)}"
-        return UsageError(f"unknown option {option} (in a --config file){did_you_mean(option, options)}")
-    missing_file = re.search(r'Parser key "config":\s*File does not exist: (.*)', message)
-    if missing_file:
-        return UsageError(f"--config {missing_file.group(1).strip()}: no such file")
-    keys = re.findall(r'Parser key "([^"]+)"', message)
-    option = "--" + ".".join(dict.fromkeys(keys)) if keys else ""
-    inner = message[message.rfind('Parser key "'):] if keys else message
-    given = re.search(r"Given value: (.*)", inner)
-    given = given.group(1).strip() if given else ""
-    not_accepted = re.search(r"Option '([^']+)' is not accepted", message)
-    if not_accepted:
-        class_path = re.search(r"class_path '([^']+)'", message)
-        parameters = _parameters_of(class_path.group(1)) if class_path else []
-        bad = f"{option}.{not_accepted.group(1)}"
-        owner = f" of {class_path.group(1).rpartition('.')[2]}" if class_path else ""
-        return UsageError(f"unknown option {bad}{owner}"
-                          f"{did_you_mean(bad, [f'{option}.{p}' for p in parameters])}")
-    required = re.search(r"the following arguments are required: (.*)", message)
-    if required:
-        names = [re.sub(r"^(fit|validate|test|predict)\.", "", name.strip()) for name in required.group(1).split(",")]
-        names = [f"{option}.{name}" if option else f"--{name}" for name in names]
-        no_class = names == ["--data"] or "class_path 'clip_agiqa.MOSDataModule'" in message
-        hint = " (and the data class, e.g. --data MOSFolder --data.root DIR, or a --config FILE.yaml)" if no_class else ""
-        return UsageError(f"missing {', '.join(names)}{hint}")
-    literal = re.search(r"Literal\[([^\]]*)\]", inner)
-    if literal:
-        choices = [c.strip().strip("'\"") for c in literal.group(1).split(",")]
-        return UsageError(f"{option} {given}: not one of {', '.join(choices)}{did_you_mean(given, choices)}")
-    if keys and keys[0] in ("model", "data") and len(keys) == 1 and re.search(r"import path|not accessible", inner):
-        names = _class_names(keys[0])
-        return UsageError(f"{option} {given}: no such class (nor a config file); choose from {', '.join(names)}"
-                          f"{did_you_mean(given, names)}")
-    expected = [name for name in re.findall(r"Expected an? <class '(\w+)'>", inner) if name != "NoneType"]
-    if option and expected:
-        return UsageError(f"{option} {given}: expected {' or '.join(dict.fromkeys(expected))}")
-    lines = [line.strip(" -") for line in message.splitlines() if line.strip(" -")]
-    return UsageError(" ".join(lines[:3]) if len(lines) <= 3 else f"{option}: {lines[-1]}" if option else lines[0])
 
 
 def _run_folder_of(config) -> Path:

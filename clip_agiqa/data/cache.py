@@ -47,11 +47,11 @@ from typing import Callable, Sequence
 import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
-from tqdm.auto import tqdm
 
 from ..errors import InputError
 from ..files import atomic_write
 from ..frozen import EncoderKey, FrozenEncoder
+from ..progress import progress
 from .images import decoding_workers, file_problem, load_rgb
 from .records import Record, std_tensor, target_tensor
 from .transforms import ImageTransform
@@ -392,7 +392,7 @@ class FeatureCache:
         forward_context: wraps each encoder call (the trainer's precision, e.g. bf16 autocast).
         rank, world_size, barrier: under DDP each rank builds the shards ``rank::world_size`` of a split, then all
             wait at ``barrier`` and map every shard.
-        progress: show a progress bar while building (rank 0 only).
+        progress: show a progress bar while building on a terminal (rank 0 only; in a log, rank 0 writes lines).
         shard_rows: records per shard.
     """
 
@@ -531,8 +531,7 @@ class FeatureCache:
         # A DataLoader draws its seed from the global RNG: fork it, so a run trains the same whether
         # or not it had to build the cache first.
         show = self.progress and self.rank == 0
-        with torch.random.fork_rng(devices=[]), tqdm(total=len(todo), desc=description, unit="img",
-                                                     disable=not show, leave=False) as bar:
+        with torch.random.fork_rng(devices=[]), progress(len(todo), description, bar=show, lines=self.rank == 0) as bar:
             for items, counts, pixels in loader:
                 with self.forward_context():
                     features = self.encoder.encode_images(pixels)
