@@ -72,7 +72,7 @@ def test_a_test_run_writes_results_per_generator_and_task(tmp_path):
         warnings.simplefilter("ignore")
         cli = run_cli(["fit", "--config", str(experiments / "data" / "evalmi50k_perception.yaml"),
                        *as_flags(shrink)])
-        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="last", verbose=False)
+        cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False)
     rows = list(csv.DictReader(open(run_dir / GROUPS_FILE)))
     tested = len(list(csv.DictReader(open(run_dir / "test_predictions.csv"))))
     by_group = {group: [r for r in rows if r["group"] == group] for group in ("generator", "task", "task_answer")}

@@ -91,10 +91,12 @@ def test_score_command_reads_files_folders_and_csv_lists(saved_prompt_model, syn
         assert float(written["align"]) == pytest.approx(expected["align"], abs=1e-5)
         assert written["prompt"] == row["prompt"]
     # one prompt for a whole folder; without any prompt the command says what is missing
-    run_cli(["score", str(saved_prompt_model), str(listed), "--prompt", "a red circle", "--output", str(output)])
+    run_cli(["score", str(saved_prompt_model), str(listed), "--prompt", "a red circle", "--output", str(output),
+             "--overwrite"])
     assert {r["prompt"] for r in csv.DictReader(open(output))} == {"a red circle"}
     with pytest.raises(ValueError, match="--prompt"):
-        run_cli(["score", str(saved_prompt_model), str(listed / rows[0]["file_name"]), "--output", str(output)])
+        run_cli(["score", str(saved_prompt_model), str(listed / rows[0]["file_name"]), "--output", str(output),
+                 "--overwrite"])
 
 
 def test_score_command_on_a_prompt_blind_model_writes_one_score_column(synthetic_root, tmp_path):

@@ -119,7 +119,7 @@ def test_two_targets_fit_and_test_through_the_cli(tmp_path):
     torch.testing.assert_close(metrics["val/srcc"], (metrics["val/quality/srcc"] + metrics["val/align/srcc"]) / 2,
                                rtol=1e-6, atol=1e-6, equal_nan=True)
 
-    tested = run_cli(["test", *common, "--ckpt_path", str(run_dir / "checkpoints" / "last.ckpt")])
+    tested = run_cli(["test", *common, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")])
     assert {"test/quality/srcc", "test/align/srcc", "test/srcc"} <= set(tested.trainer.callback_metrics)
     rows = list(csv.DictReader(open(run_dir / "test_predictions.csv")))
     assert list(rows[0]) == ["file_name", "quality_mos", "quality_score", "align_mos", "align_score"]
