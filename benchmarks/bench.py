@@ -1,4 +1,4 @@
-"""`make bench`: the performance figures of issue 5, each a ratio measured in one run, with its absolute numbers.
+"""`make bench`: the performance figures, each a ratio measured in one run, with its absolute numbers.
 
 On the offline ``random:vit-b-16`` backbone (ViT-B/16 sized, random weights) and a generated image set:
 

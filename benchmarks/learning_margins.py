@@ -10,20 +10,7 @@ One JSON line per seed with the margins, wall and CPU seconds (this process). Ru
     .venv/bin/python benchmarks/learning_margins.py prompt --images 1000 --epochs 60 --seeds 0 1 2
     .venv/bin/python benchmarks/learning_margins.py demo --images 600 --epochs 40 --seeds 0 1 2 --cache-views 4
 Extra ``--key value`` pairs after ``--`` go to the CLI as they are (e.g. ``-- --model.lr 0.02``).
-Measured on the 2-core machine (seed 0, shared with six other engineers' jobs, so CPU seconds are inflated):
-prompt 2,000 images x 60 epochs (the shipped config): aware align 0.617, blind 0.008 (README);
-1,000 x 60: 0.445 vs 0.001 (192 CPU s); 1,000 x 60 head only: 0.340 vs -0.002; 800 x 30: 0.199 vs -0.055;
-2,000 x 15: 0.254 vs 0.027; 1,000 x 30 at batch 64 (lr 0.05 / 0.1): 0.102 / 0.147; 400 x 15: no learning.
-prompt 2,000 x 60 at 03:35 (the cached step made faster meanwhile): seeds 1/2 aware 0.605/0.591 vs blind
--0.050/-0.049, 62 s wall and about 110 CPU s each on the quiet machine.
-With the head's inputs standardised (a fit's default since 333a588), measured at 01:15-01:20 on one thread
-(OMP_NUM_THREADS=1, as a test worker runs), the machine lightly loaded: prompt 2,000 x 2: aware align 0.370 vs
-blind 0.005 (0.129 vs 0.053 with -- --model.standardise false), 15 s; 2,000 x 10, seeds 0/1/2: 0.697/0.701/0.680
-vs 0.025/-0.070/-0.028, mos 0.823/0.834/0.809 vs 0.852/0.839/0.891 (seed 2 within 0.02 of the mos check), about
-20 s; 2,000 x 20 (what the test runs): 0.726/0.743/0.728 vs 0.019/-0.006/-0.031, mos 0.842/0.827/0.839 vs
-0.837/0.821/0.876, 26-31 s.
-demo 300 x 10 cached (seeds 0-2): trained 0.05-0.06 vs untrained -0.03 (too small to learn);
-demo 600 x 40 cached (the shipped size, seeds 0-2): trained 0.710/0.736/0.716 vs untrained -0.150, 6-12 s.
+Its figures are recorded in CHANGELOG.md beside the change they sized.
 """
 
 from __future__ import annotations

@@ -15,8 +15,7 @@ os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 def _share_the_cores_between_workers() -> None:
     """Under pytest-xdist (make test: -n auto), each worker's torch and the processes it starts get their share
-    of the cores: a worker per core with as many threads each oversubscribes them (measured on the 2-core
-    machine: test_targets + test_finetune take 22.5 CPU s with 2 threads, 14.2 s with 1). Set before torch loads."""
+    of the cores: a worker per core with as many threads each oversubscribes them. Set before torch loads."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers > 1:
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)

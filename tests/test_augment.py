@@ -1,4 +1,4 @@
-"""--data.augment (issue 18.4): the training view. ``crop`` takes a window at the eval view's pixel scale (never
+"""--data.augment: the training view. ``crop`` takes a window at the eval view's pixel scale (never
 rescaled, so blur and noise look as at test time) and flips; ``resized_crop`` is the paper's; ``none`` is the eval
 view. Every mode works with the feature cache."""
 

@@ -1,4 +1,4 @@
-"""The benchmark's certainty figures (issue 18): a distribution model's test predictions carry each image's std
+"""The benchmark's certainty figures: a distribution model's test predictions carry each image's std
 (and, with the raters' std, the distances), the benchmark computes coverage, width, JS and Wasserstein from them with
 the test step's own CalibrationMetrics, and results.csv, summary.md and compare show them; score models show none."""
 

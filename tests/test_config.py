@@ -1,5 +1,5 @@
 """One model config (CLIPAGIQAConfig) drives the model, the saved folder, checkpoints, init_from and the CLI's
-checks; what cannot be built or trained is refused in one line (issues 16, 17)."""
+checks; what cannot be built or trained is refused in one line."""
 
 import inspect
 import json

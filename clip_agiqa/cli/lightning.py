@@ -84,7 +84,7 @@ NOISY_WARNINGS = (
     "The dirpath has changed",  # a run folder that moved or is reached by another path: best.ckpt stays best
     r"The `?LightningModule.configure_callbacks",  # the task's own callbacks (ModelToData), on purpose
     "The number of training batches .* is smaller than the logging interval",  # one line per epoch says it
-    "You're resuming from a checkpoint that ended before the epoch ended",  # Ctrl-C: the README says how
+    "You're resuming from a checkpoint that ended before the epoch ended",  # Ctrl-C: our own line says how to resume
 )
 NOISY_LOG_PREFIXES = ("💡 Tip:", "Loading `train_dataloader` to estimate", "You are using a CUDA device",
                       "Too many dataloader workers",  # datasets: a stream of fewer shards than workers

@@ -73,7 +73,7 @@ def _sha256(text: str) -> str:
 
 def row_identity(record: Record) -> list:
     """One manifest row: the sample's name and what identifies its file's content cheaply: absolute path (no
-    symlink resolution: a syscall per folder level, seconds on 50,000 files), size and modification time."""
+    symlink resolution: a syscall per folder level, slow on large datasets), size and modification time."""
     stat = os.stat(record.path)
     return [record.file_name, os.path.abspath(record.path), stat.st_size, stat.st_mtime_ns]
 
