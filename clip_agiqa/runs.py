@@ -214,6 +214,7 @@ class RunLogger(Logger):
         self.keep_metrics = keep_metrics
         self.hparams: dict = {}
         self.rows: list[dict] = []
+        self.position: tuple[int, int] | None = None  # (epoch, step) given to the rows instead of the trainer's
         self.columns: list[str] | None = None  # those of metrics.csv on disk; None until first read
 
     @property
@@ -254,6 +255,8 @@ class RunLogger(Logger):
     def log_metrics(self, metrics: dict, step: int | None = None) -> None:
         row = {k: v.item() if isinstance(v, torch.Tensor) else v for k, v in metrics.items()}
         row["step"] = len(self.rows) if step is None else step
+        if self.position is not None:
+            row["epoch"], row["step"] = self.position
         self.rows.append(row)
         if step is not None and (step + 1) % self.FLUSH_EVERY_N_STEPS == 0:
             self.save()

@@ -8,8 +8,9 @@ from pathlib import Path
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..errors import disk_full
 from ..run_files import LAST_FILE
-from ..runs import RunLogger
+from ..runs import RunLogger, resume_command
 
 
 class RunCheckpoint(ModelCheckpoint):
@@ -30,6 +31,12 @@ class LastCheckpoint(ModelCheckpoint):
     @property
     def path(self) -> Path | None:
         return Path(self.dirpath) / LAST_FILE if self.dirpath else None
+
+    def on_exception(self, trainer, pl_module, exception: BaseException) -> None:
+        """A full disk during a fit that already wrote ``last.ckpt``: the console's one line says how to resume."""
+        full = disk_full(exception)
+        if full is not None and trainer.state.fn == "fit" and self.path is not None and self.path.is_file():
+            full.resume = resume_command(Path(trainer.default_root_dir))  # type: ignore[attr-defined]
 
 
 class ForgetReplayedMetrics(Callback):

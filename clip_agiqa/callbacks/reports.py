@@ -33,6 +33,7 @@ from ..run_files import (
     scatter_file,
     test_report_folder,
 )
+from ..runs import RunLogger
 from ..saved import checkpoint_position
 from .wandb import wandb_loggers
 
@@ -150,7 +151,6 @@ class TestReport(Callback):
         self.certainty: list[dict] = []
         self._folder: Path | None = None
         self.checkpoint: dict = {}  # the tested checkpoint: path, SHA-256, epoch and step
-        self._loop_position: tuple[int, int] | None = None  # the trainer's own, put back after the test
         self.targets: list[str] = ["quality"]
         self.files: list[Path] = []  # what the last test wrote
 
@@ -183,9 +183,9 @@ class TestReport(Callback):
         self._folder = Path(self.dirpath) if self.dirpath else test_report_folder(
             run_folder, path, sha256, best_checkpoint_of(trainer))
         if epoch is not None and step is not None:
-            loop = trainer.fit_loop
-            self._loop_position = (loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped)
-            loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped = epoch, step
+            for logger in trainer.loggers:
+                if isinstance(logger, RunLogger):
+                    logger.position = (epoch, step)  # the test's rows say which checkpoint they are of
 
     @property
     def folder(self) -> Path | None:
@@ -222,10 +222,9 @@ class TestReport(Callback):
     def on_test_end(self, trainer, pl_module) -> None:
         """``test_metrics.json``: the logged test figures (complete once the test epoch has ended) and the checkpoint
         they are of (path, SHA-256, epoch and step)."""
-        if self._loop_position is not None:
-            loop = trainer.fit_loop
-            loop.epoch_progress.current.completed, loop.epoch_loop._batches_that_stepped = self._loop_position
-            self._loop_position = None
+        for logger in trainer.loggers:
+            if isinstance(logger, RunLogger):
+                logger.position = None
         if not (self.enabled and trainer.is_global_zero and self.predictions and self._folder is not None):
             return
         results = {**self.checkpoint, "n_test": len(self.predictions),

@@ -8,13 +8,14 @@ from pathlib import Path
 
 from lightning.pytorch import Callback
 
+from ..runs import resume_command
 from .checkpoints import LastCheckpoint
 
 
 class RunInterrupted(BaseException):
     """A fit stopped by a signal after writing ``last.ckpt`` (a BaseException: no ``except Exception`` hides it)."""
 
-    resume: str  # the command that resumes the run: set by the CLI, which knows the run folder
+    resume: str  # the command that resumes the run
 
     def __init__(self, signum: int, checkpoint: Path | None, epoch: int, step: int) -> None:
         self.signum, self.checkpoint, self.epoch, self.step = signum, checkpoint, epoch, step
@@ -71,7 +72,9 @@ class StopOnSignal(Callback):
         if not requested:
             return
         checkpoint = self._save_last(trainer)
-        raise RunInterrupted(self.received or signal.SIGTERM, checkpoint, trainer.current_epoch, trainer.global_step)
+        stopped = RunInterrupted(self.received or signal.SIGTERM, checkpoint, trainer.current_epoch, trainer.global_step)
+        stopped.resume = resume_command(Path(trainer.default_root_dir))  # the run folder
+        raise stopped
 
     @staticmethod
     def _save_last(trainer) -> Path | None:

@@ -34,7 +34,7 @@ from ..callbacks.checkpoints import ForgetReplayedMetrics, LastCheckpoint, RunCh
 from ..callbacks.predictions import ScoreWriter
 from ..callbacks.progress import EpochLines
 from ..callbacks.reports import TestReport
-from ..callbacks.signals import RunInterrupted, StopOnSignal
+from ..callbacks.signals import StopOnSignal
 from ..callbacks.wandb import ConfigToWandb, place_wandb_logs, reuse_wandb_run
 from ..config import ARCHITECTURE, same_value
 
@@ -52,7 +52,7 @@ from ..data import (  # noqa: F401
     SyntheticAIGI,
     TableData,
 )
-from ..errors import InputError, disk_full
+from ..errors import InputError
 from ..module import CLIPAGIQA
 from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
 from ..runs import (
@@ -62,7 +62,6 @@ from ..runs import (
     check_run_folder_is_free,
     remove_unfinished_writes,
     resolve_last_checkpoint,
-    resume_command,
 )
 from ..saved import FIELDS_ADDED_LATER, read_checkpoint
 from .usage import usage_error
@@ -156,6 +155,9 @@ def resolve_checkpoint_keyword(keyword: str, config) -> Path:
 class AGIQACLI(LightningCLI):
     def __init__(self, *args, **kwargs) -> None:
         self.run_lock: RunLock | None = None
+        self.subcommand_parsers: list = []  # filled by add_arguments_to_parser, in the order of subcommands()
+        self.chosen_architecture: dict = {}  # the --model.* architecture options given, before a checkpoint's
+        self.checkpoint_config = None  # the model config of the checkpoint given, once checked
         try:
             super().__init__(*args, **kwargs)
         finally:
@@ -163,6 +165,7 @@ class AGIQACLI(LightningCLI):
                 self.run_lock.release()
 
     def add_arguments_to_parser(self, parser) -> None:
+        self.subcommand_parsers.append(parser)  # the option names of a mistyped option's "did you mean"
         parser.add_lightning_class_args(RunCheckpoint, "checkpoint")
         parser.set_defaults({
             "checkpoint.monitor": "val/srcc",
@@ -194,13 +197,16 @@ class AGIQACLI(LightningCLI):
         if subcommand == "fit" and self.config.fit.ckpt_path == "last":
             config = self.config.fit
             config.ckpt_path = str(resolve_last_checkpoint(_checkpoint_folder_of(config), _run_folder_of(config)))
+        self.check_checkpoint()  # before LightningCLI reads the checkpoint's model options
 
     def _option_names(self, args) -> list[str]:
+        """The options of the sub-command given, as its live help lists them."""
         argv = sys.argv[1:] if args is None else list(args)
-        subcommand = next((a for a in argv if a in getattr(self, "_subcommand_parsers", {})), None)
-        parser = self._subcommand_parsers[subcommand] if subcommand else self.parser
-        return [option for action in parser._actions for option in action.option_strings
-                if option.startswith("--") and not option.endswith(".help")]
+        parsers = dict(zip(self.subcommands(), self.subcommand_parsers))
+        subcommand = next((a for a in argv if a in parsers), None)
+        parser = parsers[subcommand] if subcommand else self.parser
+        return sorted({name for name in re.findall(r"(?<![\w-])--[A-Za-z][\w.-]*\+?", parser.format_help())
+                       if not name.endswith(".help")})
 
     # --- the model a checkpoint brings ---------------------------------------------------------------
     def _model_options(self) -> dict:
@@ -208,41 +214,44 @@ class AGIQACLI(LightningCLI):
         init_args = getattr(model, "init_args", None)
         return dict(vars(init_args)) if init_args is not None else {}
 
-    def _parse_ckpt_path(self) -> None:
-        """LightningCLI reads the model options from a ``--ckpt_path`` checkpoint, importing any class it names,
-        and the trainer then loads it: every way a checkpoint gets there (a path, ``last``, ``best``, ``hpc``,
-        Lightning's SLURM auto-resume) is checked first (``saved.read_checkpoint``: a regular file, unpickled with
+    def check_checkpoint(self) -> None:
+        """LightningCLI then reads the model options from a ``--ckpt_path`` checkpoint, importing any class it names,
+        and the trainer loads it: every way a checkpoint gets there (a path, ``last``, ``best``, ``hpc``, Lightning's
+        SLURM auto-resume) is checked first (``saved.read_checkpoint``: a regular file, unpickled with
         ``weights_only=True``, naming only this package's task and its parameters, a valid model config, finite
-        float tensors), then options given here that contradict the checkpoint's architecture are refused
-        (LightningCLI would silently replace them)."""
-        if not self.config.get("subcommand"):
-            return super()._parse_ckpt_path()
+        float tensors). The architecture options given here are kept, to be held against the checkpoint's."""
         config = self.config[self.config.subcommand]
         ckpt_path = config.get("ckpt_path")
         if ckpt_path in CKPT_KEYWORDS or str(ckpt_path or "").startswith("registry"):
             ckpt_path = config.ckpt_path = str(resolve_checkpoint_keyword(str(ckpt_path), config))
         task_parameters = inspect.signature(CLIPAGIQA).parameters
-        saved = None
         if ckpt_path:
             if not Path(ckpt_path).exists():
                 raise InputError(f"--ckpt_path {ckpt_path} not found")
-            saved = read_checkpoint(Path(ckpt_path), task_parameters=task_parameters).config
+            self.checkpoint_config = read_checkpoint(Path(ckpt_path), task_parameters=task_parameters).config
         elif self.config.subcommand == "fit" and SLURMEnvironment.detect():
             auto_resume = hpc_checkpoint(_run_folder_of(config))  # what Lightning resumes from by itself
             if auto_resume is not None:
                 read_checkpoint(auto_resume, task_parameters=task_parameters)
-        defaults = inspect.signature(CLIPAGIQA).parameters
-        chosen = {k: v for k, v in self._model_options().items()
-                  if k in ARCHITECTURE_OPTIONS and k in defaults and not same_value(v, defaults[k].default)}
-        super()._parse_ckpt_path()
-        if saved is not None:  # a field an older checkpoint lacks: the value it was trained with, not today's default
-            for name in FIELDS_ADDED_LATER:
-                self.config[self.config.subcommand].model.init_args[name] = getattr(saved, name)
+        self.chosen_architecture = {k: v for k, v in self._model_options().items()
+                                    if k in ARCHITECTURE_OPTIONS and k in task_parameters
+                                    and not same_value(v, task_parameters[k].default)}
+
+    def take_the_checkpoints_model(self) -> None:
+        """After LightningCLI merged the checkpoint's model options: a field an older checkpoint lacks takes the
+        value it was trained with (not today's default), and a given option that contradicts the checkpoint's
+        architecture is refused (LightningCLI would silently replace it)."""
+        saved = self.checkpoint_config
+        if saved is None:
+            return
+        for name in FIELDS_ADDED_LATER:
+            self.config[self.subcommand].model.init_args[name] = getattr(saved, name)
         from_checkpoint = self._model_options()
+        chosen = self.chosen_architecture
         differing = [k for k, v in chosen.items() if not same_value(from_checkpoint.get(k), v)]
         if differing:
             raise InputError(
-                f"{ckpt_path} holds another model than the one asked for: "
+                f"{self.config[self.subcommand].ckpt_path} holds another model than the one asked for: "
                 + "; ".join(f"--model.{k} is {chosen[k]!r} but the checkpoint's is {from_checkpoint[k]!r}"
                             for k in differing)
                 + ". A checkpoint carries its own model options: leave these out, or start a new run "
@@ -250,6 +259,7 @@ class AGIQACLI(LightningCLI):
 
     # --- the run folder ------------------------------------------------------------------------------
     def before_instantiate_classes(self) -> None:
+        self.take_the_checkpoints_model()
         config = self.config[self.subcommand]
         sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
         if sweep_run and self.subcommand == "fit" and config.ckpt_path is None:
@@ -325,18 +335,6 @@ class AGIQACLI(LightningCLI):
         trainer.callbacks.append(LastCheckpoint(checkpoint.dirpath))
         return trainer
 
-    def _run_subcommand(self, subcommand: str) -> None:
-        try:
-            super()._run_subcommand(subcommand)
-        except RunInterrupted as stopped:
-            stopped.resume = resume_command(self.run_folder)
-            raise
-        except Exception as error:
-            full = disk_full(error)
-            if full is not None and subcommand == "fit" and (self.checkpoint_folder / LAST_FILE).is_file():
-                full.resume = resume_command(self.run_folder)  # the console's line says so; other commands rerun
-            raise
-
     # --- what each subcommand tells at the end ---------------------------------------------------------
     @rank_zero_only
     def after_fit(self) -> None:
@@ -355,7 +353,7 @@ class AGIQACLI(LightningCLI):
 
     @rank_zero_only
     def after_test(self) -> None:
-        report = self._get(self.config_init, "report")
+        report = self.config_init[self.subcommand].report
         if report.enabled and report.files:
             print(f"wrote {', '.join(str(path) for path in report.files)}")
         self._tell_metrics_file()
