@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 import warnings
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -284,11 +285,13 @@ class FeatureCache:
             wait at ``barrier`` and map every shard.
         progress: show a progress bar while building (rank 0 only).
         shard_rows: records per shard.
+        log: where a plain line goes for each shard this rank encoded (a job log has no progress bar); None: silent.
     """
 
     def __init__(self, directory: str | Path, encoder: FrozenEncoder, batch_size: int = 32, num_workers: int = 0,
                  forward_context: Callable = nullcontext, rank: int = 0, world_size: int = 1,
-                 barrier: Callable[[], None] = lambda: None, progress: bool = True, shard_rows: int = SHARD_ROWS):
+                 barrier: Callable[[], None] = lambda: None, progress: bool = True, shard_rows: int = SHARD_ROWS,
+                 log: Callable[[str], None] | None = None):
         self.directory = Path(directory).expanduser()
         self.encoder = encoder
         self.batch_size = max(1, batch_size)
@@ -299,6 +302,7 @@ class FeatureCache:
         self.barrier = barrier
         self.progress = progress
         self.shard_rows = max(1, shard_rows)
+        self.log = log
         self.built_views = 0  # image views encoded by this process (what tests and the benchmark count)
         self.built_prompts = 0  # generation prompts encoded by this process
 
@@ -329,9 +333,15 @@ class FeatureCache:
             raise ValueError("no records to cache")
         store, shards = self.store(transform), self.shards(records)
         checked = {}  # shards found valid (or written) while building: not hashed twice by this process
+        started = time.monotonic()
         for number, (name, part, identities) in enumerate(shards):
             if number % self.world_size == self.rank:
+                before = self.built_views
                 checked[name] = self._ensure(store, name, part, identities, transform, views)
+                if self.log is not None and self.built_views > before:
+                    self.log(f"feature cache: {'train' if transform.train else 'eval'} shard {number + 1}/{len(shards)}"
+                             f" ({len(part)} images): {self.built_views - before} view(s) encoded, "
+                             f"{time.monotonic() - started:.0f} s")
         self.barrier()
         opened = []
         for name, part, identities in shards:
@@ -562,4 +572,9 @@ def cache_for_trainer(trainer, encoder: FrozenEncoder | None, directory: str | P
         batch_size=batch_size, num_workers=num_workers, forward_context=trainer.precision_plugin.forward_context,
         rank=trainer.global_rank, world_size=trainer.world_size,
         barrier=lambda: trainer.strategy.barrier("feature_cache"), progress=trainer.progress_bar_callback is not None,
+        log=print_line if trainer.progress_bar_callback is None and trainer.global_rank == 0 else None,
     )
+
+
+def print_line(text: str) -> None:
+    print(text, flush=True)
