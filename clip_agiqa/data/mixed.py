@@ -103,8 +103,6 @@ class MixedData(L.LightningDataModule):
         if len(widths) != 1:
             raise InputError("MixedData: the datasets must have the same number of targets, got "
                              + ", ".join(f"{n}: {m.targets}" for n, m in zip(self.names, self.members)))
-        if any(getattr(member, "cache_views", 0) for member in self.members):
-            raise InputError("MixedData: the feature cache (cache_views) is not supported for mixed datasets yet")
         self.mix, self.epoch_samples, self.seed = mix, epoch_samples, seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
@@ -146,16 +144,21 @@ class MixedData(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         for member in self.members:
             member.trainer = self.trainer
-        scales = self.member_scales()
-        splits = ("train", "val") if stage in ("fit", None) else ("val",) if stage == "validate" else ("test",)
-        for split in splits:
+
+    def dataset(self, split: str) -> ConcatDataset:
+        """The members' ``split`` one after the other, normalised, each item with its dataset's number. Made when a
+        loader first asks (as a member makes its own): by then the task has handed over the encoders the feature
+        cache needs."""
+        if split not in self.datasets:
+            scales = self.member_scales()
             self.datasets[split] = ConcatDataset([NormalisedMember(member.make_dataset(split), number, scales[number])
                                                   for number, member in enumerate(self.members)])
+        return self.datasets[split]
 
     def sampler(self) -> WeightedRandomSampler:
         """Draws training samples so that dataset ``d`` gives its proportion of them (per-sample weight:
         proportion / its size)."""
-        sizes = [len(part) for part in self.datasets["train"].datasets]
+        sizes = [len(part) for part in self.dataset("train").datasets]
         proportions = mix_proportions(self.mix, sizes)
         weights = torch.cat([torch.full((size,), share / size, dtype=torch.float64)
                              for size, share in zip(sizes, proportions)])
@@ -163,11 +166,11 @@ class MixedData(L.LightningDataModule):
         return WeightedRandomSampler(weights, self.epoch_samples or sum(sizes), replacement=True, generator=generator)
 
     def train_dataloader(self) -> DataLoader:
-        return DataLoader(self.datasets["train"], batch_size=self.batch_size, sampler=self.sampler(),
+        return DataLoader(self.dataset("train"), batch_size=self.batch_size, sampler=self.sampler(),
                           num_workers=self.num_workers, collate_fn=default_collate, drop_last=False)
 
     def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.datasets[split], batch_size=self.eval_batch_size, shuffle=False,
+        return DataLoader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False,
                           num_workers=self.num_workers, collate_fn=default_collate)
 
     def val_dataloader(self) -> DataLoader:

@@ -35,9 +35,10 @@ def two_studies(tmp_path_factory):
     return a, b
 
 
-def mixed(two_studies, **kwargs) -> MixedData:
+def mixed(two_studies, cache_views: int = 0, cache_dir=None, **kwargs) -> MixedData:
     a, b = two_studies
-    members = [MOSFolder(str(root), split="prompt", seed=seed, image_size=32, num_workers=0)
+    members = [MOSFolder(str(root), split="prompt", seed=seed, image_size=32, num_workers=0, cache_views=cache_views,
+                         cache_dir=str(cache_dir / root.name) if cache_dir else None)
                for root, seed in ((a, 1), (b, 2))]
     return MixedData(members, names=["a", "b"], batch_size=8, **kwargs)
 
@@ -57,7 +58,7 @@ def test_each_dataset_keeps_its_split_and_is_normalised_by_its_own_scale(two_stu
         train, val = member.split_records("train"), member.split_records("val")
         assert {r.prompt for r in train}.isdisjoint(r.prompt for r in val)  # prompt-disjoint within each
         low, high = member.target_scales["mos"]
-        part = data.datasets["train"].datasets[number]
+        part = data.dataset("train").datasets[number]
         assert len(part) == len(train)
         items = [part[i] for i in range(len(part))]
         assert all(item["dataset"] == number for item in items)
@@ -74,7 +75,7 @@ def test_each_dataset_keeps_its_split_and_is_normalised_by_its_own_scale(two_stu
 def test_training_draws_the_datasets_in_the_stated_proportions(two_studies, mix, share_of_a):
     data = mixed(two_studies, mix=mix, epoch_samples=4000)
     data.setup("fit")
-    sizes = [len(part) for part in data.datasets["train"].datasets]
+    sizes = [len(part) for part in data.dataset("train").datasets]
     expected = share_of_a if share_of_a is not None else sizes[0] / sum(sizes)
     drawn = torch.tensor(list(data.sampler()))
     share = (drawn < sizes[0]).double().mean().item()
@@ -82,10 +83,11 @@ def test_training_draws_the_datasets_in_the_stated_proportions(two_studies, mix,
     assert share == pytest.approx(expected, abs=0.03)  # 4000 draws: the share's std is below 0.008
 
 
-def test_a_mixed_fit_reports_each_dataset_and_their_mean(two_studies, tmp_path):
+@pytest.mark.parametrize("cache_views", [0, 2])
+def test_a_mixed_fit_reports_each_dataset_and_their_mean(two_studies, tmp_path, cache_views):
     from clip_agiqa import CLIPAGIQA
 
-    data = mixed(two_studies)
+    data = mixed(two_studies, cache_views=cache_views, cache_dir=tmp_path / "cache")
     model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, data_targets=data.target_scales)
     metrics = DatasetMetrics(data.names)
     predictions = []
@@ -109,6 +111,8 @@ def test_a_mixed_fit_reports_each_dataset_and_their_mean(two_studies, tmp_path):
         expected = stats.spearmanr(score[chosen].numpy(), mos[chosen].numpy()).statistic
         assert tested[f"test/{name}/srcc"] == pytest.approx(expected, abs=1e-6)
     assert math.isfinite(tested["test/mean_srcc"])
+    if cache_views:  # each member's own cache, built with the model's encoders
+        assert all(any((tmp_path / "cache" / root.name).rglob("shard-*.npy")) for root in two_studies)
 
 
 def test_mixed_data_refuses_what_it_cannot_mix(two_studies):
