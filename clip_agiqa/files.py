@@ -68,10 +68,13 @@ def regular_file(path: Path, limit: int) -> int:
 
 
 def read_bytes(path: Path, limit: int) -> bytes:
-    regular_file(path, limit)
+    size = regular_file(path, limit)
     try:
         with open(path, "rb") as handle:
-            data = handle.read(limit + 1)  # never more, even if the file grew after the check
+            # A read of n bytes reserves n up front: ask for the size checked (+1 to see growth), not the limit.
+            data = handle.read(size + 1)
+            if len(data) > size:  # it grew after the check: read on, never more than the limit
+                data += handle.read(limit + 1 - len(data))
     except OSError as error:
         raise InputError(f"{path} cannot be read ({error.strerror or error})") from None
     if len(data) > limit:

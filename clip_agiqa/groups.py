@@ -3,7 +3,8 @@ on groups too small to read (a correlation over a handful of images is mostly no
 
 ``group_results`` computes them from per-image MOS, scores and group labels; ``write_group_table`` writes
 ``test_groups.csv`` (``target,group,value,n,srcc,plcc,too_small``) and ``group_markdown`` renders the same as a
-table; ``benchmark_group_lines`` pools a benchmark's splits into its summary. Nothing here knows Lightning or the data side: callers hand over plain values.
+table; ``benchmark_group_lines`` pools a benchmark's splits into its summary (``pooled_groups``, also read by
+``clip-agiqa compare``). Nothing here knows Lightning or the data side: callers hand over plain values.
 """
 
 from __future__ import annotations
@@ -129,25 +130,41 @@ def as_number(cell: str) -> float:
     return float(cell) if cell.strip() else math.nan
 
 
-def benchmark_group_lines(out: Path) -> list[str]:
-    """Markdown: per target and grouping, each group's mean SRCC/PLCC (± std) over the splits' ``test_groups.csv``,
-    its mean count, and a flag where it was too small in any split; empty when no split has groups."""
+def pooled_groups(out: Path) -> tuple[int, dict[tuple[str, str, str], list[GroupResult]]]:
+    """The number of a benchmark folder's splits with a ``test_groups.csv``, and their rows pooled by (target,
+    grouping, group), in the order first seen."""
     tables = [read_group_table(path) for path in sorted(Path(out).glob(f"split_*/{GROUPS_FILE}"))]
     pooled: dict[tuple[str, str, str], list[GroupResult]] = {}
     for result in (r for table in tables for r in table):
         pooled.setdefault((result.target, result.group, result.value), []).append(result)
+    return len(tables), pooled
+
+
+def pooled_cells(results: list[GroupResult]) -> tuple[str, str, str, str]:
+    """One group's figures over the splits: the too-small flag (" *" where it was in any split), its mean count,
+    and its SRCC and PLCC as mean ± std."""
+    flag = " *" if any(r.too_small for r in results) else ""
+    return (flag, f"{np.mean([r.n for r in results]):.0f}", spread([r.srcc for r in results]),
+            spread([r.plcc for r in results]))
+
+
+POOLED_NOTE = (f"Mean ± std over the splits; n: mean test images per split; * too small to read in some split "
+               f"(fewer than {MIN_GROUP_SIZE} images or undefined).")
+
+
+def benchmark_group_lines(out: Path) -> list[str]:
+    """Markdown: per target and grouping, each group's mean SRCC/PLCC (± std) over the splits' ``test_groups.csv``,
+    its mean count, and a flag where it was too small in any split; empty when no split has groups."""
+    splits, pooled = pooled_groups(out)
     if not pooled:
         return []
-    lines = ["", "## Per group", "", f"Mean ± std over {len(tables)} split(s); n: mean test images per split; "
-             f"* too small to read in some split (fewer than {MIN_GROUP_SIZE} images or undefined)."]
+    lines = ["", "## Per group", "", f"{splits} split(s). {POOLED_NOTE}"]
     for target, group in dict.fromkeys((t, g) for t, g, _ in pooled):
         lines += ["", f"### {group} ({target})", "", f"| {group} | n | SRCC | PLCC |", "|---|---|---|---|"]
         for (t, g, value), results in pooled.items():
             if (t, g) == (target, group):
-                flag = " *" if any(r.too_small for r in results) else ""
-                count = np.mean([r.n for r in results])
-                lines.append(f"| {value}{flag} | {count:.0f} | {spread([r.srcc for r in results])} | "
-                             f"{spread([r.plcc for r in results])} |")
+                flag, count, srcc, plcc = pooled_cells(results)
+                lines.append(f"| {value}{flag} | {count} | {srcc} | {plcc} |")
     return lines
 
 

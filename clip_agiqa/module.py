@@ -308,8 +308,9 @@ class CLIPAGIQA(L.LightningModule):
             loss_metric.reset()
         self.log_dict(values, prog_bar=True)
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
-        self._evaluate(batch, self.val_metrics, self.val_loss)
+    def validation_step(self, batch: dict, batch_idx: int) -> dict:
+        # The scores go to callbacks (per-dataset figures of a mixed fit), as the test step's do.
+        return {"score": self._evaluate(batch, self.val_metrics, self.val_loss)["score"].detach()}
 
     def on_validation_epoch_end(self) -> None:
         self._log_metrics(self.val_metrics, "val/", self.val_loss)

@@ -12,7 +12,7 @@ from clip_agiqa.errors import InputError
 
 
 @pytest.mark.slow
-def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path, capsys, benchmark_here):
+def test_compare_puts_the_paper_protocol_beside_the_prompt_disjoint_one(tmp_path, capsys, benchmark_here):  # noqa: F811
     from layouts import agiqa3k_prompted_root
 
     root = agiqa3k_prompted_root(tmp_path / "AGIQA-3K")
@@ -62,3 +62,40 @@ def test_compare_joins_the_cross_dataset_matrices(tmp_path):
 def test_compare_refuses_a_folder_without_results(tmp_path):
     with pytest.raises(InputError, match=r"nothing: no results\.csv; give folders written by `clip-agiqa benchmark`"):
         run_cli(["compare", str(tmp_path / "nothing")])
+
+
+def write_split_groups(folder, split: int, rows: list[tuple[str, int, float, float]]):
+    """A split's test_groups.csv as a test run writes it: per generator (value, n, srcc, plcc)."""
+    from clip_agiqa.groups import GroupResult, write_group_table
+
+    (folder / f"split_{split}").mkdir()
+    write_group_table(folder / f"split_{split}" / "test_groups.csv",
+                      [GroupResult("quality", "generator", value, n, srcc, plcc) for value, n, srcc, plcc in rows])
+
+
+def test_compare_breaks_results_down_per_group_with_counts_and_the_too_small_flag(tmp_path):
+    fake_benchmark(tmp_path / "a", "agiqa3k_quality", {"agiqa3k_quality": [0.8, 0.7]})
+    fake_benchmark(tmp_path / "b", "agiqa3k_quality", {"agiqa3k_quality": [0.6, 0.6]})
+    write_split_groups(tmp_path / "a", 0, [("sd", 30, 0.8, 0.7), ("glide", 10, 0.5, float("nan"))])
+    write_split_groups(tmp_path / "a", 1, [("sd", 40, 0.6, 0.5), ("glide", 25, 0.3, 0.2)])
+    write_split_groups(tmp_path / "b", 0, [("sd", 36, 0.4, 0.4)])
+    table = comparison([tmp_path / "a", tmp_path / "b"])
+    section = table.split("## Per group\n", 1)[1]
+    assert "| generator | a: n | a: SRCC | a: PLCC | b: n | b: SRCC | b: PLCC |" in section
+    # glide: 10 images in split 0 (too small there), an undefined PLCC left out of the mean
+    assert "| glide | 18 * | 0.4000 ± 0.1414 | 0.2000 | - | - | - |" in section
+    assert "| sd | 35 | 0.7000 ± 0.1414 | 0.6000 ± 0.1414 | 36 | 0.4000 | 0.4000 |" in section
+    assert "### generator (quality)" in section
+
+
+def test_compare_has_no_group_section_without_group_files(tmp_path):
+    fake_benchmark(tmp_path / "a", "agiqa3k_quality", {"agiqa3k_quality": [0.8, 0.7]})
+    assert "Per group" not in comparison([tmp_path / "a"])
+
+
+def test_compare_names_a_damaged_group_file(tmp_path):
+    fake_benchmark(tmp_path / "a", "agiqa3k_quality", {"agiqa3k_quality": [0.8, 0.7]})
+    (tmp_path / "a" / "split_0").mkdir()
+    (tmp_path / "a" / "split_0" / "test_groups.csv").write_text("target,group\nquality\n")
+    with pytest.raises(InputError, match=r"split_0/test_groups\.csv: not a test_groups\.csv"):
+        comparison([tmp_path / "a"])

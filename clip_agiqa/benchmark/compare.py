@@ -1,7 +1,8 @@
 """``clip-agiqa compare OUT_A OUT_B ...``: the summaries of several benchmark folders in one table, with their
 protocols (split kind, where the checkpoint was chosen, number of splits), e.g. the paper protocol against the
 prompt-disjoint one on the same model, so that the optimism of selecting on test is a measured number. When
-the folders tested on other datasets (``benchmark --test_on``), their cross-dataset matrices are joined.
+the folders tested on other datasets (``benchmark --test_on``), their cross-dataset matrices are joined; when their
+tests wrote results per group (``test_groups.csv``), each grouping gets one table with a column set per folder.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from pathlib import Path
 
 from ..errors import CommandParser
 from ..files import atomic_write
+from ..groups import POOLED_NOTE, pooled_cells, pooled_groups
 from .results import (
     CERTAINTY_NOTE,
     CROSS_NOTE,
@@ -52,7 +54,34 @@ def comparison(folders: list[Path]) -> str:
         lines += ["", CERTAINTY_NOTE + " '-': a model without distributions (or data without the raters' std)."]
     if trained:
         lines += ["", "## Cross-dataset", "", CROSS_NOTE, *cross_matrix(trained)]
+    lines += group_comparison(folders)
     return "\n".join(lines) + "\n"
+
+
+def group_comparison(folders: list[Path]) -> list[str]:
+    """Markdown: per target and grouping (generator, task ...), one row per group and, for each folder, its mean
+    count, SRCC and PLCC over the splits ("-" where a folder has no such group; * too small in some split); empty
+    when no folder's tests wrote groups."""
+    pooled = [pooled_groups(folder)[1] for folder in folders]
+    keys = list(dict.fromkeys(key for groups in pooled for key in groups))
+    if not keys:
+        return []
+    headers = [f"{folder.name}: {column}" for folder in folders for column in ("n", "SRCC", "PLCC")]
+    lines = ["", "## Per group", "", POOLED_NOTE]
+    for target, group in dict.fromkeys((t, g) for t, g, _ in keys):
+        lines += ["", f"### {group} ({target})", "", "| " + " | ".join([group, *headers]) + " |",
+                  "|---" * (1 + len(headers)) + "|"]
+        for value in sorted(value for t, g, value in keys if (t, g) == (target, group)):
+            cells = [value]
+            for groups in pooled:
+                results = groups.get((target, group, value))
+                if results is None:
+                    cells += ["-", "-", "-"]
+                else:
+                    flag, count, srcc, plcc = pooled_cells(results)
+                    cells += [count + flag, srcc, plcc]
+            lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def main(argv: list[str] | None = None) -> str:
