@@ -10,6 +10,7 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InputError
 
@@ -44,10 +45,16 @@ UMASK = _read_umask()
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return handle_sha256(handle)
+
+
+def handle_sha256(handle: BinaryIO) -> str:
+    """The SHA-256 of what ``handle`` reads from where it stands to its end, read in blocks (Python 3.10, which
+    ``requires-python`` allows, has no ``hashlib.file_digest``)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 
