@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, SupportsFloat, TypeVar, cast
 
 import openpyxl
 import torch
@@ -60,7 +60,10 @@ def is_blank(row: Sequence) -> bool:
     return all(cell is None or not str(cell).strip() for cell in row)
 
 
-def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
+RowT = TypeVar("RowT", bound=Sequence)
+
+
+def numbered_rows(rows: Iterable[RowT]) -> list[tuple[int, RowT]]:
     """The non-blank rows with their row numbers in the file (1-based, as a spreadsheet shows them)."""
     return [(number, row) for number, row in enumerate(rows, start=1) if not is_blank(row)]
 
@@ -169,7 +172,7 @@ def parse_mos(values: list[tuple[int, object]], source: str, column: str) -> lis
     if problems:
         raise InputError(f"{source}: {column} must be a finite number; {len(problems)} row(s) are not: "
                          f"{listed(problems)}")
-    return [float(value) for _, value in values]
+    return [float(cast(SupportsFloat, value)) for _, value in values]  # each one passed mos_problem's float()
 
 
 def parse_names(values: list[tuple[int, object]], source: str, column: str) -> list[str]:

@@ -137,7 +137,7 @@ Given = list[tuple[tuple[str, ...], str, str]]  # (names to try, in order; split
 
 def _read_split_csv(path: Path) -> Given:
     """The rows of a ``file_name,split`` CSV."""
-    given = []
+    given: Given = []
     rows = read_csv_rows(path)  # UTF-8, bounded fields, blank rows skipped
     header = [str(c).strip() for c in rows[0][1]] if rows else []
     if "file_name" not in header or "split" not in header:
@@ -166,7 +166,7 @@ def _read_split_table(path: Path, split: str) -> Given:
         raise InputError(f"{path}: no image name column (one of {', '.join(NAME_COLUMNS)}); the columns are "
                          f"{', '.join(map(str, header))}")
     prefix_column = columns.get(PREFIX_COLUMN)
-    given = []
+    given: Given = []
     for number, row in body:
         name = row[name_column].strip().replace("\\", "/") if name_column < len(row) else ""
         if not name:

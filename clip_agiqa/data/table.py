@@ -35,7 +35,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -229,6 +229,7 @@ def scale(value: Any, key: str, source: str) -> tuple[float, float] | None:
 # --- reading the annotation file ----------------------------------------------------------------------------
 def tabular_rows(path: Path, described: TableDescription) -> list[Row]:
     """The rows of a CSV/TSV/XLSX file as {column: value}; the columns read must all be there."""
+    numbered: Sequence[tuple[int, Sequence]]
     if described.format == "xlsx":
         numbered = list(iter_xlsx_rows(path))
     else:
@@ -305,7 +306,8 @@ class Problems:
     """Bad cells gathered over every row, raised as one line naming the file and each column."""
 
     def __init__(self, path: Path, source: str):
-        self.path, self.source, self.found, self.count = path, source, [], 0
+        self.path, self.source, self.count = path, source, 0
+        self.found: list[str] = []
 
     def add(self, where: str, column: str, what: str) -> None:
         self.count += 1
