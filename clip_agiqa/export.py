@@ -103,8 +103,9 @@ def read_test_report(path: Path) -> dict:
     return report
 
 
-def logged_test_rows(metrics_file: Path, epoch: int, step: int) -> list[dict[str, float]]:
-    """The test figures of each row of a run's metrics.csv logged at the checkpoint's epoch and step."""
+def logged_test_rows(metrics_file: Path, epoch: int | None, step: int | None) -> list[dict[str, float]]:
+    """The test figures of each row of a run's metrics.csv logged at the checkpoint's epoch and step (None, a
+    checkpoint that does not say: no row)."""
     if not os.path.lexists(metrics_file):
         return []
     text = read_bytes(metrics_file, MAX_METRICS_CSV_BYTES).decode("utf-8", errors="replace")
