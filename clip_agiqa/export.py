@@ -151,10 +151,10 @@ def measured_on_test(checkpoint: Path) -> dict[str, float]:
 
 @contextlib.contextmanager
 def folder_in_place(target: Path, overwrite: bool = False):
-    """``with folder_in_place(out) as folder: <write into folder>``: the files are written into a new folder beside
-    ``target`` (same filesystem), which then takes its place. On any error the new folder is removed and an
-    existing ``target`` is untouched. An existing ``target`` is moved aside, the new one renamed in, and the old
-    one deleted; a crash between the two renames leaves it whole, as ``.<name>.old-*`` beside ``target``."""
+    """Write a folder whole: with ``folder_in_place(out) as folder``, the files written into ``folder`` go into a new
+    folder beside ``target`` (same filesystem), which then takes its place. On any error the new folder is removed and
+    an existing ``target`` is untouched. An existing ``target`` is moved aside, the new one renamed in, and the old one
+    deleted; a crash between the two renames leaves it whole, as ``.<name>.old-*`` beside ``target``."""
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; give another folder, or --overwrite to replace it")
     if target.exists() and not target.is_dir():

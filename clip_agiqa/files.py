@@ -17,8 +17,9 @@ from .errors import InputError
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
-    """``with atomic_write(path) as handle: ...``: the target appears complete or not at all (the old one stays
-    until the new one is whole). On any error, the temporary file is removed and the error raised."""
+    """Write ``path`` whole: the target appears complete or not at all (the old one stays until the new one is
+    whole); ``with atomic_write(path) as handle: ...``. On any error, the temporary file is removed and the error
+    raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -298,7 +298,8 @@ class MOSDataModule(L.LightningDataModule):
         self._prompt_table = None
 
     def image_settings(self) -> ImageSettings:
-        """The settings given, else those of the encoder handed over (``use_encoder``), else CLIP's at ``image_size``."""
+        """The settings given, else those of the encoder handed over (``use_encoder``), else CLIP's at
+        ``image_size``."""
         if self.given_image_settings is not None:
             return self.given_image_settings
         if self.encoder is not None:
@@ -360,8 +361,9 @@ class MOSDataModule(L.LightningDataModule):
         return ImageDataset(records, transform, self.targets)
 
     def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
-        """Features from the cache (built now where missing, with the encoder handed over, on its device), memory-mapped;
-        with ``read_prompts``, the generation prompts' features too (every prompt of the data encoded once)."""
+        """Features from the cache (built now where missing, with the encoder handed over, on its device),
+        memory-mapped; with ``read_prompts``, the generation prompts' features too (every prompt of the data encoded
+        once)."""
         cache = cache_for_trainer(self.trainer, self.encoder, self.cache_dir, self.root, self.eval_batch_size,
                                   self.num_workers)
         if self.read_prompts and self._prompt_table is None:

@@ -29,7 +29,8 @@ class Record:
     generator: str | None = None
     where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
     stds: dict[str, float] = field(default_factory=dict)  # the raters' spread per target, where the data gives it
-    groups: dict[str, str] = field(default_factory=dict)  # named groups beyond the generator (task ...), for results per group
+    # named groups beyond the generator (task ...), for results per group
+    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def mos(self) -> float:
@@ -69,7 +70,7 @@ def numbered_rows(rows: Iterable[RowT]) -> list[tuple[int, RowT]]:
 
 
 def read_csv_rows(path: Path, delimiter: str = ",") -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file (``delimiter`` "\\t": TSV) with their row numbers (one row a line: no line
+    r"""The non-blank rows of a CSV file (``delimiter`` "\t": TSV) with their row numbers (one row a line: no line
     breaks in fields).
 
     UTF-8 only (a BOM is fine): text in another encoding (Latin-1, Windows-1252) is refused in one line rather

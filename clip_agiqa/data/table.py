@@ -131,8 +131,8 @@ class TableDescription:
                                           "groups": group_columns(content.get("groups") or {}, source),
                                           "stds": text_mapping(content.get("stds") or {}, "stds", source),
                                           "scale": scale(content.get("scale"), "scale", source),
-                                          "scales": {name: scale(value, f"scales.{name}", source) for name, value
-                                                     in mapping(content.get("scales") or {}, "scales", source).items()}})
+                                          "scales": {name: scale(value, f"scales.{name}", source) for name, value in
+                                                     mapping(content.get("scales") or {}, "scales", source).items()}})
         described.check(source)
         return described
 
@@ -185,7 +185,8 @@ def target_columns(value: Any, source: str) -> dict[str, TargetColumn]:
         elif isinstance(spec, dict) and isinstance(spec.get("column"), str) and set(spec) <= {"column", "raters"}:
             targets[str(name)] = TargetColumn(spec["column"], bool(spec.get("raters", False)))
         else:
-            raise InputError(f"{source}: targets.{name} must be a column or {{column: ..., raters: true}}, got {spec!r}")
+            raise InputError(f"{source}: targets.{name} must be a column or {{column: ..., raters: true}}, "
+                             f"got {spec!r}")
     return targets
 
 
@@ -279,7 +280,8 @@ def parquet_rows(path: Path, described: TableDescription) -> list[Row]:
                                     for column in described.columns()))
         missing = [column for column in wanted if column not in schema.names]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the columns are {', '.join(schema.names)}")
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the columns are "
+                             f"{', '.join(schema.names)}")
         wanted += [column for column in described.stds.values() if column in schema.names and column not in wanted]
         values = parquet.read_table(path, columns=wanted).to_pylist()
     except InputError:
