@@ -114,9 +114,8 @@ def test_a_split_is_memory_mapped_shards_read_once_per_loader(tiny_model, images
     make_cache(tiny_model, tmp_path / "cache", shard_rows=3).features(images, train_transform(tiny_model), views=2)
     assert len(list((tmp_path / "cache").rglob("shard-*.npy"))) == 2  # 4 rows in shards of 3
     hashed = []
-    original = hashlib.file_digest
-    monkeypatch.setattr(cache_module.hashlib, "file_digest", lambda handle, name: hashed.append(handle.name)
-                        or original(handle, name))
+    original = cache_module.handle_sha256
+    monkeypatch.setattr(cache_module, "handle_sha256", lambda handle: hashed.append(handle.name) or original(handle))
     features = make_cache(tiny_model, tmp_path / "cache", shard_rows=3).features(images, train_transform(tiny_model),
                                                                                  views=2)
     assert len(hashed) == 2  # one checksum per shard, not one per entry per read
