@@ -330,8 +330,8 @@ def cached_split(n: int, views: int, dim: int, seed: int = 0):
 
     generator = torch.Generator().manual_seed(seed)
     mos = torch.rand(n, generator=generator) * 5
-    records = [Record(f"image_{i:06d}.png", Path(f"image_{i:06d}.png"), {"mos": float(mos[i])}, prompt=f"prompt {i % 300}")
-               for i in range(n)]
+    records = [Record(f"image_{i:06d}.png", Path(f"image_{i:06d}.png"), {"mos": float(mos[i])},
+                      prompt=f"prompt {i % 300}") for i in range(n)]
     return CachedFeatures(records, torch.randn(n, views, dim, generator=generator))
 
 
@@ -379,7 +379,8 @@ def measure_step_overhead(args, n_train: int = FULL_TRAIN, epochs: int = 3, roun
         optimizer = torch.optim.SGD(module.trainable_parameters(), lr=hp.lr, momentum=hp.momentum,
                                     weight_decay=hp.weight_decay)
         steps = epochs * math.ceil(n_train / args.batch_size)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
+        scheduler = torch.optim.lr_scheduler.LambdaLR(
+            optimizer, lambda step: 0.5 * (1 + math.cos(math.pi * step / steps)))
         times = []
         for _ in range(epochs):
             synchronize(device)

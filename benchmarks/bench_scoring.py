@@ -1,4 +1,4 @@
-"""Scoring benchmark rows, printed alone or by ``benchmarks/bench.py``:
+"""Scoring benchmark rows, printed alone or by ``benchmarks/bench.py``.
 
 - peak RSS of ``clip-agiqa score`` on 2,000 vs 200 generated images (goal <= 1.2x: memory does not grow with the
   number of images), each run in a fresh process that reports its own peak and its DataLoader workers';

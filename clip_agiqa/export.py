@@ -103,8 +103,9 @@ def read_test_report(path: Path) -> dict:
     return report
 
 
-def logged_test_rows(metrics_file: Path, epoch: int, step: int) -> list[dict[str, float]]:
-    """The test figures of each row of a run's metrics.csv logged at the checkpoint's epoch and step."""
+def logged_test_rows(metrics_file: Path, epoch: int | None, step: int | None) -> list[dict[str, float]]:
+    """The test figures of each row of a run's metrics.csv logged at the checkpoint's epoch and step (None, a
+    checkpoint that does not say: no row)."""
     if not os.path.lexists(metrics_file):
         return []
     text = read_bytes(metrics_file, MAX_METRICS_CSV_BYTES).decode("utf-8", errors="replace")
@@ -150,10 +151,10 @@ def measured_on_test(checkpoint: Path) -> dict[str, float]:
 
 @contextlib.contextmanager
 def folder_in_place(target: Path, overwrite: bool = False):
-    """``with folder_in_place(out) as folder: <write into folder>``: the files are written into a new folder beside
-    ``target`` (same filesystem), which then takes its place. On any error the new folder is removed and an
-    existing ``target`` is untouched. An existing ``target`` is moved aside, the new one renamed in, and the old
-    one deleted; a crash between the two renames leaves it whole, as ``.<name>.old-*`` beside ``target``."""
+    """Write a folder whole: with ``folder_in_place(out) as folder``, the files written into ``folder`` go into a new
+    folder beside ``target`` (same filesystem), which then takes its place. On any error the new folder is removed and
+    an existing ``target`` is untouched. An existing ``target`` is moved aside, the new one renamed in, and the old one
+    deleted; a crash between the two renames leaves it whole, as ``.<name>.old-*`` beside ``target``."""
     if target.exists() and not overwrite:
         raise InputError(f"{target} already exists; give another folder, or --overwrite to replace it")
     if target.exists() and not target.is_dir():

@@ -10,14 +10,16 @@ import os
 import stat
 import tempfile
 from pathlib import Path
+from typing import BinaryIO
 
 from .errors import InputError
 
 
 @contextlib.contextmanager
 def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs):
-    """``with atomic_write(path) as handle: ...``: the target appears complete or not at all (the old one stays
-    until the new one is whole). On any error, the temporary file is removed and the error raised."""
+    """Write ``path`` whole: the target appears complete or not at all (the old one stays until the new one is
+    whole); ``with atomic_write(path) as handle: ...``. On any error, the temporary file is removed and the error
+    raised."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -44,10 +46,16 @@ UMASK = _read_umask()
 
 
 def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
+        return handle_sha256(handle)
+
+
+def handle_sha256(handle: BinaryIO) -> str:
+    """The SHA-256 of what ``handle`` reads from where it stands to its end, read in blocks (Python 3.10, which
+    ``requires-python`` allows, has no ``hashlib.file_digest``)."""
+    digest = hashlib.sha256()
+    for block in iter(lambda: handle.read(1 << 20), b""):
+        digest.update(block)
     return digest.hexdigest()
 
 

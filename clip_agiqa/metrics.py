@@ -55,9 +55,9 @@ def correlations(predictions, mos) -> dict[str, float]:
 
 class Correlation(Metric):
     """A correlation of every prediction and target seen, by every process (torchmetrics gathers the
-    buffers), computed by ``correlation`` in float64. (torchmetrics' PearsonCorrCoef merges per-process
+    buffers), computed by ``correlation`` in float64 (torchmetrics' PearsonCorrCoef merges per-process
     statistics and gives NaN when each process's predictions are constant even though all of them together
-    are not.)"""
+    are not)."""
 
     is_differentiable = False
     higher_is_better = True

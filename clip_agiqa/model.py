@@ -68,10 +68,12 @@ calibrated on the validation split, scale {{ std_scale }}): the central 90% inte
 {% set prefix = "test/" if targets | length == 1 else "test/" ~ target ~ "/" %}\
 {% set which = "" if targets | length == 1 else " (" ~ target ~ ")" %}\
 {% if (prefix ~ "coverage90") in measured %}- Interval coverage on its test split{{ which }}, measured by \
-`clip-agiqa test` of this checkpoint: the 50% interval holds {{ "%.1f" | format(100 * measured[prefix ~ "coverage50"]) }}% \
-of the test MOS, the 90% interval {{ "%.1f" | format(100 * measured[prefix ~ "coverage90"]) }}% (all test figures below).
-{% else %}- Interval coverage on a test split{{ which }}: not measured (no `clip-agiqa test` results of this checkpoint \
-were in its run folder when it was exported).
+`clip-agiqa test` of this checkpoint: the 50% interval holds \
+{{ "%.1f" | format(100 * measured[prefix ~ "coverage50"]) }}% \
+of the test MOS, the 90% interval {{ "%.1f" | format(100 * measured[prefix ~ "coverage90"]) }}% \
+(all test figures below).
+{% else %}- Interval coverage on a test split{{ which }}: not measured (no `clip-agiqa test` results of this \
+checkpoint were in its run folder when it was exported).
 {% endif %}{% endfor %}{% endif %}{% for line in percentiles %}- {{ line }}
 {% endfor %}- Reads the generation prompt: {{ "yes (pass prompt=...)" if use_prompt else "no" }}.
 - Backbone weights fingerprint: `{{ backbone_fingerprint }}` (checked on load).
@@ -169,10 +171,10 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         return feature_output(self.clip.get_image_features(pixel_values=pixel_values.to(dtype)))
 
     def quality_prompt_features(self) -> torch.Tensor:
-        """Features of every learned quality prompt (one per category), (n_categories, dim). They do not depend on the image: while the
-        context trains they are computed afresh (one pass of a few short prompts); otherwise they are reused
-        as long as the context tensor, its version (bumped by every in-place change, e.g. an optimiser step
-        or ``load_state_dict``), device and dtype stay the same."""
+        """Features of every learned quality prompt (one per category), (n_categories, dim). They do not depend on the
+        image: while the context trains they are computed afresh (one pass of a few short prompts); otherwise they are
+        reused as long as the context tensor, its version (bumped by every in-place change, e.g. an optimiser step or
+        ``load_state_dict``), device and dtype stay the same."""
         ctx = self.prompt_learner.ctx
         if torch.is_grad_enabled() and ctx.requires_grad:
             self._prompt_memo = None

@@ -40,7 +40,7 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
         value, saved = given.get(name), source.get(name)
         # The backbone may be named differently (a local copy): its weights fingerprint is checked instead.
         # Targets may be renamed by new data (e.g. quality -> mos): the tensors' shapes are checked instead.
-        if (value is not None and saved is not None and name not in ("backbone", "targets")
+        if (start is not None and value is not None and saved is not None and name not in ("backbone", "targets")
                 and not same_value(value, saved)):
             raise InputError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
@@ -262,7 +262,7 @@ class CLIPAGIQA(L.LightningModule):
         if trainer is None:
             return True
         every = trainer.log_every_n_steps
-        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", self.global_step)
+        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", int(self.global_step))
         return (batch_idx + 1 == trainer.num_training_batches or trainer.should_stop
                 or (every > 0 and (stepped + 1) % every == 0))
 

@@ -201,8 +201,11 @@ def load_checkpoint(path: Path) -> dict:
 def checkpoint_position(path: Path) -> tuple[int | None, int | None]:
     """The epoch and global step a checkpoint was saved at (None where it does not say, or says nonsense)."""
     checkpoint = load_checkpoint(path)
-    position = [checkpoint.get(key) for key in ("epoch", "global_step")]
-    return tuple(v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else None for v in position)
+
+    def count(value: object) -> int | None:
+        return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else None
+
+    return count(checkpoint.get("epoch")), count(checkpoint.get("global_step"))
 
 
 def read_checkpoint(path: Path, task_parameters=None) -> TrainedWeights:

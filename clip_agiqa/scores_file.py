@@ -26,7 +26,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import Literal, Mapping
+from typing import Literal, Mapping, TextIO
 
 from filelock import FileLock, Timeout
 
@@ -84,7 +84,7 @@ class ScoreCSV:
         self.done: set[str] = set()
         self.rows = self.unreadable = self.written = 0
         self.unreadable_names: list[str] = []
-        self.handle = None
+        self.handle: TextIO | None = None  # the .partial, open from _open on
         self.started_partial = False  # this run made the .partial (not one it resumes)
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -241,16 +241,17 @@ class ScoreCSV:
     def flush(self) -> None:
         """Rows so far onto the disk's page cache: a killed run keeps them."""
         try:
-            self.handle.flush()
+            self._opened().flush()
         except OSError as failure:
             raise self._write_failed(failure) from failure
 
     def finish(self) -> Path:
         try:
             try:
-                self.handle.flush()
-                os.fsync(self.handle.fileno())
-                self.handle.close()
+                handle = self._opened()
+                handle.flush()
+                os.fsync(handle.fileno())
+                handle.close()
                 os.replace(self.partial, self.path)
             except OSError as error:
                 self.close()
@@ -259,6 +260,10 @@ class ScoreCSV:
         finally:
             self._unlock()
         return self.path
+
+    def _opened(self) -> TextIO:
+        assert self.handle is not None, "__init__ opens the .partial or raises"
+        return self.handle
 
     def close(self) -> None:
         """Stop without renaming: the ``.partial`` stays for ``resume`` (removed when it holds no row of this run

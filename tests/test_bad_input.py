@@ -69,7 +69,8 @@ def test_skip_bad_images_leaves_each_kind_out(tmp_path):
     data = make_folder(tmp_path / "d", good_rows())
     break_images(tmp_path / "d")
     data.skip_bad_images = True
-    with pytest.warns(UserWarning, match=r"left out 3 of 10 unreadable image\(s\), e.g. img_1.png, img_3.png, img_8.png"):
+    left_out = r"left out 3 of 10 unreadable image\(s\), e.g. img_1.png, img_3.png, img_8.png"
+    with pytest.warns(UserWarning, match=left_out):
         data.setup("fit")
     assert [r.file_name for r in data.records] == [f"img_{i}.png" for i in (0, 2, 4, 5, 6, 7, 9)]
 

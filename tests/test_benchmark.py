@@ -372,7 +372,8 @@ def test_several_targets_get_their_own_metrics_and_summary_columns(tmp_path):
     assert row["n_test"] == 8 and row["quality/srcc"] == pytest.approx(expected["quality"]["srcc"])
     assert row["align/krcc"] == pytest.approx(expected["align"]["krcc"])
     assert row["srcc"] == pytest.approx((expected["quality"]["srcc"] + expected["align"]["srcc"]) / 2)
-    assert row["quality/plcc_logistic"] == pytest.approx(logistic_plcc([s for _, s in quality], [m for m, _ in quality]))
+    quality_scores, quality_mos = [s for _, s in quality], [m for m, _ in quality]
+    assert row["quality/plcc_logistic"] == pytest.approx(logistic_plcc(quality_scores, quality_mos))
     assert row["align/rmse"] == pytest.approx(math.sqrt(sum((s - m) ** 2 for m, s in align) / 8))
     rows = [{"split": str(k), "seed": str(k), "fold": "", "n_test": "8", "best_epoch": "0", "val_srcc": "0.5",
              "images": "test split", **{key: str(value + k / 100) for key, value in row.items()}} for k in range(2)]

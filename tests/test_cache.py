@@ -101,13 +101,21 @@ def test_shards_are_reused_and_extended_with_more_views(tiny_model, images, tmp_
     assert again.built_views == 4  # fewer views than cached: read, not rebuilt
 
 
+def test_shards_are_checked_without_hashlib_file_digest(tiny_model, images, tmp_path, monkeypatch):
+    """Python 3.10 (which the package supports) has no hashlib.file_digest: reading a shard back must not need it."""
+    built = make_cache(tiny_model, tmp_path / "cache").features(images, eval_transform(tiny_model)).materialize()
+    monkeypatch.delattr(hashlib, "file_digest", raising=False)
+    again = make_cache(tiny_model, tmp_path / "cache")
+    assert torch.equal(again.features(images, eval_transform(tiny_model)).materialize(), built)
+    assert again.built_views == 0  # read back and its checksum accepted, not rebuilt
+
+
 def test_a_split_is_memory_mapped_shards_read_once_per_loader(tiny_model, images, tmp_path, monkeypatch):
     make_cache(tiny_model, tmp_path / "cache", shard_rows=3).features(images, train_transform(tiny_model), views=2)
     assert len(list((tmp_path / "cache").rglob("shard-*.npy"))) == 2  # 4 rows in shards of 3
     hashed = []
-    original = hashlib.file_digest
-    monkeypatch.setattr(cache_module.hashlib, "file_digest", lambda handle, name: hashed.append(handle.name)
-                        or original(handle, name))
+    original = cache_module.handle_sha256
+    monkeypatch.setattr(cache_module, "handle_sha256", lambda handle: hashed.append(handle.name) or original(handle))
     features = make_cache(tiny_model, tmp_path / "cache", shard_rows=3).features(images, train_transform(tiny_model),
                                                                                  views=2)
     assert len(hashed) == 2  # one checksum per shard, not one per entry per read

@@ -26,7 +26,8 @@ PROMPT_AWARE = ("model/clip_agiqa_prompt.yaml", "protocol/prompt_disjoint.yaml")
 BENCHMARK_PARTS = ("agiqa3k_quality", "agiqa3k_align", "agiqa1k", "aigciqa2023_quality", "aigciqa2023_authenticity",
                    "aigciqa2023_correspondence", "aigciqa20k")
 ALL_TARGETS_PARTS = ("agiqa3k_all_targets", "aigciqa2023_all_targets")  # several targets in one model
-# The shipped combinations (tests/test_docs.py checks that the docs name exactly these): data part, model part, protocol part.
+# The shipped combinations (tests/test_docs.py checks that the docs name exactly these): data part, model part,
+# protocol part.
 COMBINATIONS = [
     *[(f"data/{name}.yaml", *PROMPT_DISJOINT) for name in BENCHMARK_PARTS],
     ("data/agiqa3k_quality.yaml", "model/clip_agiqa.yaml", "protocol/paper.yaml"),

@@ -117,7 +117,8 @@ def test_ctrl_c_in_a_real_fit_saves_last_says_how_to_resume_and_exits_quietly(sy
     run = tmp_path / "run"
     exe = Path(sys.executable).with_name("clip-agiqa")
     fit = subprocess.Popen([str(exe), *fit_args(synthetic_root, run, epochs=1000)], cwd=tmp_path, text=True,
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                           stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                           env={**os.environ, "PYTHONWARNINGS": "ignore"})
     wait_for(run / "checkpoints" / "last.ckpt", fit)  # epoch 0 is done: now a user presses Ctrl-C
     fit.send_signal(signal.SIGINT)
     out, err = fit.communicate(timeout=1800)
@@ -162,7 +163,8 @@ def test_kill_during_a_checkpoint_write_leaves_whole_checkpoints_and_the_resume_
                                                                                              tmp_path):
     run = tmp_path / "run"
     killed = subprocess.run([sys.executable, "-c", KILL_ON_THIRD_WRITE, *fit_args(synthetic_root, run, epochs=3)],
-                            cwd=tmp_path, capture_output=True, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+                            cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
     assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
     checkpoints = run / "checkpoints"
     assert checkpoint_step(checkpoints / "last.ckpt") == (0, STEPS_PER_EPOCH)  # the one before: whole

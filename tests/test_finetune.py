@@ -1,4 +1,5 @@
-"""Fine-tuning: start from a trained checkpoint or export (--model.init_from), train all, only the head, or only the prompt."""
+"""Fine-tuning: start from a trained checkpoint or export (--model.init_from), train all, only the head, or only the
+prompt."""
 
 import shutil
 

@@ -76,8 +76,8 @@ def test_a_test_run_writes_results_per_generator_and_task(tmp_path):
     rows = list(csv.DictReader(open(run_dir / GROUPS_FILE)))
     tested = len(list(csv.DictReader(open(run_dir / "test_predictions.csv"))))
     by_group = {group: [r for r in rows if r["group"] == group] for group in ("generator", "task", "task_answer")}
-    generators = {r["value"] for r in by_group["generator"]}
-    assert generators and generators <= {"ali_flux_schnell", "DALLE3", "Kolors"}
+    assert by_group["generator"]
+    assert {r["value"] for r in by_group["generator"]} <= {"ali_flux_schnell", "DALLE3", "Kolors"}
     assert sum(int(r["n"]) for r in by_group["generator"]) == tested
     assert sum(int(r["n"]) for r in by_group["task"]) == tested and all(r["too_small"] == "1" for r in rows)
 

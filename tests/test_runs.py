@@ -73,7 +73,8 @@ def test_a_checkpoint_of_another_backbone_is_refused(synthetic_root, tmp_path):
     resume = [*fit_args(synthetic_root, tmp_path), "--ckpt_path", "last"]
     resume[resume.index("random:tiny")] = "random:vit-b-16"
     resume[resume.index("last")] = str(tmp_path / "checkpoints" / "last.ckpt")
-    with pytest.raises(ValueError, match=r"--model.backbone is 'random:vit-b-16' but the checkpoint's is 'random:tiny'"):
+    with pytest.raises(ValueError,
+                       match=r"--model.backbone is 'random:vit-b-16' but the checkpoint's is 'random:tiny'"):
         run_cli(resume)
 
 

@@ -282,7 +282,8 @@ def test_predict_writes_what_score_writes(tmp_path, image_folder, saved_model):
     (folder / "img_2.png").write_bytes(b"")
     output = tmp_path / "scores.csv"
     with pytest.warns(UserWarning, match=r"1 of 5 image\(s\) have no score .*: img_2.png$"):
-        run_cli(["predict", *TINY_MODEL_ARGS, "--model.init_from", str(saved_model), "--data", "ImageFolder", "--data.root", str(folder),
+        run_cli(["predict", *TINY_MODEL_ARGS, "--model.init_from", str(saved_model),
+                 "--data", "ImageFolder", "--data.root", str(folder),
                  "--data.num_workers", "0", "--data.batch_size", "2", *trainer_args(tmp_path / "run"),
                  "--predictions.output", str(output)])
     rows = read_rows(output)

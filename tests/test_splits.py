@@ -23,8 +23,8 @@ from clip_agiqa.data.splits import (
 
 
 def records(n: int, per_prompt: int = 3) -> list[Record]:
-    return [Record(f"img_{i:03d}.png", Path(f"img_{i:03d}.png"), {"mos": float(i % 5)}, prompt=f"prompt {i // per_prompt}")
-            for i in range(n)]
+    return [Record(f"img_{i:03d}.png", Path(f"img_{i:03d}.png"), {"mos": float(i % 5)},
+                   prompt=f"prompt {i // per_prompt}") for i in range(n)]
 
 
 def test_random_split_is_the_same_on_any_machine():
@@ -44,7 +44,8 @@ def test_prompt_split_shares_no_prompt():
                 or by_split["val"] & by_split["test"])
     # Independent of the record order.
     reordered = list(reversed(rows))
-    again = dict(zip((r.file_name for r in reordered), assign("prompt", reordered, test_size=0.2, val_size=0.1, seed=1)))
+    again = dict(zip((r.file_name for r in reordered),
+                     assign("prompt", reordered, test_size=0.2, val_size=0.1, seed=1)))
     assert [again[r.file_name] for r in rows] == assignment
 
 

@@ -1,4 +1,5 @@
-"""The pytest-xdist scheduler of tests/conftest.py rests on a private xdist hook: this fails first if xdist changes it."""
+"""The pytest-xdist scheduler of tests/conftest.py rests on a private xdist hook: this fails first if xdist changes
+it."""
 
 import pytest
 from helpers import unit_of_work

@@ -1,6 +1,6 @@
-"""The repeated-split benchmark: fit, pick the checkpoint on val, test once; repeat over splits.
+r"""The repeated-split benchmark: fit, pick the checkpoint on val, test once; repeat over splits.
 
-    clip-agiqa benchmark --config experiments/data/agiqa3k_quality.yaml --config experiments/model/clip_agiqa.yaml \\
+    clip-agiqa benchmark --config experiments/data/agiqa3k_quality.yaml --config experiments/model/clip_agiqa.yaml \
         --config experiments/protocol/prompt_disjoint.yaml --data.root /data/AGIQA-3K --splits 10 --jobs 2
 
 Every argument it does not know goes to ``clip-agiqa fit`` unchanged. Split ``k`` uses seed
@@ -11,12 +11,12 @@ them): train and test come from the file, val is drawn from train (see ``clip_ag
 ``--test_on CONFIG[:ROOT]`` (repeatable) also tests each split's val-chosen checkpoint on every image of
 another dataset: a data config part, with ROOT as its ``data.root`` when the config sets none.
 
-It is made of runs (``clip_agiqa.benchmark``: plan, run, results): the plan (every refusal before any fit), each split as its own
-``clip-agiqa fit`` and ``clip-agiqa test`` processes, up to ``--jobs`` at once (output in the split folder's
+It is made of runs (``clip_agiqa.benchmark``: plan, run, results): the plan (every refusal before any fit), each split
+as its own ``clip-agiqa fit`` and ``clip-agiqa test`` processes, up to ``--jobs`` at once (output in the split folder's
 ``split.log``), and the results: ``OUT/results.csv`` gets one row per finished split and tested dataset,
-``OUT/summary.md`` the mean, std, median, min and max of each metric (per target too, for a model with several)
-and, with ``--test_on``, the cross-dataset matrix. Run the same command again after a crash or a kill: finished
-splits are skipped and an interrupted one resumes from its ``last.ckpt``. ``clip-agiqa compare`` puts several
+``OUT/summary.md`` the mean, std, median, min and max of each metric (per target too, for a model with several) and,
+with ``--test_on``, the cross-dataset matrix. Run the same command again after a crash or a kill: finished splits are
+skipped and an interrupted one resumes from its ``last.ckpt``. ``clip-agiqa compare`` puts several
 OUT folders side by side.
 """
 

@@ -199,7 +199,7 @@ def data_targets(data: dict) -> list[str]:
     return [target] if isinstance(target, str) else list(target)
 
 
-def check_test_set(test: TestSet, data: dict, trained: list[str]) -> None:
+def check_test_set(test: TestSet, data: object, trained: list[str]) -> None:
     """A --test_on dataset names a data class and root and has as many targets as the model learns."""
     if not isinstance(data, dict) or not data.get("class_path"):
         raise InputError(f"--test_on {test.config}: the config names no data class (data.class_path): give a data "

@@ -128,7 +128,7 @@ def read_results(out: Path) -> list[dict]:
         return list(csv.DictReader(handle))
 
 
-def is_cross(row: dict) -> bool:
+def is_cross(row: Mapping) -> bool:
     """A row of another dataset's images (not the split's own test set)."""
     return row.get("images") == ALL_IMAGES
 

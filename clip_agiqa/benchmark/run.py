@@ -281,6 +281,7 @@ def run_splits(plan: Plan, pending: list[Split], finished: Callable[[Split, list
                     end(job)
             time.sleep(POLL_SECONDS)
             for job in list(running):
+                assert job.process is not None, "a job is running once advance has started its process"
                 code = job.process.poll()
                 if code is None:
                     continue

@@ -64,7 +64,7 @@ class EpochLines(Callback):
         checkpoint = trainer.checkpoint_callback
         monitor = getattr(checkpoint, "monitor", None)
         current = trainer.callback_metrics.get(monitor) if monitor else None
-        if current is not None:
+        if monitor and current is not None:
             # The checkpoint callback may judge this epoch only after this hook: take it into account here.
             best = getattr(checkpoint, "best_model_score", None)
             pick = min if getattr(checkpoint, "mode", "max") == "min" else max

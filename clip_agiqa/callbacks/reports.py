@@ -176,7 +176,7 @@ class TestReport(Callback):
         checkpoint's) and the epoch and step of the test's rows in metrics.csv (the checkpoint's, not 0 and 0)."""
         path = Path(trainer.ckpt_path).resolve() if trainer.ckpt_path else None
         sha256 = file_sha256(path) if path is not None and path.is_file() else None
-        epoch, step = checkpoint_position(path) if sha256 else (None, None)
+        epoch, step = checkpoint_position(path) if path is not None and sha256 else (None, None)
         self.checkpoint = {"checkpoint": str(path) if path else None, "checkpoint_sha256": sha256,
                            "checkpoint_epoch": epoch, "checkpoint_step": step}
         run_folder = Path(trainer.log_dir or trainer.default_root_dir)  # log_dir: on all ranks

@@ -26,6 +26,8 @@ class ConfigToWandb(SaveConfigCallback):
     """Writes config.yaml whole (beside it, then renamed) and, when a WandbLogger is active, logs the resolved
     config to the run and records a fit's run id in the run folder."""
 
+    already_saved: bool  # set by SaveConfigCallback.__init__
+
     def setup(self, trainer, pl_module, stage: str) -> None:
         if self.already_saved:
             return

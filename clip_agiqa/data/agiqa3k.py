@@ -7,7 +7,7 @@ holds ``data.csv`` with the images beside it or in one sub-folder.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 from .base import MOSDataModule
 from .readers import Reader
@@ -68,4 +68,5 @@ class AGIQA3K(MOSDataModule):
     """
 
     def __init__(self, root: str, target: Target | list[Target] = "quality", **kwargs):
-        super().__init__(root, reader=AGIQA3KReader(), target=target, **kwargs)
+        # a list of Target is a list of str (mypy's list is invariant)
+        super().__init__(root, reader=AGIQA3KReader(), target=cast("str | list[str]", target), **kwargs)

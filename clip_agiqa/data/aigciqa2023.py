@@ -15,7 +15,7 @@ one prompt for ``split: prompt``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, cast
 
 import numpy as np
 
@@ -150,4 +150,5 @@ class AIGCIQA2023(MOSDataModule):
 
     def __init__(self, root: str, target: Target | list[Target] = "quality", **kwargs):
         needed = selected_targets(target, TARGET_FILES, "AIGCIQA2023")
-        super().__init__(root, reader=AIGCIQA2023Reader(needed), target=target, **kwargs)
+        # a list of Target is a list of str (mypy's list is invariant)
+        super().__init__(root, reader=AIGCIQA2023Reader(needed), target=cast("str | list[str]", target), **kwargs)

@@ -29,7 +29,8 @@ LAYOUT = "AIGCIQA-20K as downloaded: info_train.csv (no header: name,prompt,mos)
 
 
 def is_header(row: list[str]) -> bool:
-    return len(row) >= 3 and row[0].strip().lower() in ("name", "file_name", "image") and row[2].strip().lower() == "mos"
+    return (len(row) >= 3 and row[0].strip().lower() in ("name", "file_name", "image")
+            and row[2].strip().lower() == "mos")
 
 
 class AIGCIQA20KReader(Reader):

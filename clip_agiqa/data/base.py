@@ -20,7 +20,7 @@ from ..files import atomic_write
 from ..frozen import ImageSettings
 from ..run_files import DATA_FILE, SPLITS_FILE
 from ..text import first_and_more
-from .cache import CachedFeatures, cache_for_trainer
+from .cache import CachedFeatures, PromptTable, cache_for_trainer
 from .checks import image_problems
 from .images import BACKGROUND, error_reason, file_problem, load_rgb
 from .readers import Reader
@@ -34,7 +34,7 @@ from .records import (
     target_value,
 )
 from .splits import SPLITS, assign, split_summary, write_splits
-from .transforms import ImageTransform, checked_augment
+from .transforms import ImageTransform, checked_augment, low_high
 
 MAX_SPLITS_BYTES = 256 << 20  # a split file lists names: a million images' is tens of MB
 
@@ -177,7 +177,7 @@ class MOSDataModule(L.LightningDataModule):
         self.test_size = test_size
         self.val_size = val_size
         self.seed = seed
-        self.crop_scale = tuple(crop_scale)
+        self.crop_scale = low_high(crop_scale)
         self.augment = checked_augment(augment)
         self.predict_split = predict_split
         self.test_split = test_split
@@ -196,7 +196,7 @@ class MOSDataModule(L.LightningDataModule):
         self.annotation_order: list[str] | None = None
         self.encoder = None  # the FrozenEncoder handed over by use_encoder
         self.read_prompts = False  # cached datasets carry the generation prompts' features (use_encoder)
-        self._prompt_table = None
+        self._prompt_table: PromptTable | None = None
         self.records: list[Record] | None = None
         self.images_checked = False  # check_images passed in this process
         self.assignment: list[str] | None = None
@@ -298,7 +298,8 @@ class MOSDataModule(L.LightningDataModule):
         self._prompt_table = None
 
     def image_settings(self) -> ImageSettings:
-        """The settings given, else those of the encoder handed over (``use_encoder``), else CLIP's at ``image_size``."""
+        """The settings given, else those of the encoder handed over (``use_encoder``), else CLIP's at
+        ``image_size``."""
         if self.given_image_settings is not None:
             return self.given_image_settings
         if self.encoder is not None:
@@ -360,8 +361,9 @@ class MOSDataModule(L.LightningDataModule):
         return ImageDataset(records, transform, self.targets)
 
     def cached_dataset(self, records: list[Record], transform: ImageTransform) -> Dataset:
-        """Features from the cache (built now where missing, with the encoder handed over, on its device), memory-mapped;
-        with ``read_prompts``, the generation prompts' features too (every prompt of the data encoded once)."""
+        """Features from the cache (built now where missing, with the encoder handed over, on its device),
+        memory-mapped; with ``read_prompts``, the generation prompts' features too (every prompt of the data encoded
+        once)."""
         cache = cache_for_trainer(self.trainer, self.encoder, self.cache_dir, self.root, self.eval_batch_size,
                                   self.num_workers)
         if self.read_prompts and self._prompt_table is None:

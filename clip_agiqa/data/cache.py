@@ -49,7 +49,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, default_collate
 
 from ..errors import InputError
-from ..files import atomic_write
+from ..files import atomic_write, handle_sha256
 from ..frozen import EncoderKey, FrozenEncoder
 from ..progress import progress
 from .images import decoding_workers, file_problem, load_rgb
@@ -244,7 +244,7 @@ class ShardStore:
             if size != offset + payload:
                 raise DamagedFile(path, f"{size:,} bytes, its manifest describes {offset + payload:,}")
             handle.seek(0)
-            if hashlib.file_digest(handle, "sha256").hexdigest() != manifest["sha256"]:
+            if handle_sha256(handle) != manifest["sha256"]:
                 raise DamagedFile(path, "its checksum differs from its manifest's")
             array = np.memmap(handle, dtype=dtype, mode="c", shape=shape, offset=offset) if payload else \
                 np.empty(shape, dtype)

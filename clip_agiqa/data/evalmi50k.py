@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Iterator, Literal, cast
 
 from ..errors import InputError
 from ..files import read_bytes
@@ -137,7 +137,8 @@ class EvalMi50KReader(Reader):
         if first is None:
             raise InputError(f"{path} is empty: expected a header row {NAME_COLUMN}, MOS1, MOS2, Y/N")
         positions = header_positions(first[1], path)
-        problems, bad = [], 0
+        problems: list[str] = []
+        bad = 0
         for number, row in rows:
             name = cell(row, positions[NAME_COLUMN])
             values = {target: cell(row, positions[column]) for target, column in TARGET_COLUMNS.items()}
@@ -186,5 +187,6 @@ class EvalMi50K(MOSDataModule):
     def __init__(self, root: str, target: Target | list[Target] = "perception", annotations: str | None = None,
                  **kwargs):
         selected_targets(target, TARGET_COLUMNS, "EvalMi50K")
-        super().__init__(root, reader=EvalMi50KReader(annotations), target=target, **kwargs)
+        # a list of Target is a list of str (mypy's list is invariant)
+        super().__init__(root, reader=EvalMi50KReader(annotations), target=cast("str | list[str]", target), **kwargs)
         self.annotations = annotations

@@ -81,6 +81,8 @@ class MOSFolder(MOSDataModule):
         (the rest: see ``MOSDataModule``)
     """
 
+    reader: MOSFolderReader  # the one __init__ hands to MOSDataModule (or a subclass's)
+
     def __init__(self, root: str, metadata: str = "metadata.csv", target: str | list[str] = "mos", **kwargs):
         reader = MOSFolderReader(metadata, selected_targets(target, None, "MOSFolder"))
         super().__init__(root, reader=reader, target=target, **kwargs)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import io
 import math
 from pathlib import Path
+from typing import Iterator
 
 import torch
 from PIL import Image
@@ -158,6 +159,7 @@ class HubReader(Reader):
     def read(self, root: Path | None = None) -> list[Record]:
         dataset = self.open(self.streaming)
         records, self.rows = [], {}
+        examples: Iterator[tuple[int | None, dict]]  # (row, example): no row number in a stream
         if self.streaming:
             # Names, targets and prompts only: selected before iterating, so no image is fetched for them.
             examples = ((None, ex) for ex in dataset.select_columns(self.metadata_columns(dataset)))
@@ -200,6 +202,8 @@ class HFDataset(MOSDataModule):
         hf_cache_dir: the ``datasets`` cache folder (default: the ``datasets`` default).
         (the rest: see ``MOSDataModule``)
     """
+
+    reader: HubReader  # the one __init__ hands to MOSDataModule
 
     def __init__(self, path: str | None = None, root: str | None = None, name: str | None = None,
                  hf_split: str = "train", image_column: str = "image", target_column: str | list[str] = "mos",

@@ -8,7 +8,7 @@ import os
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Iterable, Iterator, Sequence, SupportsFloat, TypeVar, cast
 
 import openpyxl
 import torch
@@ -30,7 +30,8 @@ class Record:
     generator: str | None = None
     where: str = ""  # the annotation row it comes from ("<file>, row N"), for errors about it
     stds: dict[str, float] = field(default_factory=dict)  # the raters' spread per target, where the data gives it
-    groups: dict[str, str] = field(default_factory=dict)  # named groups beyond the generator (task ...), for results per group
+    # named groups beyond the generator (task ...), for results per group
+    groups: dict[str, str] = field(default_factory=dict)
 
     @property
     def mos(self) -> float:
@@ -61,13 +62,16 @@ def is_blank(row: Sequence) -> bool:
     return all(cell is None or not str(cell).strip() for cell in row)
 
 
-def numbered_rows(rows: Iterable[Sequence]) -> list[tuple[int, Sequence]]:
+RowT = TypeVar("RowT", bound=Sequence)
+
+
+def numbered_rows(rows: Iterable[RowT]) -> list[tuple[int, RowT]]:
     """The non-blank rows with their row numbers in the file (1-based, as a spreadsheet shows them)."""
     return [(number, row) for number, row in enumerate(rows, start=1) if not is_blank(row)]
 
 
 def read_csv_rows(path: Path, delimiter: str = ",") -> list[tuple[int, list[str]]]:
-    """The non-blank rows of a CSV file (``delimiter`` "\\t": TSV) with their row numbers (one row a line: no line
+    r"""The non-blank rows of a CSV file (``delimiter`` "\t": TSV) with their row numbers (one row a line: no line
     breaks in fields).
 
     UTF-8 only (a BOM is fine): text in another encoding (Latin-1, Windows-1252) is refused in one line rather
@@ -170,7 +174,7 @@ def parse_mos(values: list[tuple[int, object]], source: str, column: str) -> lis
     if problems:
         raise InputError(f"{source}: {column} must be a finite number; {len(problems)} row(s) are not: "
                          f"{listed(problems)}")
-    return [float(value) for _, value in values]
+    return [float(cast(SupportsFloat, value)) for _, value in values]  # each one passed mos_problem's float()
 
 
 def parse_names(values: list[tuple[int, object]], source: str, column: str) -> list[str]:

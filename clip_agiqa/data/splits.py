@@ -21,14 +21,14 @@ A ``splits_file`` is either
         A ``model`` column is joined in front of a name that is not a sample itself (IPCE's AIGCIQA2023
         rows: ``model=DALLE, image_name=000-1.png`` -> ``DALLE/000-1.png``).
 Every sample must be listed and every name must be one of the dataset's own sample names (AGIQA-3K
-``AttnGAN_normal_000.jpg``, AIGCIQA2023 ``<Model>/NNN-k.png`` whatever its image layout); the error
-names the file, row and a few offending names; a name that points outside the data root (``../``, absolute)
-is named as such. Published split folders have known slips, read as their authors meant: a name listed
-twice in one part is read once, and a name in both train and test (IPCE's AGIQA-1K folders 2, 3, 5 and 10
-list ``dreamStudio_8_9_1_1.jpg`` so) is taken out of train; a warning names each. A name the dataset left
-out on purpose (AGIQA-1K's doubly-listed ``dreamStudio_8_9_1_1.jpg`` by default) is passed over. Without val rows, val (``val_size`` of train) is drawn
-the way the test set was: by prompt when train and test share no prompt (always with ``split: prompt``),
-at random otherwise. The run's ``splits.csv`` records the result.
+``AttnGAN_normal_000.jpg``, AIGCIQA2023 ``<Model>/NNN-k.png`` whatever its image layout); the error names the file, row
+and a few offending names; a name that points outside the data root (``../``, absolute) is named as such. Published
+split folders have known slips, read as their authors meant: a name listed twice in one part is read once, and a name in
+both train and test (IPCE's AGIQA-1K folders 2, 3, 5 and 10 list ``dreamStudio_8_9_1_1.jpg`` so) is taken out of train;
+a warning names each. A name the dataset left out on purpose (AGIQA-1K's doubly-listed ``dreamStudio_8_9_1_1.jpg`` by
+default) is passed over. Without val rows, val (``val_size`` of train) is drawn the way the test set was: by prompt when
+train and test share no prompt (always with ``split: prompt``), at random otherwise. The run's ``splits.csv`` records
+the result.
 """
 
 from __future__ import annotations
@@ -137,7 +137,7 @@ Given = list[tuple[tuple[str, ...], str, str]]  # (names to try, in order; split
 
 def _read_split_csv(path: Path) -> Given:
     """The rows of a ``file_name,split`` CSV."""
-    given = []
+    given: Given = []
     rows = read_csv_rows(path)  # UTF-8, bounded fields, blank rows skipped
     header = [str(c).strip() for c in rows[0][1]] if rows else []
     if "file_name" not in header or "split" not in header:
@@ -166,7 +166,7 @@ def _read_split_table(path: Path, split: str) -> Given:
         raise InputError(f"{path}: no image name column (one of {', '.join(NAME_COLUMNS)}); the columns are "
                          f"{', '.join(map(str, header))}")
     prefix_column = columns.get(PREFIX_COLUMN)
-    given = []
+    given: Given = []
     for number, row in body:
         name = row[name_column].strip().replace("\\", "/") if name_column < len(row) else ""
         if not name:
@@ -216,8 +216,8 @@ def _published_slips(given: Given) -> Given:
             other = next(s for s in splits if s != "train")
             in_both.append(f"{name} ({splits['train']} and {splits[other]})")
     if repeated:
-        warnings.warn(f"{len(repeated)} name(s) listed twice in one part, read once: {first_and_more(repeated, 5, '; ')}",
-                      stacklevel=3)
+        warnings.warn(f"{len(repeated)} name(s) listed twice in one part, read once: "
+                      f"{first_and_more(repeated, 5, '; ')}", stacklevel=3)
     if in_both:
         warnings.warn(f"{len(in_both)} name(s) listed in train and in the evaluation part, taken out of train: "
                       f"{first_and_more(in_both, 5, '; ')}", stacklevel=3)

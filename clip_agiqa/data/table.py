@@ -35,7 +35,7 @@ import math
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import yaml
 
@@ -131,8 +131,8 @@ class TableDescription:
                                           "groups": group_columns(content.get("groups") or {}, source),
                                           "stds": text_mapping(content.get("stds") or {}, "stds", source),
                                           "scale": scale(content.get("scale"), "scale", source),
-                                          "scales": {name: scale(value, f"scales.{name}", source) for name, value
-                                                     in mapping(content.get("scales") or {}, "scales", source).items()}})
+                                          "scales": {name: scale(value, f"scales.{name}", source) for name, value in
+                                                     mapping(content.get("scales") or {}, "scales", source).items()}})
         described.check(source)
         return described
 
@@ -185,7 +185,8 @@ def target_columns(value: Any, source: str) -> dict[str, TargetColumn]:
         elif isinstance(spec, dict) and isinstance(spec.get("column"), str) and set(spec) <= {"column", "raters"}:
             targets[str(name)] = TargetColumn(spec["column"], bool(spec.get("raters", False)))
         else:
-            raise InputError(f"{source}: targets.{name} must be a column or {{column: ..., raters: true}}, got {spec!r}")
+            raise InputError(f"{source}: targets.{name} must be a column or {{column: ..., raters: true}}, "
+                             f"got {spec!r}")
     return targets
 
 
@@ -229,6 +230,7 @@ def scale(value: Any, key: str, source: str) -> tuple[float, float] | None:
 # --- reading the annotation file ----------------------------------------------------------------------------
 def tabular_rows(path: Path, described: TableDescription) -> list[Row]:
     """The rows of a CSV/TSV/XLSX file as {column: value}; the columns read must all be there."""
+    numbered: Sequence[tuple[int, Sequence]]
     if described.format == "xlsx":
         numbered = list(iter_xlsx_rows(path))
     else:
@@ -278,7 +280,8 @@ def parquet_rows(path: Path, described: TableDescription) -> list[Row]:
                                     for column in described.columns()))
         missing = [column for column in wanted if column not in schema.names]
         if missing:
-            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the columns are {', '.join(schema.names)}")
+            raise InputError(f"{path}: missing column(s) {', '.join(missing)}; the columns are "
+                             f"{', '.join(schema.names)}")
         wanted += [column for column in described.stds.values() if column in schema.names and column not in wanted]
         values = parquet.read_table(path, columns=wanted).to_pylist()
     except InputError:
@@ -305,7 +308,8 @@ class Problems:
     """Bad cells gathered over every row, raised as one line naming the file and each column."""
 
     def __init__(self, path: Path, source: str):
-        self.path, self.source, self.found, self.count = path, source, [], 0
+        self.path, self.source, self.count = path, source, 0
+        self.found: list[str] = []
 
     def add(self, where: str, column: str, what: str) -> None:
         self.count += 1

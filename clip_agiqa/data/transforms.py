@@ -4,6 +4,7 @@ torchvision)."""
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -17,6 +18,12 @@ RESIZE_INTERPOLATION = Image.Resampling.BICUBIC  # CLIP's preprocessing; part of
 
 def _uniform(low: float, high: float, generator: torch.Generator | None) -> float:
     return low + (high - low) * float(torch.rand((), generator=generator))
+
+
+def low_high(values: Sequence[float]) -> tuple[float, float]:
+    """A (low, high) range as a tuple (a config gives it as a list)."""
+    low, high = values
+    return low, high
 
 
 def random_crop_box(width: int, height: int, scale: tuple[float, float], ratio: tuple[float, float],
@@ -67,8 +74,8 @@ class ImageTransform:
                  crop_ratio: tuple[float, float] = (3 / 4, 4 / 3), flip: bool = True, augment: str = "resized_crop"):
         self.settings = settings
         self.train = train
-        self.crop_scale = tuple(crop_scale)
-        self.crop_ratio = tuple(crop_ratio)
+        self.crop_scale = low_high(crop_scale)
+        self.crop_ratio = low_high(crop_ratio)
         self.flip = flip
         self.augment = checked_augment(augment)
         self._mean = torch.tensor(settings.mean).view(3, 1, 1)
@@ -98,7 +105,7 @@ class ImageTransform:
                 left, top = (width - size) // 2, (height - size) // 2
             image = image.crop((left, top, left + size, top + size))
         if self.train and self.augment != "none" and self.flip and float(torch.rand((), generator=generator)) < 0.5:
-            image = image.transpose(Image.FLIP_LEFT_RIGHT)
+            image = image.transpose(Image.Transpose.FLIP_LEFT_RIGHT)
         pixels = torch.from_numpy(np.asarray(image, dtype=np.float32) / 255.0).permute(2, 0, 1)
         return (pixels - self._mean) / self._std
 

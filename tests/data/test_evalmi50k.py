@@ -134,7 +134,8 @@ def test_the_real_files_give_every_record(real_records):
     perception = [r.targets["perception"] for r in real_records]
     assert min(perception) == pytest.approx(15.9531563777631) and max(perception) == pytest.approx(73.3049776344248)
     lines = (shared_evalmi50k() / "prompt_tasks.jsonl").read_text().splitlines()
-    assert real_records[-1].prompt == json.loads(lines[int(real_records[-1].file_name.split("/")[1][:-4]) - 1])["prompt"]
+    last_line = int(real_records[-1].file_name.split("/")[1][:-4])
+    assert real_records[-1].prompt == json.loads(lines[last_line - 1])["prompt"]
 
 
 def test_the_real_prompt_split_is_disjoint_and_quick(real_records, tmp_path):

@@ -1,6 +1,7 @@
-"""Readers (plain classes, no Lightning): each dataset's reader on its real annotation format (rows copied into tests/data,
-and the full files in ../shared/annotations when present), its layouts and blank rows, and every bad input of its own
-format (its file, its columns); one datamodule takes any reader. MOSFolder's bad input: tests/test_bad_input.py."""
+"""Readers (plain classes, no Lightning): each dataset's reader on its real annotation format (rows copied into
+tests/data, and the full files in ../shared/annotations when present), its layouts and blank rows, and every bad input
+of its own format (its file, its columns); one datamodule takes any reader. MOSFolder's bad input:
+tests/test_bad_input.py."""
 
 from __future__ import annotations
 
@@ -32,7 +33,8 @@ def test_agiqa3k_reader_on_the_real_columns(tmp_path):
     shutil.copy(ROWS / "agiqa3k_data.csv", tmp_path / "data.csv")
     records = AGIQA3KReader().read(tmp_path)
     first = records[0]
-    assert len(records) == 12 and first.file_name == "AttnGAN_normal_000.jpg" and first.path == tmp_path / first.file_name
+    assert len(records) == 12
+    assert first.file_name == "AttnGAN_normal_000.jpg" and first.path == tmp_path / first.file_name
     assert first.targets == pytest.approx({"quality": 0.965602553, "align": 0.40889324})
     assert first.prompt == "statue of a man" and first.generator == "AttnGAN"
     assert first.where == f"{tmp_path / 'data.csv'}, row 2"
@@ -112,7 +114,8 @@ def test_one_datamodule_takes_any_reader(tmp_path):
 
 def test_the_shared_text_helpers():
     assert first_and_more(["a", "b", "c"], 2) == "a, b and 1 more" and first_and_more([1, 2]) == "1, 2"
-    assert generator_of("sd1.5_lowcorr_210.jpg") == "sd1.5" and generator_of("LCM_SDXL_0123.png", from_end=True) == "LCM_SDXL"
+    assert generator_of("sd1.5_lowcorr_210.jpg") == "sd1.5"
+    assert generator_of("LCM_SDXL_0123.png", from_end=True) == "LCM_SDXL"
 
 
 # --- the full published files, when ../shared is there ------------------------------------------------------------
@@ -295,7 +298,8 @@ def test_aigciqa2023_wrong_variable(tmp_path):
 
 
 @pytest.mark.parametrize("reader, expected", [
-    (AGIQA3KReader, "AGIQA-3K as downloaded: data.csv"), (AGIQA1KReader, "AGIQA-1K as downloaded: AIGC_MOS_Zscore.xlsx"),
+    (AGIQA3KReader, "AGIQA-3K as downloaded: data.csv"),
+    (AGIQA1KReader, "AGIQA-1K as downloaded: AIGC_MOS_Zscore.xlsx"),
     (AIGCIQA2023Reader, "AIGCIQA2023 as downloaded: Image/<Model>/NNN-k.png"),
     (AIGCIQA20KReader, "AIGCIQA-20K as downloaded: info_train.csv")])
 def test_a_folder_without_the_expected_files_names_the_layout(tmp_path, reader, expected):

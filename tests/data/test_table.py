@@ -158,7 +158,8 @@ def test_a_missing_column_names_the_file_and_the_column(tmp_path):
     write_table(tmp_path / "labels.csv")
     reader = TableReader(TableDescription.from_mapping({**DESCRIPTION, "file": "labels.csv",
                                                         "targets": {"mos": "scroe"}}))
-    with pytest.raises(InputError, match=r"labels.csv: missing column\(s\) scroe; the columns are image, text") as error:
+    with pytest.raises(InputError,
+                       match=r"labels.csv: missing column\(s\) scroe; the columns are image, text") as error:
         reader.read(tmp_path)
     assert str(tmp_path / "labels.csv") in one_line(error)
 
@@ -189,7 +190,8 @@ def test_bad_numbers_are_counted_and_named_by_row(tmp_path):
 
 
 @pytest.mark.parametrize("content, message", [
-    ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "promt": "p"}, r"unknown key 'promt' \(did you mean prompt"),
+    ({"file": "a.csv", "image": "i", "targets": {"m": "s"}, "promt": "p"},
+     r"unknown key 'promt' \(did you mean prompt"),
     ({"image": "i", "targets": {"m": "s"}}, r"file must be given"),
     ({"file": "a.txt", "image": "i", "targets": {"m": "s"}}, r"format must be one of csv, tsv, json"),
     ({"file": "a.csv", "image": "i", "targets": {"m": 3}}, r"targets.m must be a column"),
@@ -225,6 +227,7 @@ def test_hostile_files_are_refused_by_type_and_by_content(tmp_path):
 
 
 def test_a_group_pattern_that_does_not_match_is_named(tmp_path):
-    write_csv(tmp_path / "data.csv", [["name", "prompt", "mos_quality", "mos_align"], ["nounderscore.jpg", "p", "1", "2"]])
+    write_csv(tmp_path / "data.csv",
+              [["name", "prompt", "mos_quality", "mos_align"], ["nounderscore.jpg", "p", "1", "2"]])
     with pytest.raises(InputError, match=r"row 2: name is 'nounderscore.jpg', which '\^\(\[\^_\]\+\)_' does not match"):
         TableReader(DATASETS / "agiqa3k.yaml").read(tmp_path)
