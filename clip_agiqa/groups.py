@@ -48,8 +48,8 @@ def group_results(target: str, mos, scores, labels: dict[str, list[str | None]])
     the SRCC and PLCC of ``scores`` against ``mos``; labels in sorted order."""
     mos, scores = np.asarray(mos, dtype=np.float64), np.asarray(scores, dtype=np.float64)
     results = []
-    for group, values in labels.items():
-        values = np.asarray([v if v is not None else "" for v in values], dtype=object)
+    for group, given in labels.items():
+        values = np.asarray([v if v is not None else "" for v in given], dtype=object)
         for value in sorted({v for v in values if v}):
             chosen = values == value
             results.append(GroupResult(target, group, value, int(chosen.sum()),

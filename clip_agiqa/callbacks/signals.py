@@ -72,7 +72,8 @@ class StopOnSignal(Callback):
         if not requested:
             return
         checkpoint = self._save_last(trainer)
-        stopped = RunInterrupted(self.received or signal.SIGTERM, checkpoint, trainer.current_epoch, trainer.global_step)
+        signum = self.received or signal.SIGTERM
+        stopped = RunInterrupted(signum, checkpoint, trainer.current_epoch, trainer.global_step)
         stopped.resume = resume_command(Path(trainer.default_root_dir))  # the run folder
         raise stopped
 

@@ -22,6 +22,7 @@ import sys
 import warnings
 from argparse import ArgumentError
 from pathlib import Path
+from typing import Any
 
 import torch
 from lightning.fabric.plugins import CheckpointIO
@@ -36,7 +37,7 @@ from ..callbacks.progress import EpochLines
 from ..callbacks.reports import TestReport
 from ..callbacks.signals import StopOnSignal
 from ..callbacks.wandb import ConfigToWandb, place_wandb_logs, reuse_wandb_run
-from ..config import ARCHITECTURE, same_value
+from ..config import ARCHITECTURE, CLIPAGIQAConfig, same_value
 
 # Imported so that --data takes their short names (jsonargparse looks among loaded subclasses).
 from ..data import (  # noqa: F401
@@ -153,11 +154,13 @@ def resolve_checkpoint_keyword(keyword: str, config) -> Path:
 
 
 class AGIQACLI(LightningCLI):
+    save_config_kwargs: dict[str, Any]
+
     def __init__(self, *args, **kwargs) -> None:
         self.run_lock: RunLock | None = None
         self.subcommand_parsers: list = []  # filled by add_arguments_to_parser, in the order of subcommands()
         self.chosen_architecture: dict = {}  # the --model.* architecture options given, before a checkpoint's
-        self.checkpoint_config = None  # the model config of the checkpoint given, once checked
+        self.checkpoint_config: CLIPAGIQAConfig | None = None  # the model config of the checkpoint given, once checked
         try:
             super().__init__(*args, **kwargs)
         finally:
