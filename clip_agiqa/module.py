@@ -4,6 +4,7 @@ checkpoint hooks; the network itself lives in ``model.py`` and never needs Light
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +27,8 @@ from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkp
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
+# Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
+MIN_VALIDATION = 40
 MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 
 
@@ -48,6 +51,36 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
     if given.get("standardise") is None and start is None and resolved["head"] == "concat":
         resolved["standardise"] = RECIPE_DEFAULTS["standardise"]
     return resolved
+
+
+def warn_if_validation_is_small(size: int) -> None:
+    """One line when ``best.ckpt`` would be chosen on too few validation pictures (SRCC over n pictures varies by
+    about 1 / sqrt(n - 1) from one sample to another: with few, the "best" epoch is mostly noise)."""
+    if 0 < size < MIN_VALIDATION:
+        warnings.warn(f"the validation split has {size} picture(s): best.ckpt is chosen on their SRCC, which varies "
+                      f"by about {1 / math.sqrt(max(size - 1, 1)):.2f} by chance; give it at least {MIN_VALIDATION} "
+                      f"(a larger --data.val_size, or more data), or use last.ckpt", UserWarning, stacklevel=2)
+
+
+def typed_model_fields(argv: list[str]) -> set[str]:
+    """The model fields typed on a command line (``--model.n_ctx 4``, ``--model.init_args.n_ctx=4``), as opposed
+    to those a ``--config`` part sets."""
+    typed = set()
+    for argument in argv:
+        if isinstance(argument, str) and argument.startswith("--model."):
+            name = argument.split("=", 1)[0].removeprefix("--model.").removeprefix("init_args.")
+            typed.add(name)
+    return typed
+
+
+def leave_architecture_to_start(init_args, typed: set[str]) -> None:
+    """A fine-tune (``init_from``) takes every architecture field the user did not type from its start: a composed
+    config part (e.g. the paper's ``standardise: false``) never contradicts the checkpoint it starts from."""
+    if not init_args.get("init_from"):
+        return
+    for name in ARCHITECTURE:
+        if name not in typed and name in init_args:
+            init_args[name] = None
 
 
 def check_optimisation(lr, momentum, weight_decay, warmup_epochs, warmup_lr) -> None:
@@ -196,12 +229,31 @@ class CLIPAGIQA(L.LightningModule):
         """The training split's MOS quantiles per target go into the model (what ``score``'s percentiles read)."""
         from .data.records import target_tensor
 
+        warn_if_validation_is_small(len(datamodule.split_records("val") or ()))
         records = datamodule.split_records("train")
         if records:
             targets = self.model.targets
             names = getattr(datamodule, "targets", None) or targets
-            mos = torch.stack([target_tensor(r, list(names)) for r in records])
-            self.model.record_training_mos(mos.reshape(len(records), -1))
+            mos = torch.stack([target_tensor(r, list(names)) for r in records]).reshape(len(records), -1)
+            self.model.record_training_mos(mos)
+            if self._starts_afresh():
+                self._start_head_at_training_mos(mos)
+
+    def _starts_afresh(self) -> bool:
+        """A fit from nothing: not a fine-tune (``init_from``), not a resumed run (its head is restored)."""
+        trainer = self._trainer
+        return self.hparams.init_from is None and (trainer is None or trainer.ckpt_path is None)
+
+    def _start_head_at_training_mos(self, mos: torch.Tensor) -> None:
+        """The concat head starts at the training MOS mean and spread (see ``ConcatHead.start_at``)."""
+        if not hasattr(self.model.head, "start_at"):
+            return
+        target = self.model.to_training_scale(mos.float())
+        finite = torch.isfinite(target)
+        counts = finite.sum(dim=0).clamp_min(1)
+        mean = torch.where(finite, target, 0).sum(dim=0) / counts
+        spread = (torch.where(finite, target - mean, 0) ** 2).sum(dim=0).div(counts).sqrt()
+        self.model.head.start_at(mean.to(self.device), spread.to(self.device))
 
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)
