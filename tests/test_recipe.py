@@ -91,3 +91,21 @@ def test_a_small_validation_split_says_so_in_one_line(synthetic_root, tmp_path):
     said = [str(w.message) for w in caught if "validation split has" in str(w.message)]
     assert len(said) == 1 and "\n" not in said[0]
     assert f"at least {MIN_VALIDATION}" in said[0] and "--data.val_size" in said[0]
+
+
+def test_intervals_stay_inside_the_mos_scale():
+    """Seen: 37 of 80 90% intervals reached outside the MOS scale (symmetric around the score)."""
+    from clip_agiqa.calibration import central_interval
+    from clip_agiqa.metrics import CalibrationMetrics
+
+    mean, std = torch.tensor([1.2, 3.0, 4.9]), torch.tensor([1.0, 0.5, 1.0])
+    lower, upper = central_interval(mean, std, 0.9, (1.0, 5.0))
+    assert (lower >= 1.0).all() and (upper <= 5.0).all() and (lower < mean).all() and (upper > mean).all()
+    metrics = CalibrationMetrics("test/")
+    levels = torch.linspace(1.0, 5.0, 5)
+    probs = torch.full((3, 5), 0.2)
+    metrics.update(torch.tensor([1.0, 3.1, 5.0]), mean, std, probs, levels)
+    values = metrics.compute()
+    assert float(values["test/coverage90"]) == pytest.approx(1.0)
+    assert float(values["test/width90"]) == pytest.approx(float((upper - lower).mean()), abs=1e-6)
+    assert float(values["test/width90"]) < 2 * 1.645 * float(std.mean())  # cut at the scale's ends
