@@ -50,16 +50,18 @@ CHOICE = ("blur", "jpeg", "contrast", "overexpose")
 HELD_OUT = ("noise", "pixelate", "colour_cast", "mixture", "prompt_match")
 GOALS = {"random:vit-b-16": 0.9, "random:tiny": 0.8}
 FLOOR = 0.5
+# A family whose probe stays below this test SRCC is not learnable from these frozen features: its ratio says nothing.
+LEARNABLE = 0.3
 
 
 # --- the task families ---------------------------------------------------------------------------------
 def _blur(image, s, rng):
-    return image.filter(ImageFilter.GaussianBlur(radius=3.0 * s))
+    return image.filter(ImageFilter.GaussianBlur(radius=5.0 * s))
 
 
 def _noise(image, s, rng):
     pixels = np.asarray(image, dtype=np.float64)
-    return _image(pixels + rng.normal(0, 60 * s, size=pixels.shape))
+    return _image(pixels + rng.normal(0, 90 * s, size=pixels.shape))
 
 
 def _jpeg(image, s, rng):
@@ -70,7 +72,7 @@ def _jpeg(image, s, rng):
 
 def _pixelate(image, s, rng):
     size = image.size[0]
-    small = max(2, int(round(size / (1 + 9 * s))))
+    small = max(2, int(round(size / (1 + 15 * s))))
     return image.resize((small, small), Image.BILINEAR).resize((size, size), Image.NEAREST)
 
 
@@ -330,7 +332,8 @@ def run_task(backbone, family, size, seed, recipes, args, results):
     if key in results:
         return results[key]
     data = generate(family, size, seed)
-    found = features(data, backbone, args.workdir / "features" / f"{backbone.replace(':', '_')}_{family}_{size}_{seed}.pt")
+    cache = args.workdir / "features" / f"{backbone.replace(':', '_')}_{family}_{size}_{seed}.pt"
+    found = features(data, backbone, cache)
     split = split_of(size, seed)
     row = {"probe": probe(found, data["mos"], split, seed), "recipes": {}}
     for name in recipes:
@@ -367,8 +370,9 @@ def ratio_table(results: dict, backbone: str, families, recipes, rule: str) -> d
         cells, table[family] = [], {"probe": probe_mean}
         for name in recipes:
             model = float(np.mean([test_srcc(r["recipes"][name], rule) for r in rows if name in r["recipes"]]))
-            table[family][name] = model / probe_mean if probe_mean > 0 else float("nan")
-            cells.append(f"{model:.3f} ({table[family][name]:.2f})")
+            if probe_mean >= LEARNABLE:
+                table[family][name] = model / probe_mean
+            cells.append(f"{model:.3f} ({table[family][name]:.2f})" if name in table[family] else f"{model:.3f} (-)")
         print(f"| {family} | {len(rows)} | {probe_mean:.3f} | " + " | ".join(cells) + " |")
     return table
 
@@ -406,7 +410,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--workdir", type=Path, default=REPO / "runs" / "task_suite")
     parser.add_argument("--backbones", nargs="+", default=["random:tiny", "random:vit-b-16"])
     parser.add_argument("--sizes", nargs="+", type=int, default=[150, 500, 2000])
-    parser.add_argument("--vit-sizes", nargs="+", type=int, default=[300], help="ViT-B/16: held-out families only")
+    parser.add_argument("--vit-sizes", nargs="+", type=int, default=[150], help="ViT-B/16: held-out families only")
+    parser.add_argument("--vit-families", nargs="+", default=["noise", "colour_cast"],
+                        help="the held-out families ViT-B/16 runs on (a ViT-B/16 encodes a few pictures a second on "
+                             "a CPU)")
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     parser.add_argument("--recipes", nargs="+", default=list(RECIPES))
     parser.add_argument("--default", default=None, help="skip the choice: judge this recipe on the held-out")
@@ -429,22 +436,29 @@ def main(argv=None) -> dict:
                 for seed in args.seeds:
                     run_task(tiny, family, size, seed, args.recipes, args, results)
         choice = ratio_table(results, tiny, CHOICE, args.recipes, args.selection)
-        args.default = max(args.recipes, key=lambda n: np.mean([min(row[n], 1.0) for row in choice.values()]))
+        learnable = [row for row in choice.values() if row["probe"] >= LEARNABLE]
+        args.default = max(args.recipes, key=lambda n: np.mean([min(row[n], 1.0) for row in learnable]))
         print(f"chosen on {', '.join(CHOICE)}: {args.default}")
     judged = ["before", args.default] if args.default != "before" else ["before"]
     for backbone in args.backbones:
         sizes = args.sizes if backbone == tiny else args.vit_sizes
         seeds = args.seeds if backbone == tiny else args.seeds[:1]
-        for family in HELD_OUT:
+        for family in HELD_OUT if backbone == tiny else args.vit_families:
             for size in sizes:
-                for seed in seeds:
-                    run_task(backbone, family, size, seed, judged, args, results)
-        table = ratio_table(results, backbone, HELD_OUT, judged, args.selection)
+                for seed in seeds:  # ViT-B/16 (slow on a CPU): the default alone
+                    run_task(backbone, family, size, seed, judged if backbone == tiny else [args.default], args,
+                             results)
+        table = ratio_table(results, backbone, HELD_OUT, judged if backbone == tiny else [args.default],
+                            args.selection)
         goal = GOALS.get(backbone, 0.9)
-        short = [f for f, row in table.items() if not row[args.default] >= goal]
-        print(f"{args.default} at least {goal} of the probe on every held-out family: "
-              + ("yes" if not short else "no (" + ", ".join(short) + ")")
-              + f"; lowest {min(row[args.default] for row in table.values()):.2f} (floor {FLOOR})")
+        judged_rows = {f: row for f, row in table.items() if args.default in row}
+        short = [f for f, row in judged_rows.items() if not row[args.default] >= goal]
+        unlearnable = sorted(set(table) - set(judged_rows))
+        print(f"{args.default} at least {goal} of the probe on every held-out family with a probe of at least "
+              f"{LEARNABLE}: " + ("yes" if not short else "no (" + ", ".join(short) + ")")
+              + (f"; lowest {min(row[args.default] for row in judged_rows.values()):.2f} (floor {FLOOR})"
+                 if judged_rows else "") + (f"; probe below {LEARNABLE}: {', '.join(unlearnable)}" if unlearnable
+                                            else ""))
     for recipe in judged:
         selection_table(results, recipe)
     distribution_table(results)

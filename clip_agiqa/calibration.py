@@ -3,7 +3,8 @@
 - ``soft_labels``: the raters' distribution as a distribution over the levels, from (MOS, std): a Gaussian
   discretised on bins whose edges lie half-way between levels (the end bins reach to infinity), as DeQA-Score does.
 - ``mean_and_std``: a distribution's mean (the score) and standard deviation.
-- Predictive intervals are Gaussian: ``mean +- z * std_scale * std``, cut to the MOS scale (``central_interval``). ``std_scale`` (one per target) is fitted on
+- Predictive intervals are Gaussian: ``mean +- z * std_scale * std``, cut to the MOS scale
+  (``central_interval``). ``std_scale`` (one per target) is fitted on
   the validation split (``fitted_std_scale``: split-conformal, so that the central 90% interval holds at least 90%
   of the validation MOS: the errors need not be Gaussian), which fixes intervals that are too narrow or too wide,
   and is saved with the model.

@@ -17,7 +17,15 @@ from torchmetrics import CatMetric, MeanMetric
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
 from .callbacks.data_link import ModelToData
 from .callbacks.reports import ReliabilityReport
-from .config import ARCHITECTURE, FIELDS, RECIPE_DEFAULTS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
+from .config import (
+    ARCHITECTURE,
+    FIELDS,
+    RECIPE_DEFAULTS,
+    TRAINING_DEFAULTS,
+    TRAINING_SCALE,
+    CLIPAGIQAConfig,
+    same_value,
+)
 from .data.splits import split_summary
 from .errors import InputError
 from .metrics import CalibrationMetrics, as_metric_input, quality_metrics
@@ -48,8 +56,10 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
             raise InputError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
         resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
-    if given.get("standardise") is None and start is None and resolved["head"] == "concat":
-        resolved["standardise"] = RECIPE_DEFAULTS["standardise"]
+    if start is None:  # a new model: the default recipe where nothing was given
+        for name, value in RECIPE_DEFAULTS.items():
+            if given.get(name) is None and (name != "standardise" or resolved["head"] == "concat"):
+                resolved[name] = value
     return resolved
 
 
@@ -107,8 +117,10 @@ class CLIPAGIQA(L.LightningModule):
     Args:
         backbone, head, categories, n_ctx, ctx_init, class_specific_ctx, hidden_dim: the architecture (see
             ``CLIPAGIQAModel``). Left out (None), they come from ``init_from`` when given, else the paper's
-            defaults (ViT-B/16, concat head, terrible..perfect, 16 shared context vectors, hidden 512).
-        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``.
+            network (ViT-B/16, concat head, terrible..perfect) with the default recipe's ``RECIPE_DEFAULTS``
+            (8 shared context vectors, hidden 256, standardised inputs).
+        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``; dropout, optimizer, lr, weight_decay
+            and warmup_lr default to the default recipe's ``TRAINING_DEFAULTS`` (the paper parts spell out its own).
         targets, use_prompt: what the model predicts (one output each) and whether it reads each image's
             generation prompt; left out, from ``init_from``, else ``[quality]`` and False (the paper).
         output, levels: ``score`` (the paper) or ``distribution`` over ``levels`` ordered levels per target (see
@@ -124,7 +136,8 @@ class CLIPAGIQA(L.LightningModule):
             on the training split); the CLI links it from the datamodule, and it sets ``targets`` and
             ``mos_scale``. None (e.g. unlabelled images to score) keeps them.
         loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale.
-        optimizer: ``sgd`` (the paper) or ``adamw``; ``lr``, ``momentum``, ``weight_decay`` as usual.
+        optimizer: ``adamw`` (the default recipe) or ``sgd`` (the paper); ``lr``, ``momentum``, ``weight_decay`` as
+            usual.
         warmup_epochs, warmup_lr: epochs at a constant small lr, then cosine down to 0 at the last step.
         init_from: a trained checkpoint (``.ckpt``, read without arbitrary unpickling) or a saved model folder whose
             prompt context and head start this run (fine-tuning); its architecture is taken over.
@@ -145,18 +158,18 @@ class CLIPAGIQA(L.LightningModule):
         output: Literal["score", "distribution"] | None = None,
         levels: int | None = None,
         standardise: bool | None = None,
-        dropout: float = 0.5,
+        dropout: float = TRAINING_DEFAULTS["dropout"],
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         loss: Literal["mse", "l1"] = "mse",
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.002,
+        optimizer: Literal["sgd", "adamw"] = TRAINING_DEFAULTS["optimizer"],
+        lr: float = TRAINING_DEFAULTS["lr"],
         momentum: float = 0.9,
-        weight_decay: float = 5e-4,
+        weight_decay: float = TRAINING_DEFAULTS["weight_decay"],
         warmup_epochs: int = 1,
-        warmup_lr: float = 1e-5,
+        warmup_lr: float = TRAINING_DEFAULTS["warmup_lr"],
         init_from: str | None = None,
         trainable: Literal["all", "prompt", "head"] = "all",
     ):
