@@ -109,3 +109,17 @@ def test_intervals_stay_inside_the_mos_scale():
     assert float(values["test/coverage90"]) == pytest.approx(1.0)
     assert float(values["test/width90"]) == pytest.approx(float((upper - lower).mean()), abs=1e-6)
     assert float(values["test/width90"]) < 2 * 1.645 * float(std.mean())  # cut at the scale's ends
+
+
+@pytest.mark.parametrize("output", ["score", "distribution"])
+def test_a_started_head_predicts_the_training_mean(output):
+    from clip_agiqa import CLIPAGIQA
+
+    torch.manual_seed(0)
+    task = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, output=output).eval()
+    mos = torch.tensor([[1.0], [2.0], [4.0], [4.5]])  # on the default 0-5 scale: the training scale
+    features = torch.randn(8, task.model.clip.config.projection_dim)
+    task._start_head_at_training_mos(mos)
+    with torch.no_grad():
+        scores = task.model.training_scale_scores(features)
+    assert (scores - mos.mean()).abs().max() < 0.3  # before: the untrained head's outputs, anywhere near 0
