@@ -34,9 +34,9 @@ from .model import CLIPAGIQAModel
 from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
-# Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
 # Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
 MIN_VALIDATION = 40
+# Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
 MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 
 
