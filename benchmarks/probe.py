@@ -128,9 +128,9 @@ def fit_model(config_path: Path, workdir: Path, overrides: list[str]) -> dict:
     from clip_agiqa.cli import main
 
     run = workdir / f"run_{config_path.stem}"
+    data_root = workdir / Path(yaml.safe_load(config_path.read_text())["data"]["init_args"]["root"]).name
     common = ["--config", str(config_path), "--trainer.default_root_dir", str(run), "--trainer.logger", "false",
-              "--trainer.enable_progress_bar", "false",
-              "--data.root", str(workdir / Path(yaml.safe_load(config_path.read_text())["data"]["init_args"]["root"]).name),
+              "--trainer.enable_progress_bar", "false", "--data.root", str(data_root),
               "--data.num_workers", "0", *overrides]
     started = time.perf_counter()
     fit = main(["fit", *common])

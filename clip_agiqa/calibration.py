@@ -3,7 +3,8 @@
 - ``soft_labels``: the raters' distribution as a distribution over the levels, from (MOS, std): a Gaussian
   discretised on bins whose edges lie half-way between levels (the end bins reach to infinity), as DeQA-Score does.
 - ``mean_and_std``: a distribution's mean (the score) and standard deviation.
-- Predictive intervals are Gaussian: ``mean +- z * std_scale * std``. ``std_scale`` (one per target) is fitted on
+- Predictive intervals are Gaussian: ``mean +- z * std_scale * std``, cut to the MOS scale
+  (``central_interval``). ``std_scale`` (one per target) is fitted on
   the validation split (``fitted_std_scale``: split-conformal, so that the central 90% interval holds at least 90%
   of the validation MOS: the errors need not be Gaussian), which fixes intervals that are too narrow or too wide,
   and is saved with the model.
@@ -64,6 +65,17 @@ def wasserstein(p: torch.Tensor, q: torch.Tensor, levels: torch.Tensor) -> torch
     """1-Wasserstein distance between distributions over the same ascending ``levels``: the area between CDFs."""
     gaps = levels[1:] - levels[:-1]
     return ((p.cumsum(dim=-1) - q.cumsum(dim=-1))[..., :-1].abs() * gaps).sum(dim=-1)
+
+
+def central_interval(mean: torch.Tensor, std: torch.Tensor, coverage: float, scale=None):
+    """(lower, upper) of the central ``coverage`` interval ``mean +- z * std``, cut to the MOS ``scale`` (low, high)
+    when given: no MOS lies outside it, so the cut changes the width, never the coverage."""
+    half = z_of(coverage) * std
+    lower, upper = mean - half, mean + half
+    if scale is not None:
+        low, high = (float(v) for v in scale)
+        lower, upper = lower.clamp(low, high), upper.clamp(low, high)
+    return lower, upper
 
 
 FITTED_COVERAGE = 0.9  # the interval the std scale is fitted to hold

@@ -19,6 +19,9 @@ from torch import nn
 from .config import HEADS, TRAINING_SCALE
 from .errors import InputError
 
+# The last layer's weights are shrunk by this at the start of a fit: its first predictions stay near the mean.
+START_WEIGHT_SCALE = 0.1
+
 
 def full_precision(forward):
     """Run a head in fp32 even inside a mixed-precision autocast region (as the paper does)."""
@@ -97,6 +100,21 @@ class ConcatHead(nn.Module):
             nn.Dropout(dropout),
             nn.Linear(hidden_dim, n_outputs * (levels or 1)),
         )
+
+    @torch.no_grad()
+    def start_at(self, mean: torch.Tensor, std: torch.Tensor, weight_scale: float = START_WEIGHT_SCALE) -> None:
+        """Start as (nearly) a mean predictor of the training data: the last layer's bias gives ``mean`` per target
+        (training scale; a distribution head: the levels' Gaussian of ``mean`` and ``std``) and its weights are
+        shrunk, so any checkpoint, even one of epoch 0, predicts on the MOS scale."""
+        last = self.mlp[-1]
+        last.weight.mul_(weight_scale)
+        if self.distribution:
+            from .calibration import soft_labels
+
+            labels = soft_labels(mean.float()[None], std.float().clamp_min(0.1)[None], self.levels.float())[0]
+            last.bias.copy_(labels.clamp_min(1e-6).log().flatten().to(last.bias))
+        else:
+            last.bias.copy_(mean.to(last.bias))
 
     def _outputs(self, image_features, quality_features, generation_features) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)

@@ -18,7 +18,7 @@ from scipy.stats import kendalltau, rankdata
 from torchmetrics import MeanMetric, MeanSquaredError, Metric, MetricCollection
 from torchmetrics.utilities import dim_zero_cat
 
-from .calibration import COVERAGES, rater_distances, z_of
+from .calibration import COVERAGES, central_interval, rater_distances
 
 CORRELATIONS = ("srcc", "plcc", "krcc")
 
@@ -180,16 +180,16 @@ class CalibrationMetrics(torch.nn.Module):
 
     def update(self, mos, mean, std, probs, levels, mos_std=None) -> None:
         distances = (None, None) if mos_std is None else rater_distances(mos, probs, levels, mos_std)
-        self.add(mos, mean, std, *distances)
+        self.add(mos, mean, std, *distances, scale=(levels[0], levels[-1]))
 
-    def add(self, mos, mean, std, js=None, wass=None) -> None:
-        """Coverage and width of the central intervals ``mean +- z * std``; the mean of the per-sample distances
-        where they are known (finite)."""
+    def add(self, mos, mean, std, js=None, wass=None, scale=None) -> None:
+        """Coverage and width of the central intervals ``mean +- z * std`` (cut to the MOS ``scale`` when given);
+        the mean of the per-sample distances where they are known (finite)."""
         mos, mean, std = mos.float(), mean.float(), std.float()
         for coverage in COVERAGES:
-            half = z_of(coverage) * std
-            self.means[coverage_name(coverage)].update(((mos - mean).abs() <= half).float())
-            self.means[width_name(coverage)].update(2 * half)
+            lower, upper = central_interval(mean, std, coverage, scale)
+            self.means[coverage_name(coverage)].update(((mos >= lower) & (mos <= upper)).float())
+            self.means[width_name(coverage)].update(upper - lower)
         for name, distance in (("js", js), ("wasserstein", wass)):
             if distance is not None:
                 known = torch.isfinite(distance.float())

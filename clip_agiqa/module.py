@@ -4,6 +4,7 @@ checkpoint hooks; the network itself lives in ``model.py`` and never needs Light
 from __future__ import annotations
 
 import math
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -16,7 +17,15 @@ from torchmetrics import CatMetric, MeanMetric
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
 from .callbacks.data_link import ModelToData
 from .callbacks.reports import ReliabilityReport
-from .config import ARCHITECTURE, FIELDS, RECIPE_DEFAULTS, TRAINING_SCALE, CLIPAGIQAConfig, same_value
+from .config import (
+    ARCHITECTURE,
+    FIELDS,
+    RECIPE_DEFAULTS,
+    TRAINING_DEFAULTS,
+    TRAINING_SCALE,
+    CLIPAGIQAConfig,
+    same_value,
+)
 from .data.splits import split_summary
 from .errors import InputError
 from .metrics import CalibrationMetrics, as_metric_input, quality_metrics
@@ -25,6 +34,8 @@ from .model import CLIPAGIQAModel
 from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
+# Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
+MIN_VALIDATION = 40
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
 MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 
@@ -45,9 +56,41 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
             raise InputError(f"--model.{name} {value!r} differs from {saved!r} of init_from {start.source}: leave "
                              f"it out to take it from there (the trained tensors only fit their own architecture)")
         resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
-    if given.get("standardise") is None and start is None and resolved["head"] == "concat":
-        resolved["standardise"] = RECIPE_DEFAULTS["standardise"]
+    if start is None:  # a new model: the default recipe where nothing was given
+        for name, value in RECIPE_DEFAULTS.items():
+            if given.get(name) is None and (name != "standardise" or resolved["head"] == "concat"):
+                resolved[name] = value
     return resolved
+
+
+def warn_if_validation_is_small(size: int) -> None:
+    """One line when ``best.ckpt`` would be chosen on too few validation pictures (SRCC over n pictures varies by
+    about 1 / sqrt(n - 1) from one sample to another: with few, the "best" epoch is mostly noise)."""
+    if 0 < size < MIN_VALIDATION:
+        warnings.warn(f"the validation split has {size} picture(s): best.ckpt is chosen on their SRCC, which varies "
+                      f"by about {1 / math.sqrt(max(size - 1, 1)):.2f} by chance; give it at least {MIN_VALIDATION} "
+                      f"(a larger --data.val_size, or more data), or use last.ckpt", UserWarning, stacklevel=2)
+
+
+def typed_model_fields(argv: list[str]) -> set[str]:
+    """The model fields typed on a command line (``--model.n_ctx 4``, ``--model.init_args.n_ctx=4``), as opposed
+    to those a ``--config`` part sets."""
+    typed = set()
+    for argument in argv:
+        if isinstance(argument, str) and argument.startswith("--model."):
+            name = argument.split("=", 1)[0].removeprefix("--model.").removeprefix("init_args.")
+            typed.add(name)
+    return typed
+
+
+def leave_architecture_to_start(init_args, typed: set[str]) -> None:
+    """A fine-tune (``init_from``) takes every architecture field the user did not type from its start: a composed
+    config part (e.g. the paper's ``standardise: false``) never contradicts the checkpoint it starts from."""
+    if not init_args.get("init_from"):
+        return
+    for name in ARCHITECTURE:
+        if name not in typed and name in init_args:
+            init_args[name] = None
 
 
 def check_optimisation(lr, momentum, weight_decay, warmup_epochs, warmup_lr) -> None:
@@ -74,8 +117,10 @@ class CLIPAGIQA(L.LightningModule):
     Args:
         backbone, head, categories, n_ctx, ctx_init, class_specific_ctx, hidden_dim: the architecture (see
             ``CLIPAGIQAModel``). Left out (None), they come from ``init_from`` when given, else the paper's
-            defaults (ViT-B/16, concat head, terrible..perfect, 16 shared context vectors, hidden 512).
-        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``.
+            network (ViT-B/16, concat head, terrible..perfect) with the default recipe's ``RECIPE_DEFAULTS``
+            (8 shared context vectors, hidden 256, standardised inputs).
+        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``; dropout, optimizer, lr, weight_decay
+            and warmup_lr default to the default recipe's ``TRAINING_DEFAULTS`` (the paper parts spell out its own).
         targets, use_prompt: what the model predicts (one output each) and whether it reads each image's
             generation prompt; left out, from ``init_from``, else ``[quality]`` and False (the paper).
         output, levels: ``score`` (the paper) or ``distribution`` over ``levels`` ordered levels per target (see
@@ -91,7 +136,8 @@ class CLIPAGIQA(L.LightningModule):
             on the training split); the CLI links it from the datamodule, and it sets ``targets`` and
             ``mos_scale``. None (e.g. unlabelled images to score) keeps them.
         loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale.
-        optimizer: ``sgd`` (the paper) or ``adamw``; ``lr``, ``momentum``, ``weight_decay`` as usual.
+        optimizer: ``adamw`` (the default recipe) or ``sgd`` (the paper); ``lr``, ``momentum``, ``weight_decay`` as
+            usual.
         warmup_epochs, warmup_lr: epochs at a constant small lr, then cosine down to 0 at the last step.
         init_from: a trained checkpoint (``.ckpt``, read without arbitrary unpickling) or a saved model folder whose
             prompt context and head start this run (fine-tuning); its architecture is taken over.
@@ -112,18 +158,18 @@ class CLIPAGIQA(L.LightningModule):
         output: Literal["score", "distribution"] | None = None,
         levels: int | None = None,
         standardise: bool | None = None,
-        dropout: float = 0.5,
+        dropout: float = TRAINING_DEFAULTS["dropout"],
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         loss: Literal["mse", "l1"] = "mse",
-        optimizer: Literal["sgd", "adamw"] = "sgd",
-        lr: float = 0.002,
+        optimizer: Literal["sgd", "adamw"] = TRAINING_DEFAULTS["optimizer"],
+        lr: float = TRAINING_DEFAULTS["lr"],
         momentum: float = 0.9,
-        weight_decay: float = 5e-4,
+        weight_decay: float = TRAINING_DEFAULTS["weight_decay"],
         warmup_epochs: int = 1,
-        warmup_lr: float = 1e-5,
+        warmup_lr: float = TRAINING_DEFAULTS["warmup_lr"],
         init_from: str | None = None,
         trainable: Literal["all", "prompt", "head"] = "all",
     ):
@@ -196,12 +242,31 @@ class CLIPAGIQA(L.LightningModule):
         """The training split's MOS quantiles per target go into the model (what ``score``'s percentiles read)."""
         from .data.records import target_tensor
 
+        warn_if_validation_is_small(len(datamodule.split_records("val") or ()))
         records = datamodule.split_records("train")
         if records:
             targets = self.model.targets
             names = getattr(datamodule, "targets", None) or targets
-            mos = torch.stack([target_tensor(r, list(names)) for r in records])
-            self.model.record_training_mos(mos.reshape(len(records), -1))
+            mos = torch.stack([target_tensor(r, list(names)) for r in records]).reshape(len(records), -1)
+            self.model.record_training_mos(mos)
+            if self._starts_afresh():
+                self._start_head_at_training_mos(mos)
+
+    def _starts_afresh(self) -> bool:
+        """A fit from nothing: not a fine-tune (``init_from``), not a resumed run (its head is restored)."""
+        trainer = self._trainer
+        return self.hparams.init_from is None and (trainer is None or trainer.ckpt_path is None)
+
+    def _start_head_at_training_mos(self, mos: torch.Tensor) -> None:
+        """The concat head starts at the training MOS mean and spread (see ``ConcatHead.start_at``)."""
+        if not hasattr(self.model.head, "start_at"):
+            return
+        target = self.model.to_training_scale(mos.float())
+        finite = torch.isfinite(target)
+        counts = finite.sum(dim=0).clamp_min(1)
+        mean = torch.where(finite, target, 0).sum(dim=0) / counts
+        spread = (torch.where(finite, target - mean, 0) ** 2).sum(dim=0).div(counts).sqrt()
+        self.model.head.start_at(mean.to(self.device), spread.to(self.device))
 
     def setup(self, stage: str) -> None:
         precision = str(self.trainer.precision)

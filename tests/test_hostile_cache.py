@@ -9,6 +9,7 @@ import textwrap
 
 import pytest
 import torch
+from helpers import TINY_MODEL
 
 from clip_agiqa import CLIPAGIQA
 from clip_agiqa.data import Record, write_synthetic_dataset
@@ -23,7 +24,7 @@ def setup(root, write=True):
         write_synthetic_dataset(root / "data", num_images=4, picture_size=32, seed=0)
     images = sorted((root / "data").glob("*.png"))
     records = [Record(p.name, p, {"mos": 1.0}) for p in images]
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16)
+    model = CLIPAGIQA(**TINY_MODEL)
     cache = FeatureCache(root / "cache", model.model.frozen_encoder(), progress=False, shard_rows=2)
     return records, cache, ImageTransform(model.model.image_settings, train=False)
 

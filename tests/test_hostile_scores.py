@@ -7,7 +7,7 @@ import tracemalloc
 
 import numpy as np
 import pytest
-from helpers import run_cli
+from helpers import TINY_MODEL, run_cli
 from PIL import Image
 
 from clip_agiqa import CLIPAGIQAModel
@@ -18,7 +18,7 @@ from clip_agiqa.scores_file import MAX_LINE_CHARS, ScoreCSV
 @pytest.fixture(scope="module")
 def saved_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("hostile_scores") / "model"
-    CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16).save_pretrained(folder)
+    CLIPAGIQAModel(**TINY_MODEL).save_pretrained(folder)
     return folder
 
 

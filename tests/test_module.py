@@ -82,7 +82,7 @@ class LearningRates(L.Callback):
 
 def test_schedule_spans_a_run_bounded_by_max_steps(synthetic_root, tmp_path):
     """Seen: with max_steps and no max_epochs the lr was 0 from the second epoch on."""
-    model = CLIPAGIQA(**TINY_MODEL)
+    model = CLIPAGIQA(**TINY_MODEL, lr=0.002, warmup_lr=1e-5)
     rates = LearningRates()
     data = MOSFolder(str(synthetic_root), batch_size=8, num_workers=0)  # 29 training images: 4 steps per epoch
     trainer = L.Trainer(max_steps=10, accelerator="cpu", logger=False, enable_progress_bar=False,
@@ -97,10 +97,10 @@ def test_schedule_spans_a_run_bounded_by_max_steps(synthetic_root, tmp_path):
 
 def test_resume_with_more_epochs_goes_on_with_a_sensible_learning_rate(synthetic_root, tmp_path):
     """Seen: the first resumed epoch ran at lr 0 because the restored schedule had ended."""
-    model = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0)
+    model = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0, lr=0.002)
     fit(model, synthetic_root, tmp_path, epochs=2, limit_val_batches=0)
     rates = LearningRates()
-    resumed = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0)
+    resumed = CLIPAGIQA(**TINY_MODEL, warmup_epochs=0, lr=0.002)
     trainer = make_trainer(tmp_path / "resumed", epochs=4, limit_val_batches=0,
                            callbacks=[rates, L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "resumed")])
     trainer.fit(resumed, MOSFolder(str(synthetic_root), batch_size=8, num_workers=0),
@@ -169,7 +169,7 @@ def test_bf16_mixed_training_keeps_metrics_finite(synthetic_root, tmp_path, froz
 
 @pytest.mark.slow
 def test_vit_b_16_checkpoint_is_small_and_trains_paper_sized_parameters(tmp_path):
-    model = CLIPAGIQA("random:vit-b-16")
+    model = CLIPAGIQA("random:vit-b-16", n_ctx=16, hidden_dim=512)  # the paper's sizes
     trainable = sum(p.numel() for p in model.trainable_parameters())
     assert trainable == 16 * 512 + (3584 * 512 + 512) + (512 + 1)  # about 1.84 M, as in the paper
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}

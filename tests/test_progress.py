@@ -4,6 +4,7 @@ carriage returns (clip_agiqa/progress.py; the feature cache's call site: the dem
 import sys
 
 import numpy as np
+from helpers import TINY_MODEL
 from PIL import Image
 
 from clip_agiqa.progress import NoProgress, ProgressLines, progress
@@ -59,7 +60,7 @@ def test_scoring_into_a_log_writes_progress_lines_without_carriage_returns(tmp_p
     log = tmp_path / "stderr.log"
     with open(log, "w") as stream:
         monkeypatch.setattr(sys, "stderr", stream)
-        model = CLIPAGIQAModel("random:tiny", n_ctx=4, hidden_dim=16)
+        model = CLIPAGIQAModel(**TINY_MODEL)
         QualityScorer(model, batch_size=2, progress=True, num_workers=0).write_csv(files, tmp_path / "out.csv")
     text = log.read_text()
     assert "\r" not in text

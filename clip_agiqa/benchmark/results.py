@@ -86,9 +86,26 @@ def target_metrics(mos: list[float], scores: list[float]) -> dict[str, float]:
     return {**correlations(scores, mos), "rmse": rmse, "plcc_logistic": logistic_plcc(scores, mos)}
 
 
-def certainty_metrics(columns: dict[str, list[float]]) -> dict[str, float]:
-    """A distribution model's coverage50/90, width50/90 and (with the raters' std) js and wasserstein from one
-    target's columns, through the test step's own ``CalibrationMetrics``; none without a ``std`` column."""
+def mos_scales_beside(path: Path) -> dict[str, list[float]]:
+    """The MOS scale of each target of the run a predictions file belongs to (its ``checkpoints/data.json``), where
+    the test step cut its intervals; empty when unknown or unreadable (intervals are then not cut)."""
+    from ..run_files import CHECKPOINTS, DATA_FILE
+    from ..saved import read_json
+
+    try:
+        targets = read_json(Path(path).parent / CHECKPOINTS / DATA_FILE).get("targets")
+    except (InputError, OSError):
+        return {}
+    if not isinstance(targets, dict):
+        return {}
+    return {name: [float(v) for v in scale] for name, scale in targets.items()
+            if isinstance(scale, list) and len(scale) == 2 and all(isinstance(v, (int, float)) for v in scale)}
+
+
+def certainty_metrics(columns: dict[str, list[float]], scale: list[float] | None = None) -> dict[str, float]:
+    """A distribution model's coverage50/90, width50/90 (intervals cut to the MOS ``scale`` when known, as the test
+    step cuts them) and (with the raters' std) js and wasserstein from one target's columns, through the test
+    step's own ``CalibrationMetrics``; none without a ``std`` column."""
     if "std" not in columns:
         return {}
     import torch
@@ -97,7 +114,8 @@ def certainty_metrics(columns: dict[str, list[float]]) -> dict[str, float]:
 
     tensors = {kind: torch.tensor(values, dtype=torch.float64) for kind, values in columns.items()}
     metrics = CalibrationMetrics(prefix="")
-    metrics.add(tensors["mos"], tensors["score"], tensors["std"], tensors.get("js"), tensors.get("wasserstein"))
+    metrics.add(tensors["mos"], tensors["score"], tensors["std"], tensors.get("js"), tensors.get("wasserstein"),
+                scale=scale)
     return {name: float(value) for name, value in metrics.compute().items()}
 
 
@@ -107,7 +125,10 @@ def test_metrics(path: Path) -> dict:
     (``<target>/srcc`` ...) and, unprefixed, their mean over the targets that have it."""
     per_target = read_predictions(path)
     n_test = len(next(iter(per_target.values()))["mos"])
-    measured = {target: {**target_metrics(columns["mos"], columns["score"]), **certainty_metrics(columns)}
+    scales = mos_scales_beside(path)
+    only = next(iter(scales.values())) if len(scales) == 1 else None
+    measured = {target: {**target_metrics(columns["mos"], columns["score"]),
+                         **certainty_metrics(columns, only if len(per_target) == 1 else scales.get(target))}
                 for target, columns in per_target.items()}
     if len(per_target) == 1:
         return {"n_test": n_test, **next(iter(measured.values()))}

@@ -54,7 +54,7 @@ from ..data import (  # noqa: F401
     TableData,
 )
 from ..errors import InputError
-from ..module import CLIPAGIQA
+from ..module import CLIPAGIQA, leave_architecture_to_start, typed_model_fields
 from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
 from ..runs import (
     AtomicCheckpointIO,
@@ -189,6 +189,7 @@ class AGIQACLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         """A parse error as one line (``UsageError``); ``fit --ckpt_path last`` resolved to the run's last.ckpt,
         which must be there and whole (Lightning would silently start from scratch)."""
+        self.typed_model_fields = typed_model_fields(sys.argv[1:] if args is None else list(args))
         try:
             super().parse_arguments(parser, args)
         except ArgumentError as error:
@@ -264,6 +265,9 @@ class AGIQACLI(LightningCLI):
     def before_instantiate_classes(self) -> None:
         self.take_the_checkpoints_model()
         config = self.config[self.subcommand]
+        model_args = getattr(config.get("model"), "init_args", None)
+        if model_args is not None:
+            leave_architecture_to_start(model_args, getattr(self, "typed_model_fields", set()))
         sweep_run = os.environ.get("WANDB_RUN_ID") if os.environ.get("WANDB_SWEEP_ID") else None
         if sweep_run and self.subcommand == "fit" and config.ckpt_path is None:
             # A sweep agent starts every run with the same arguments: each gets its own folder.

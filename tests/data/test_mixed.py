@@ -10,6 +10,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from helpers import TINY_MODEL
 from scipy import stats
 
 from clip_agiqa.callbacks.per_dataset import DatasetMetrics
@@ -88,7 +89,7 @@ def test_a_mixed_fit_reports_each_dataset_and_their_mean(two_studies, tmp_path, 
     from clip_agiqa import CLIPAGIQA
 
     data = mixed(two_studies, cache_views=cache_views, cache_dir=tmp_path / "cache")
-    model = CLIPAGIQA("random:tiny", n_ctx=4, hidden_dim=16, data_targets=data.target_scales)
+    model = CLIPAGIQA(**TINY_MODEL, data_targets=data.target_scales)
     metrics = DatasetMetrics(data.names)
     predictions = []
 
