@@ -41,7 +41,8 @@ ARCHITECTURE_FIELD = {"architecture": True}
 RECIPE_DEFAULTS = {"standardise": True, "n_ctx": 8, "hidden_dim": 256}  # standardise: the concat head's
 # The optimisation of that default recipe (the training task's defaults), chosen with the architecture above on
 # generated task families and judged on others held out (benchmarks/task_suite.py, docs "The task suite").
-TRAINING_DEFAULTS = {"dropout": 0.1, "optimizer": "adamw", "lr": 0.003, "weight_decay": 1e-4, "warmup_lr": 3e-4}
+TRAINING_DEFAULTS: dict[str, Any] = {"dropout": 0.1, "optimizer": "adamw", "lr": 0.003, "weight_decay": 1e-4,
+                                     "warmup_lr": 3e-4}
 
 
 def _default_categories() -> list[str]:

@@ -179,8 +179,8 @@ class CalibrationMetrics(torch.nn.Module):
         self.means = torch.nn.ModuleDict({name: MeanMetric() for name in names})
 
     def update(self, mos, mean, std, probs, levels, mos_std=None) -> None:
-        distances = (None, None) if mos_std is None else rater_distances(mos, probs, levels, mos_std)
-        self.add(mos, mean, std, *distances, scale=(levels[0], levels[-1]))
+        js, wass = (None, None) if mos_std is None else rater_distances(mos, probs, levels, mos_std)
+        self.add(mos, mean, std, js, wass, scale=(levels[0], levels[-1]))
 
     def add(self, mos, mean, std, js=None, wass=None, scale=None) -> None:
         """Coverage and width of the central intervals ``mean +- z * std`` (cut to the MOS ``scale`` when given);
