@@ -119,12 +119,18 @@ def unusable_hub(tmp_path, monkeypatch):
     hub.server.close()
 
 
-def test_an_unreachable_hub_is_one_line_after_one_attempt(unusable_hub):
+def test_an_unreachable_hub_is_one_line_after_one_attempt(unusable_hub, monkeypatch):
     """The library's own requests would retry for about a minute, with a warning line per retry."""
+    import huggingface_hub
+
+    session, requests = huggingface_hub.get_session(), []
+    real_head = session.head
+    monkeypatch.setattr(session, "head", lambda *args, **kwargs: requests.append(args) or real_head(*args, **kwargs))
     with pytest.raises(InputError) as error:
         load_backbone("someone/not-cached-clip")
     message = str(error.value)
-    assert unusable_hub.connections == 1
+    assert len(requests) == 1  # one request; the HTTP client may open a second connection for it when the first drops
+    assert 1 <= unusable_hub.connections <= 2
     assert f"the hub at {unusable_hub.endpoint} cannot be reached" in message and "\n" not in message
     assert "random:tiny" in message
 
