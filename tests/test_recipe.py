@@ -7,9 +7,8 @@ import warnings
 
 import pytest
 import torch
-from conftest import run_cli, trainer_args
 from experiment_helpers import fit_tiny, folder_args
-from helpers import TINY_MODEL
+from helpers import TINY_MODEL, run_cli, trainer_args
 
 from clip_agiqa.module import MIN_VALIDATION, leave_architecture_to_start, typed_model_fields
 
