@@ -44,9 +44,8 @@ def mix_proportions(mix: Mix | Sequence[float], sizes: Sequence[int]) -> list[fl
     return [w / total for w in weights]
 
 
-def default_names(members: Sequence) -> list[str]:
+def default_names(kinds: Sequence[str]) -> list[str]:
     """Each member's class name, numbered where two share one (``MOSFolder_1``, ``MOSFolder_2``)."""
-    kinds = [type(member).__name__ for member in members]
     return [kind if kinds.count(kind) == 1 else f"{kind}_{kinds[:k + 1].count(kind)}" for k, kind in enumerate(kinds)]
 
 
@@ -101,7 +100,7 @@ class MixedData(L.LightningDataModule):
         if len(datasets) < 2:
             raise InputError("MixedData: give at least two datasets")
         self.members = list(datasets)
-        self.names = list(names) if names else default_names(self.members)
+        self.names = list(names) if names else default_names([type(member).__name__ for member in self.members])
         if len(self.names) != len(self.members) or len(set(self.names)) != len(self.names):
             raise InputError(f"MixedData: give one distinct name per dataset, got {self.names}")
         widths = {len(member.targets) for member in self.members}
