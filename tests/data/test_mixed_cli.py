@@ -71,3 +71,16 @@ def test_the_benchmark_tests_each_dataset_and_another_one(studies, tmp_path, ben
     summary = (out / "summary.md").read_text()
     assert "| trained on \\ tested on | a | b | c |" in summary
     assert "Split: mixed: a prompt, b prompt." in summary
+
+
+def test_the_shipped_example_lists_three_datasets_with_their_weights(capsys):
+    from experiment_helpers import EXPERIMENTS
+
+    with pytest.raises(SystemExit) as done:
+        run_cli(["fit", "--config", str(EXPERIMENTS / "mixed.yaml"), "--print_config"])
+    assert done.value.code in (0, None)
+    data = yaml.safe_load(capsys.readouterr().out)["data"]
+    assert data["class_path"].endswith("MixedData")
+    assert [m["class_path"].rsplit(".", 1)[1] for m in data["init_args"]["datasets"]] == [
+        "AGIQA3K", "AIGCIQA2023", "MOSFolder"]
+    assert data["init_args"]["mix"] == [2, 1, 1]
