@@ -61,7 +61,8 @@ class DatasetMetrics(Callback):
             means.append(float(np.mean(own)))
         known = [m for m in means if not math.isnan(m)]
         values[f"{prefix}mean_srcc"] = float(np.mean(known)) if known and len(known) == len(means) else math.nan
-        pl_module.log_dict({key: torch.tensor(value) for key, value in values.items()})
+        # Every rank computed them from every rank's rows: the reduction over ranks leaves them as they are.
+        pl_module.log_dict({key: torch.tensor(value) for key, value in values.items()}, sync_dist=True)
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
         self._start(pl_module)

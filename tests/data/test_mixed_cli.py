@@ -84,3 +84,25 @@ def test_the_shipped_example_lists_three_datasets_with_their_weights(capsys):
     assert [m["class_path"].rsplit(".", 1)[1] for m in data["init_args"]["datasets"]] == [
         "AGIQA3K", "AIGCIQA2023", "MOSFolder"]
     assert data["init_args"]["mix"] == [2, 1, 1]
+
+
+@pytest.mark.slow
+def test_each_dataset_figures_on_two_processes_equal_one(studies, tmp_path):
+    """Two DDP processes on the CPU (gloo): each rank sees part of each dataset's test split; the figures are
+    computed from every rank's rows, so they equal one process's."""
+    from helpers import run_cli_subprocess
+
+    run_cli(["fit", "--config", str(studies / "mixed.yaml"), *TINY_MODEL_ARGS, *trainer_args(tmp_path / "run")])
+    checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
+    figures = {}
+    for devices in ("1", "2"):
+        folder = tmp_path / f"test{devices}"
+        run_cli_subprocess(["test", "--config", str(studies / "mixed.yaml"), *TINY_MODEL_ARGS,
+                            *trainer_args(folder), "--trainer.devices", devices, "--trainer.strategy", "ddp",
+                            "--data.init_args.eval_batch_size", "3", "--ckpt_path", checkpoint,
+                            "--report.dirpath", str(folder)])
+        figures[devices] = yaml.safe_load((folder / "test_metrics.json").read_text())["metrics"]
+    assert {"test/a/n", "test/b/n", "test/mean_srcc"} <= set(figures["2"])
+    for key, value in figures["1"].items():
+        if key.startswith(("test/a/", "test/b/", "test/mean_srcc")):
+            assert figures["2"][key] == pytest.approx(value, abs=1e-5), key
