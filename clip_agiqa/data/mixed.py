@@ -55,8 +55,8 @@ class NormalisedMember(Dataset):
 
     def __init__(self, dataset: Dataset, number: int, scales: Sequence[Sequence[float]]):
         self.dataset, self.number = dataset, number
-        scales = torch.as_tensor(scales, dtype=torch.float32)
-        self.low, self.width = scales[:, 0], scales[:, 1] - scales[:, 0]
+        bounds = torch.as_tensor(scales, dtype=torch.float32)
+        self.low, self.width = bounds[:, 0], bounds[:, 1] - bounds[:, 0]
 
     def __len__(self) -> int:
         return len(self.dataset)
