@@ -5,7 +5,9 @@ non-linear scale of the same quality (100 (mos / 5)^2: 0-100, bunched at the low
 with the demo's recipe, 4 cached views, prompt-disjoint splits; the checkpoint of the best val SRCC (alone) or of
 the best mean of the two val SRCCs (joint) is tested. Repeated over split seeds.
 
-    nice -n 15 .venv/bin/python benchmarks/mixed_datasets.py --seeds 0 1 2 --epochs 20
+    nice -n 15 .venv/bin/python benchmarks/mixed_datasets.py --seeds 0 1 2 3 4 --epochs 15 [--loss rank]
+
+``--loss rank`` trains every fit (alone and joint) with the MSE plus the ranking loss within each dataset.
 """
 
 from __future__ import annotations
@@ -48,14 +50,14 @@ def member(root: Path, seed: int, work: Path):
                      cache_views=4, cache_dir=str(work / "cache" / root.name))
 
 
-def fit_and_test(data, monitor: str, epochs: int, seed: int, callbacks: list, folder: Path) -> dict:
+def fit_and_test(data, monitor: str, epochs: int, seed: int, callbacks: list, folder: Path, loss: str) -> dict:
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     from clip_agiqa import CLIPAGIQA
 
     L.seed_everything(seed, verbose=False)
-    model = CLIPAGIQA(**RECIPE, data_targets=data.target_scales)
+    model = CLIPAGIQA(**RECIPE, loss=loss, data_targets=data.target_scales)
     best = ModelCheckpoint(monitor=monitor, mode="max")
     trainer = L.Trainer(accelerator="cpu", max_epochs=epochs, logger=False, enable_progress_bar=False,
                         enable_model_summary=False, callbacks=[*callbacks, best], default_root_dir=folder)
@@ -70,6 +72,7 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--epochs", type=int, default=20)
     parser.add_argument("--work", type=Path, default=Path("/tmp/clip-agiqa-mixed"))
+    parser.add_argument("--loss", choices=("mse", "rank"), default="mse")
     args = parser.parse_args()
     from clip_agiqa.callbacks.per_dataset import DatasetMetrics
     from clip_agiqa.data.mixed import MixedData
@@ -80,11 +83,11 @@ def main() -> None:
         row = {"seed": seed}
         for name, root in (("a", a), ("b", b)):
             row[f"{name}_alone"] = fit_and_test(member(root, seed, args.work), "val/srcc", args.epochs, seed, [],
-                                                args.work / f"run_{name}_{seed}")["test/srcc"]
+                                                args.work / f"run_{name}_{seed}", args.loss)["test/srcc"]
         joint = MixedData([member(a, seed, args.work), member(b, seed, args.work)], names=["a", "b"], mix="size",
                           batch_size=16, seed=seed)
         tested = fit_and_test(joint, "val/mean_srcc", args.epochs, seed, [DatasetMetrics(joint.names)],
-                              args.work / f"run_joint_{seed}")
+                              args.work / f"run_joint_{seed}", args.loss)
         row.update(a_joint=tested["test/a/srcc"], b_joint=tested["test/b/srcc"])
         rows.append(row)
         print(json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in row.items()}), flush=True)

@@ -16,6 +16,7 @@ from torchmetrics import CatMetric, MeanMetric
 
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
 from .callbacks.data_link import ModelToData
+from .callbacks.per_dataset import DatasetMetrics
 from .callbacks.reports import ReliabilityReport
 from .config import (
     ARCHITECTURE,
@@ -26,8 +27,10 @@ from .config import (
     CLIPAGIQAConfig,
     same_value,
 )
+from .data.mixed import MixedData
 from .data.splits import split_summary
 from .errors import InputError
+from .losses import within_dataset_rank_loss
 from .metrics import CalibrationMetrics, as_metric_input, quality_metrics
 from .model import FROZEN_PREFIX as MODEL_FROZEN_PREFIX
 from .model import CLIPAGIQAModel
@@ -135,7 +138,8 @@ class CLIPAGIQA(L.LightningModule):
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
             on the training split); the CLI links it from the datamodule, and it sets ``targets`` and
             ``mos_scale``. None (e.g. unlabelled images to score) keeps them.
-        loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale.
+        loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale; ``rank``: MSE plus a ranking loss on the pairs
+            of a batch from the same dataset (``losses.within_dataset_rank_loss``; val/loss is the MSE part).
         optimizer: ``adamw`` (the default recipe) or ``sgd`` (the paper); ``lr``, ``momentum``, ``weight_decay`` as
             usual.
         warmup_epochs, warmup_lr: epochs at a constant small lr, then cosine down to 0 at the last step.
@@ -163,7 +167,7 @@ class CLIPAGIQA(L.LightningModule):
         data_targets: dict[str, tuple[float, float]] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
-        loss: Literal["mse", "l1"] = "mse",
+        loss: Literal["mse", "l1", "rank"] = "mse",
         optimizer: Literal["sgd", "adamw"] = TRAINING_DEFAULTS["optimizer"],
         lr: float = TRAINING_DEFAULTS["lr"],
         momentum: float = 0.9,
@@ -236,7 +240,9 @@ class CLIPAGIQA(L.LightningModule):
         return self.model(pixel_values, prompts)
 
     def configure_callbacks(self) -> list[Callback]:
-        return [ModelToData(), *([ReliabilityReport()] if self.model.gives_distribution else [])]
+        datamodule = self.trainer.datamodule  # several datasets: each one's figures, and their mean to select on
+        per_dataset = [DatasetMetrics(datamodule.names)] if isinstance(datamodule, MixedData) else []
+        return [ModelToData(), *([ReliabilityReport()] if self.model.gives_distribution else []), *per_dataset]
 
     def record_training_mos(self, datamodule) -> None:
         """The training split's MOS quantiles per target go into the model (what ``score``'s percentiles read)."""
@@ -299,7 +305,7 @@ class CLIPAGIQA(L.LightningModule):
         """Per sample, summed over targets, on the training scale. A distribution (``log_probs``) is compared with
         the raters' distribution (KL divergence) where ``mos_std`` is finite, its mean with ``loss`` elsewhere."""
         target = self.model.to_training_scale(mos)
-        loss = F.mse_loss if self.hparams.loss == "mse" else F.l1_loss
+        loss = F.l1_loss if self.hparams.loss == "l1" else F.mse_loss
         per_target = loss(scores, target, reduction="none")
         if log_probs is not None and mos_std is not None:
             std = self._training_scale_std(mos_std.reshape(target.shape))
@@ -315,6 +321,8 @@ class CLIPAGIQA(L.LightningModule):
         mos = self._targets(batch)
         scores, log_probs = self._training_scale_outputs(batch)
         loss = self._per_sample_loss(scores, mos, log_probs, batch.get("mos_std")).mean()
+        if self.hparams.loss == "rank":  # the order within each dataset of the batch
+            loss = loss + within_dataset_rank_loss(scores, self.model.to_training_scale(mos), batch.get("dataset"))
         if self._logs_this_step(batch_idx):
             self.log("train/loss", loss, prog_bar=True, batch_size=len(mos))
         return loss

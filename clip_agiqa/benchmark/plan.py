@@ -175,6 +175,19 @@ def printed_configs(commands: dict[str, list[str]]) -> dict[str, dict]:
     return printed
 
 
+def check_mixed(args, data: dict) -> None:
+    """Several datasets in one model: every split draws each dataset's split from the split's seed (MixedData's
+    ``seed``), so each dataset's split must depend on the seed."""
+    if args.splits_from or args.vary == "fold":
+        raise InputError("several datasets in one model (MixedData): each split is drawn from its seed; leave out "
+                         "--splits_from and --vary fold")
+    fixed = [str((m.get("init_args") or {}).get("split")) for m in mixed_members(data)
+             if (m.get("init_args") or {}).get("split") in FIXED_SPLITS]
+    if args.splits > 1 and fixed:
+        raise InputError(f"--splits {args.splits}: a dataset's split {fixed[0]!r} does not depend on the seed, so "
+                         "every run would repeat it; give each dataset a split drawn from the seed (random, prompt)")
+
+
 def check_splits_differ(args, data: dict) -> None:
     """Refuse a benchmark whose runs would all use one and the same split."""
     split = data.get("split")
@@ -193,9 +206,31 @@ def check_splits_differ(args, data: dict) -> None:
                          "--data.split kfold with --vary fold, or one split file each with --splits_from")
 
 
+def mixed_members(data: dict) -> list[dict]:
+    """The member data sections of a ``MixedData`` section (several datasets in one model); none for one dataset."""
+    members = (data.get("init_args") or {}).get("datasets")
+    return [m for m in members if isinstance(m, dict)] if str(data.get("class_path", "")).endswith(
+        ".MixedData") and isinstance(members, list) else []
+
+
+def mixed_names(data: dict) -> list[str]:
+    """The names a ``MixedData`` section gives its datasets (``names``, else each class name, numbered where two
+    share one: ``MixedData``'s own rule); none for one dataset."""
+    members = mixed_members(data)
+    if not members:
+        return []
+    from ..data.mixed import default_names  # the one naming rule (it needs only the class names)
+
+    given = (data.get("init_args") or {}).get("names")
+    return list(given) if given else default_names([str(m.get("class_path", "")).rsplit(".", 1)[-1]
+                                                     for m in members])
+
+
 def data_targets(data: dict) -> list[str]:
-    """The targets a data section names (``target``: one name or a list; ``quality`` when it names none)."""
-    target = (data.get("init_args") or {}).get("target") or "quality"
+    """The targets a data section names (``target``: one name or a list; ``quality`` when it names none; a mixed
+    section's: its first dataset's)."""
+    members = mixed_members(data)
+    target = ((members[0] if members else data).get("init_args") or {}).get("target") or "quality"
     return [target] if isinstance(target, str) else list(target)
 
 
@@ -227,6 +262,7 @@ class Plan:
     configured_split: str | None
     about: dict  # what `compare` shows: data, split kind, where the checkpoint is chosen
     trainer: dict = field(default_factory=dict)  # the resolved trainer settings of the fits
+    members: tuple[str, ...] = ()  # several datasets in one model: each one's name, tested on its own test split
     checkpoint_file: str = f"{BEST_NAME}.ckpt"  # the checkpoint chosen on val
 
     @property
@@ -238,6 +274,9 @@ def protocol(args, data: dict) -> dict:
     """What `compare` shows of this benchmark: the split kind and where the checkpoint is chosen."""
     split = data["init_args"].get("split")
     kind = f"{split} ({len(args.splits_from)} split files)" if args.splits_from else split
+    if mixed_members(data):
+        kind = "mixed: " + ", ".join(f"{name} {(m.get('init_args') or {}).get('split')}"
+                                     for name, m in zip(mixed_names(data), mixed_members(data)))
     return {"data": Path(args.config[0]).stem, "split": kind, "selection": "test" if split == "paper" else "val"}
 
 
@@ -270,7 +309,10 @@ def make_plan(argv: list[str] | None) -> Plan:
     printed = printed_configs(commands)
     fit = printed["the fit's arguments"]
     data = fit["data"]
-    check_splits_differ(args, data["init_args"])
+    if mixed_members(data):
+        check_mixed(args, data)
+    else:
+        check_splits_differ(args, data["init_args"])
     if not (fit.get("report") or {}).get("enabled", True):
         raise InputError("the benchmark reads each test's predictions (the test report): leave out "
                          "--report.enabled false")
@@ -285,4 +327,5 @@ def make_plan(argv: list[str] | None) -> Plan:
                 test_sets=tuple(args.test_on), jobs=args.jobs,
                 command="clip-agiqa benchmark " + " ".join(shlex.quote(a) for a in (argv or [])),
                 configured_split=data["init_args"].get("split"), about=about, trainer=fit.get("trainer") or {},
-                checkpoint_file=f"{(fit.get('checkpoint') or {}).get('filename') or 'best'}.ckpt")
+                checkpoint_file=f"{(fit.get('checkpoint') or {}).get('filename') or 'best'}.ckpt",
+                members=tuple(mixed_names(data)))

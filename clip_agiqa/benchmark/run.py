@@ -97,6 +97,17 @@ def test_command(plan: Plan, split: Split, best: Path) -> list[str]:
                        "--report.dirpath", str(folder_of(plan, split)))
 
 
+def member_folder(plan: Plan, split: Split, name: str) -> Path:
+    return folder_of(plan, split) / f"test_{name}"
+
+
+def member_test_command(plan: Plan, split: Split, best: Path, name: str) -> list[str]:
+    """Several datasets in one model: the test split of one of them (its own predictions and report)."""
+    folder = member_folder(plan, split, name)
+    return cli_command("test", *_split_args(plan, split), "--data.init_args.test_datasets", f"[{name}]",
+                       "--ckpt_path", str(best), "--report.dirpath", str(folder), "--trainer.logger", "false")
+
+
 def cross_folder(plan: Plan, split: Split, label: str) -> Path:
     return folder_of(plan, split) / f"test_on_{label}"
 
@@ -122,7 +133,11 @@ def split_commands(plan: Plan, split: Split, resume: Path | None) -> Iterator[li
     best = folder_of(plan, split) / "checkpoints" / plan.checkpoint_file
     if not best.is_file():
         raise InputError(f"no {best.name} in {best.parent} after the fit (was there a validation set?)")
-    yield test_command(plan, split, best)
+    if plan.members:  # each dataset's own test split, one at a time: a row each
+        for name in plan.members:
+            yield member_test_command(plan, split, best, name)
+    else:
+        yield test_command(plan, split, best)
     for test in plan.test_sets:
         yield cross_test_command(plan, split, best, test)
 
@@ -135,7 +150,9 @@ def split_rows(plan: Plan, split: Split, seconds: float) -> list[dict]:
     common = {"split": split.index, "seed": split.seed, "fold": "" if split.fold is None else split.fold,
               "splits_file": split.splits_file or "", "best_epoch": epoch, "val_srcc": val_srcc,
               "checkpoint": os.path.relpath(best, plan.out), "seconds": round(seconds, 1)}
-    rows = [{**common, "tested_on": plan.trained_on, "images": OWN_TEST, **test_metrics(root / PREDICTIONS_FILE)}]
+    own = {name: member_folder(plan, split, name) for name in plan.members} or {plan.trained_on: root}
+    rows = [{**common, "tested_on": name, "images": OWN_TEST, **test_metrics(folder / PREDICTIONS_FILE)}
+            for name, folder in own.items()]
     rows += [{**common, "tested_on": test.label, "images": ALL_IMAGES,
               **test_metrics(cross_folder(plan, split, test.label) / PREDICTIONS_FILE)} for test in plan.test_sets]
     with atomic_write(root / RESULT_FILE) as handle:

@@ -27,6 +27,7 @@ from typing import Any
 import torch
 from lightning.fabric.plugins import CheckpointIO
 from lightning.fabric.plugins.environments import SLURMEnvironment
+from lightning.pytorch import LightningDataModule
 from lightning.pytorch.cli import LightningCLI
 from lightning.pytorch.utilities import rank_zero_only
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
@@ -53,6 +54,7 @@ from ..data import (  # noqa: F401
     SyntheticAIGI,
     TableData,
 )
+from ..data.mixed import MIXED_MONITOR, MixedData, selects_on_pooled_srcc  # noqa: F401
 from ..errors import InputError
 from ..module import CLIPAGIQA, leave_architecture_to_start, typed_model_fields
 from ..run_files import BEST_NAME, CHECKPOINTS, CONFIG_FILE, HPC_PREFIX, LAST_FILE, METRICS_FILE
@@ -274,6 +276,8 @@ class AGIQACLI(LightningCLI):
             config.trainer.default_root_dir = str(Path(config.trainer.default_root_dir or ".") / sweep_run)
         self.run_folder = Path(config.trainer.default_root_dir or os.getcwd())
         self.checkpoint_folder = Path(config.checkpoint.dirpath or self.run_folder / CHECKPOINTS)
+        if selects_on_pooled_srcc(config.data, config.checkpoint.monitor):
+            config.checkpoint.monitor = MIXED_MONITOR  # several datasets: the mean of their val SRCCs
         if self.subcommand in LOCKED_COMMANDS and _only_first_process() and (
                 self.subcommand == "fit" or (self.run_folder / CONFIG_FILE).is_file()):
             self.run_lock = RunLock(self.run_folder).acquire()
@@ -397,7 +401,7 @@ def main(args: list[str] | None = None):
     quiet_third_party_noise()
     return AGIQACLI(
         CLIPAGIQA,
-        MOSDataModule,
+        LightningDataModule,  # a MOSDataModule (AGIQA3K, MOSFolder ...), or MixedData: several of them
         subclass_mode_model=True,
         subclass_mode_data=True,
         save_config_callback=ConfigToWandb,

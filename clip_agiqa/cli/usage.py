@@ -12,7 +12,7 @@ from ..errors import UsageError
 from ..text import did_you_mean
 
 SUBCOMMANDS = ("fit", "validate", "test", "predict")
-BASE_CLASSES = ("MOSDataModule",)  # what --data is before a data class is chosen
+BASE_CLASSES = ("MOSDataModule", "LightningDataModule")  # what --data is before a data class is chosen
 NOT_FINITE = ("nan", "inf", "infinity")  # YAML reads them as floats; jsonargparse refuses them
 DATA_CLASS_HINT = " (and the data class, e.g. --data MOSFolder --data.root DIR, or a --config FILE.yaml)"
 
@@ -101,9 +101,11 @@ def option_of_a_class(message: str, options: list[str]) -> UsageError | None:
         return None
     option, _ = _option_of(message)
     class_path = re.search(r"class_path '([^']+)'", message)
-    parameters = parameters_of(class_path.group(1)) if class_path else []
-    bad = f"{option}.{found.group(1)}"
     owner = class_path.group(1).rpartition(".")[2] if class_path else ""
+    # No data class chosen yet: suggest the options every dataset's class has.
+    parameters = parameters_of("clip_agiqa.data.base.MOSDataModule" if owner in BASE_CLASSES else
+                               class_path.group(1)) if class_path else []
+    bad = f"{option}.{found.group(1)}"
     owner = f" of {owner}" if owner and owner not in BASE_CLASSES else ""  # no class chosen: no owner to name
     return UsageError(f"unknown option {bad}{owner}{did_you_mean(bad, [f'{option}.{p}' for p in parameters])}")
 

@@ -18,6 +18,7 @@ from typing import Literal, Sequence
 
 import lightning as L
 import torch
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import ConcatDataset, DataLoader, Dataset, WeightedRandomSampler, default_collate
 
 from ..errors import InputError
@@ -43,9 +44,8 @@ def mix_proportions(mix: Mix | Sequence[float], sizes: Sequence[int]) -> list[fl
     return [w / total for w in weights]
 
 
-def default_names(members: Sequence) -> list[str]:
+def default_names(kinds: Sequence[str]) -> list[str]:
     """Each member's class name, numbered where two share one (``MOSFolder_1``, ``MOSFolder_2``)."""
-    kinds = [type(member).__name__ for member in members]
     return [kind if kinds.count(kind) == 1 else f"{kind}_{kinds[:k + 1].count(kind)}" for k, kind in enumerate(kinds)]
 
 
@@ -85,28 +85,40 @@ class MixedData(L.LightningDataModule):
             ``equal``, or a weight per dataset.
         epoch_samples: training samples drawn per epoch (with replacement, in the proportions); default: the sum
             of the training splits.
-        seed: the draws' seed.
+        seed: when given, every member's split seed (so one seed varies all the splits, as a benchmark does) and
+            the draws' seed; None: each member keeps its own split seed, and the draws use 0.
+        test_datasets: the members ``test`` evaluates, by name (default: all of them, one after the other); one
+            name tests that dataset's own test split alone (the benchmark's per-dataset rows).
         batch_size, eval_batch_size, num_workers: the loaders' (the members' own are not used).
     """
 
     def __init__(self, datasets: list[MOSDataModule], names: list[str] | None = None,
-                 mix: Mix | list[float] = "size", epoch_samples: int | None = None, seed: int = 0,
-                 batch_size: int = 32, eval_batch_size: int | None = None, num_workers: int = 0):
+                 mix: Mix | list[float] = "size", epoch_samples: int | None = None, seed: int | None = None,
+                 test_datasets: list[str] | None = None, batch_size: int = 32, eval_batch_size: int | None = None,
+                 num_workers: int = 0):
         super().__init__()
         if len(datasets) < 2:
             raise InputError("MixedData: give at least two datasets")
         self.members = list(datasets)
-        self.names = list(names) if names else default_names(self.members)
+        self.names = list(names) if names else default_names([type(member).__name__ for member in self.members])
         if len(self.names) != len(self.members) or len(set(self.names)) != len(self.names):
             raise InputError(f"MixedData: give one distinct name per dataset, got {self.names}")
         widths = {len(member.targets) for member in self.members}
         if len(widths) != 1:
             raise InputError("MixedData: the datasets must have the same number of targets, got "
                              + ", ".join(f"{n}: {m.targets}" for n, m in zip(self.names, self.members)))
-        self.mix, self.epoch_samples, self.seed = mix, epoch_samples, seed
+        if seed is not None:
+            for member in self.members:
+                member.seed = seed
+        unknown = [name for name in test_datasets or [] if name not in self.names]
+        if unknown:
+            raise InputError(f"MixedData: test_datasets names {', '.join(unknown)}; the datasets are "
+                             + ", ".join(self.names))
+        self.test_datasets = list(test_datasets) if test_datasets else list(self.names)
+        self.mix, self.epoch_samples, self.seed = mix, epoch_samples, 0 if seed is None else seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size or batch_size
         self.num_workers = num_workers
-        self.datasets: dict[str, Dataset] = {}
+        self.datasets: dict[tuple[str, tuple[str, ...]], ConcatDataset] = {}
 
     @property
     def targets(self) -> list[str]:
@@ -145,15 +157,17 @@ class MixedData(L.LightningDataModule):
         for member in self.members:
             member.trainer = self.trainer
 
-    def dataset(self, split: str) -> ConcatDataset:
-        """The members' ``split`` one after the other, normalised, each item with its dataset's number. Made when a
-        loader first asks (as a member makes its own): by then the task has handed over the encoders the feature
-        cache needs."""
-        if split not in self.datasets:
+    def dataset(self, split: str, names: Sequence[str] | None = None) -> ConcatDataset:
+        """The members' ``split`` one after the other (those in ``names``, default all), normalised, each item with
+        its dataset's number. Made when a loader first asks (as a member makes its own): by then the task has handed
+        over the encoders the feature cache needs."""
+        chosen = tuple(self.names if names is None else names)
+        if (split, chosen) not in self.datasets:
             scales = self.member_scales()
-            self.datasets[split] = ConcatDataset([NormalisedMember(member.make_dataset(split), number, scales[number])
-                                                  for number, member in enumerate(self.members)])
-        return self.datasets[split]
+            self.datasets[split, chosen] = ConcatDataset([
+                NormalisedMember(member.make_dataset(split), number, scales[number])
+                for number, (name, member) in enumerate(zip(self.names, self.members)) if name in chosen])
+        return self.datasets[split, chosen]
 
     def sampler(self) -> WeightedRandomSampler:
         """Draws training samples so that dataset ``d`` gives its proportion of them (per-sample weight:
@@ -169,12 +183,30 @@ class MixedData(L.LightningDataModule):
         return DataLoader(self.dataset("train"), batch_size=self.batch_size, sampler=self.sampler(),
                           num_workers=self.num_workers, collate_fn=default_collate, drop_last=False)
 
-    def _eval_loader(self, split: str) -> DataLoader:
-        return DataLoader(self.dataset(split), batch_size=self.eval_batch_size, shuffle=False,
+    def _eval_loader(self, dataset: ConcatDataset) -> DataLoader:
+        sampler = None
+        trainer = self.trainer
+        if trainer is not None and trainer.world_size > 1:
+            # Each sample once over the ranks (Lightning's default sampler pads with repeats, which biases SRCC);
+            # DatasetMetrics gathers the ranks' rows.
+            sampler = UnrepeatedDistributedSampler(dataset, num_replicas=trainer.world_size, rank=trainer.global_rank,
+                                                   shuffle=False)
+        return DataLoader(dataset, batch_size=self.eval_batch_size, shuffle=False, sampler=sampler,
                           num_workers=self.num_workers, collate_fn=default_collate)
 
     def val_dataloader(self) -> DataLoader:
-        return self._eval_loader("val")
+        return self._eval_loader(self.dataset("val"))
 
     def test_dataloader(self) -> DataLoader:
-        return self._eval_loader("test")
+        return self._eval_loader(self.dataset("test", self.test_datasets))
+
+
+MIXED_MONITOR = "val/mean_srcc"  # what a mixed fit selects its checkpoint on unless told otherwise
+
+
+def selects_on_pooled_srcc(data, monitor: str | None) -> bool:
+    """Whether a fit of ``data`` (its parsed ``class_path`` config) would select on ``val/srcc``, the SRCC of every
+    dataset's samples pooled, where it has several datasets: there the checkpoint is selected on the mean of their
+    own SRCCs (``MIXED_MONITOR``) instead."""
+    class_path = str(getattr(data, "class_path", "") or "")
+    return monitor == "val/srcc" and class_path.rsplit(".", 1)[-1] == MixedData.__name__
