@@ -1,6 +1,6 @@
 """Jsonargparse's many-line report of a parse error turned into one line: the option, what was given, the valid
 choices or a "did you mean". The only place that reads jsonargparse's messages; each rewrite has its test in
-``tests/test_usage.py``. The classes a message names are imported only when needed (they were, to parse)."""
+``tests/cli/test_usage.py``. The classes a message names are imported only when needed (they were, to parse)."""
 
 from __future__ import annotations
 

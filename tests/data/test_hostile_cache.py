@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 
+import helpers
 import pytest
 import torch
 from helpers import TINY_MODEL
@@ -32,7 +33,7 @@ def setup(root, write=True):
 PLANTED = textwrap.dedent("""
     import os, sys, warnings
     from pathlib import Path
-    sys.path.insert(0, {tests!r})
+    sys.path[:0] = [{tests!r}, {helpers!r}]
     from test_hostile_cache import setup
     root = Path({root!r})
     records, cache, transform = setup(root)
@@ -55,7 +56,8 @@ PLANTED = textwrap.dedent("""
 
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="FIFOs are a POSIX thing")
 def test_a_fifo_or_dev_zero_cache_file_is_rebuilt_not_waited_on(tmp_path):
-    script = PLANTED.format(tests=os.path.dirname(__file__), root=str(tmp_path))
+    script = PLANTED.format(tests=os.path.dirname(__file__), helpers=os.path.dirname(helpers.__file__),
+                            root=str(tmp_path))
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=HANG_GUARD,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"})
     assert done.returncode == 0, done.stderr[-3000:]
