@@ -258,9 +258,16 @@ class CLIPAGIQA(L.LightningModule):
             if self._starts_afresh():
                 self._start_head_at_training_mos(mos)
 
+    def attached_trainer(self):
+        """The trainer, or None when the task is used on its own (``self.trainer`` raises then)."""
+        try:
+            return self.trainer
+        except RuntimeError:
+            return None
+
     def _starts_afresh(self) -> bool:
         """A fit from nothing: not a fine-tune (``init_from``), not a resumed run (its head is restored)."""
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         return self.hparams.init_from is None and (trainer is None or trainer.ckpt_path is None)
 
     def _start_head_at_training_mos(self, mos: torch.Tensor) -> None:
@@ -331,13 +338,12 @@ class CLIPAGIQA(L.LightningModule):
         """Whether Lightning writes this step's metrics to the loggers (every ``log_every_n_steps``, as its logger
         connector decides), or the epoch ends (what callbacks and the epoch line read). Logging on the other steps
         would only cost: a move of Lightning's result collection per call and, with a progress bar, a host sync."""
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         if trainer is None:
             return True
-        every = trainer.log_every_n_steps
-        stepped = getattr(trainer.fit_loop.epoch_loop, "_batches_that_stepped", int(self.global_step))
+        every = trainer.log_every_n_steps  # Lightning counts the batches that stepped: the global step here
         return (batch_idx + 1 == trainer.num_training_batches or trainer.should_stop
-                or (every > 0 and (stepped + 1) % every == 0))
+                or (every > 0 and (self.global_step + 1) % every == 0))
 
     def _evaluate(self, batch: dict, metrics, loss_metric: MeanMetric | None = None,
                   calibration: torch.nn.ModuleList | None = None) -> dict:
@@ -468,7 +474,7 @@ class CLIPAGIQA(L.LightningModule):
     def training_info(self) -> dict:
         """What this run learned from, for the model card of an export (plain values only)."""
         info = {}
-        trainer = self._trainer
+        trainer = self.attached_trainer()
         datamodule = getattr(trainer, "datamodule", None) if trainer is not None else None
         if datamodule is not None:
             info = {"data": type(datamodule).__name__, **split_summary(datamodule)}
