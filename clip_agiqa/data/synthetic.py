@@ -133,6 +133,8 @@ class SyntheticAIGI(MOSFolder):
         data_seed: the seed of the pictures and MOS (``seed`` is the split's).
     """
 
+    reader: SyntheticReader
+
     def __init__(self, root: str, num_images: int = 200, picture_size: int = 64, data_seed: int = 0, **kwargs):
         super().__init__(root, **kwargs)
         self.reader = SyntheticReader(self.reader.metadata, self.reader.targets, num_images, picture_size, data_seed)
