@@ -180,13 +180,12 @@ def test_the_readme_journey_works_as_written(synthetic_root, tmp_path, monkeypat
     assert "runs/mine/test_predictions.csv" in out and "test/srcc" in out
     assert math.isfinite(tested.trainer.callback_metrics["test/srcc"])
     run_cli([*predict, *SHORT_PREDICT])
-    rows = list(csv.DictReader(open(tmp_path / "scores.csv")))
+    rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
     assert [r["file_name"] for r in rows] == sorted(p.name for p in synthetic_root.glob("*.png"))
     assert all(math.isfinite(float(r["score"])) for r in rows)
     run_cli(export)
     assert {"model.safetensors", "config.json"} <= {p.name for p in (tmp_path / "models" / "mine").iterdir()}
-    (tmp_path / "scores.csv").unlink()
-    run_cli([*score, "--num_workers", "0"])
+    run_cli([*score, "--num_workers", "0"])  # as typed: its output is a new file
     scored = list(csv.DictReader(open(tmp_path / "scores.csv")))
     assert len(scored) == len(rows) and all(math.isfinite(float(r["score"])) for r in scored)
     assert not list(tmp_path.rglob("lightning_logs"))
