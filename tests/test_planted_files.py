@@ -40,29 +40,42 @@ def plant_pickle(path: Path, marker: Path) -> None:
 
 
 # --- checkpoints reached by keyword ------------------------------------------------------------------------
+def console_fails(args: list[str], env: dict, monkeypatch, capsys) -> tuple[int, str]:
+    """The console script's entry point, in this process, with ``env``: its exit status and standard error."""
+    from clip_agiqa.cli import console
+
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)  # torch and Lightning read these when they load, not at import
+    monkeypatch.setattr(sys, "argv", ["clip-agiqa", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as ended:
+        console()
+    return ended.value.code, capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", ["test", "predict", "fit"])
-def test_a_planted_pickle_last_ckpt_runs_nothing_on_any_torch(synthetic_root, tmp_path, command):
+def test_a_planted_pickle_last_ckpt_runs_nothing_on_any_torch(synthetic_root, tmp_path, command, monkeypatch,
+                                                               capsys):
     """TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD=1 gives torch.load the default of torch before 2.6: unpickle anything."""
     run, marker = tmp_path / "run", tmp_path / "ran"
     plant_pickle(run / "checkpoints" / "last.ckpt", marker)
-    failed = run_cli_expecting_failure([command, *run_args(synthetic_root, run), "--ckpt_path", "last"],
-                                       env={"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, timeout=300)
+    status, err = console_fails([command, *run_args(synthetic_root, run), "--ckpt_path", "last"],
+                                {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}, monkeypatch, capsys)
     assert not marker.exists()
-    lines = failed.stderr.strip().splitlines()
-    assert failed.returncode == 1 and "Traceback" not in failed.stderr, failed.stderr[-3000:]
+    lines = err.strip().splitlines()
+    assert status == 1 and "Traceback" not in err, err[-3000:]
     assert lines[-1].startswith(f"clip-agiqa: error: {run / 'checkpoints' / 'last.ckpt'}: refused to load"), lines
 
 
-def test_a_planted_hpc_checkpoint_is_checked_before_slurm_auto_resume(synthetic_root, tmp_path):
+def test_a_planted_hpc_checkpoint_is_checked_before_slurm_auto_resume(synthetic_root, tmp_path, monkeypatch, capsys):
     run, marker = tmp_path / "run", tmp_path / "ran"
     plant_pickle(run / "hpc_ckpt_1.ckpt", marker)
     slurm = {"SLURM_NTASKS": "1", "SLURM_JOB_NAME": "train", "SLURM_NODELIST": "localhost", "SLURM_PROCID": "0",
              "SLURM_LOCALID": "0", "SLURM_NODEID": "0", "SLURM_JOB_ID": "1", "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
-    failed = run_cli_expecting_failure(["fit", *run_args(synthetic_root, run)], env=slurm, timeout=300)
+    status, err = console_fails(["fit", *run_args(synthetic_root, run)], slurm, monkeypatch, capsys)
     assert not marker.exists()
-    assert "Traceback" not in failed.stderr, failed.stderr[-3000:]
-    assert failed.stderr.strip().splitlines()[-1].startswith(
-        f"clip-agiqa: error: {run / 'hpc_ckpt_1.ckpt'}: refused to load")
+    assert status == 1 and "Traceback" not in err, err[-3000:]
+    assert err.strip().splitlines()[-1].startswith(f"clip-agiqa: error: {run / 'hpc_ckpt_1.ckpt'}: refused to load")
 
 
 def test_lightning_loads_checkpoints_without_unpickling(tmp_path, monkeypatch):

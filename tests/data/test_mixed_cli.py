@@ -95,12 +95,14 @@ def test_each_dataset_figures_on_two_processes_equal_one(studies, tmp_path):
     run_cli(["fit", "--config", str(studies / "mixed.yaml"), *TINY_MODEL_ARGS, *trainer_args(tmp_path / "run")])
     checkpoint = str(tmp_path / "run" / "checkpoints" / "last.ckpt")
     figures = {}
-    for devices in ("1", "2"):
+    for devices in ("1", "2"):  # one process here; two need their own launch
         folder = tmp_path / f"test{devices}"
-        run_cli_subprocess(["test", "--config", str(studies / "mixed.yaml"), *TINY_MODEL_ARGS,
-                            *trainer_args(folder), "--trainer.devices", devices, "--trainer.strategy", "ddp",
-                            "--data.init_args.eval_batch_size", "3", "--ckpt_path", checkpoint,
-                            "--report.dirpath", str(folder)])
+        args = ["test", "--config", str(studies / "mixed.yaml"), *TINY_MODEL_ARGS, *trainer_args(folder),
+                "--data.init_args.eval_batch_size", "3", "--ckpt_path", checkpoint, "--report.dirpath", str(folder)]
+        if devices == "1":
+            run_cli(args)
+        else:
+            run_cli_subprocess([*args, "--trainer.devices", devices, "--trainer.strategy", "ddp"])
         figures[devices] = yaml.safe_load((folder / "test_metrics.json").read_text())["metrics"]
     assert {"test/a/n", "test/b/n", "test/mean_srcc"} <= set(figures["2"])
     for key, value in figures["1"].items():
