@@ -1,4 +1,4 @@
-"""What the frozen features hold, and how much of it the trained model learns (issue 18.4).
+"""What the frozen features hold, and how much of it the trained model learns.
 
 For each config (default: the two demos), on the very split the config's datamodule makes:
 - the probe: the frozen image features (centre view, the eval transform) of train/val/test, for a prompt-aware
@@ -15,8 +15,7 @@ For each config (default: the two demos), on the very split the config's datamod
 
 Prints one table per config and writes ``<workdir>/probe.json``. On a CPU shared with other work, run it with
 ``OMP_NUM_THREADS=1``: the small steps of these models ran 20-50 times slower with torch's threads competing
-for 2 busy cores (measured: 50-100 s against 2-3 s an epoch of the prompt demo). The README table ("What the
-features hold") was measured this way, one seed (0) per row.
+for 2 busy cores.
 """
 
 from __future__ import annotations
@@ -36,7 +35,7 @@ from scipy.stats import spearmanr
 
 REPO = Path(__file__).resolve().parents[1]
 DEMOS = [REPO / "experiments" / "demo.yaml", REPO / "experiments" / "demo_prompt.yaml"]
-GOAL = 0.9  # issue 18.4: the model reaches this share of the probe's test SRCC on every target
+GOAL = 0.9  # the model reaches this share of the probe's test SRCC on every target
 
 
 def instantiate(spec: dict, **changes):

@@ -35,8 +35,8 @@ MAX_WORDS = 64  # categories or targets
 MAX_TEXT = 1000  # characters of a backbone name, a category, a target or ctx_init
 
 ARCHITECTURE_FIELD = {"architecture": True}
-# What a fit with no model options trains (``CLIPAGIQA``, issue 18.4; README "What the features hold"): the published
-# network with these changes, measured better on the generated demos. ``CLIPAGIQAConfig``'s own defaults stay the
+# What a fit with no model options trains (``CLIPAGIQA``; chosen with benchmarks/task_suite.py): the published
+# network with these changes. ``CLIPAGIQAConfig``'s own defaults stay the
 # published network, which the paper parts spell out (experiments/model/clip_agiqa.yaml).
 RECIPE_DEFAULTS = {"standardise": True, "n_ctx": 8, "hidden_dim": 256}  # standardise: the concat head's
 # The optimisation of that default recipe (the training task's defaults), chosen with the architecture above on

@@ -131,8 +131,8 @@ class CLIPAGIQA(L.LightningModule):
             their std, discretised on the levels: KL divergence) where the data gives their std, else with
             ``loss`` on its mean; its std scale is fitted on each validation pass.
         standardise: the concat head standardises its image-dependent inputs (see ``CLIPAGIQAConfig``); left out,
-            from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``,
-            measured in README "What the features hold"); false is the paper's.
+            from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``);
+            false is the paper's.
         mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
             training, scores back.
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured

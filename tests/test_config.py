@@ -83,7 +83,7 @@ def test_the_model_card_is_rendered_from_the_template():
     assert torch.equal(model.mos_scale, torch.tensor([[0.0, 5.0], [1.0, 5.0]], dtype=torch.float64))
 
 
-# --- the default recipe (issue 18.4) and what was saved before it ------------------------------------------------
+# --- the default recipe and what was saved before it ------------------------------------------------
 def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_spell_the_paper():
     """protocol/paper.yaml sets no recipe (tests/test_experiments.py): it is composed with model/clip_agiqa.yaml."""
     import yaml

@@ -1,4 +1,4 @@
-"""Scores with certainty (issue 18): score distributions, their loss, calibrated intervals, distances to the raters'
+"""Scores with certainty: score distributions, their loss, calibrated intervals, distances to the raters'
 distribution, percentiles among the training MOS, and the columns of ``clip-agiqa score``."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The model card says how its intervals held on its test split (issue 18): `clip-agiqa export` takes the figures
+"""The model card says how its intervals held on its test split: `clip-agiqa export` takes the figures
 `clip-agiqa test` logged for that very checkpoint (test_metrics.json, matched by SHA-256, epoch and step, and
 confirmed by the test's row in metrics.csv), and says "not measured"
 where there are none; it never shows another checkpoint's figures."""

@@ -1,5 +1,5 @@
 """Hostile files: a model folder, a checkpoint or an init_from source runs nothing, exhausts nothing, hangs on
-nothing, and each mistake is one line that names the file (issue 16)."""
+nothing, and each mistake is one line that names the file."""
 
 import hashlib
 import json

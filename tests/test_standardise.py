@@ -1,4 +1,4 @@
-"""--model.standardise (issue 18.4): the concat head standardises its image-dependent inputs with the training data's
+"""--model.standardise: the concat head standardises its image-dependent inputs with the training data's
 statistics, kept with the model; the paper's head has no such step."""
 
 from __future__ import annotations
