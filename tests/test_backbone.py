@@ -125,6 +125,7 @@ def unusable_hub(tmp_path, monkeypatch):
     hub = CountingHub()
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(constants, "ENDPOINT", hub.endpoint)
+    monkeypatch.setenv("HF_ENDPOINT", hub.endpoint)  # whatever reads the address later: never the real hub
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     yield hub
     hub.server.close()

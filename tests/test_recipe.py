@@ -81,7 +81,7 @@ def test_a_resumed_or_fine_tuned_head_is_not_restarted(start, synthetic_root, tm
 
     before = CLIPAGIQA.load_from_checkpoint(start).model.head.mlp[-1].bias.clone()
     cli = fit_tiny(synthetic_root, tmp_path, "--model.init_from", str(start), "--model.trainable", "prompt")
-    assert torch.equal(cli.model.model.head.mlp[-1].bias, before)
+    assert torch.equal(cli.model.model.head.mlp[-1].bias, before)  # exact: copied from the checkpoint, never trained
 
 
 def test_a_small_validation_split_says_so_in_one_line(synthetic_root, tmp_path):

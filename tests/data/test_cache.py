@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import pytest
 import torch
 from helpers import TINY_MODEL, TINY_MODEL_ARGS, run_cli, trainer_args
 
-from clip_agiqa.data import ImageDataset, MOSFolder, Record
+from clip_agiqa.data import ImageDataset, MOSFolder
 from clip_agiqa.data import cache as cache_module
 from clip_agiqa.data.cache import (
     CachedFeatures,
@@ -29,18 +28,6 @@ from clip_agiqa.data.images import load_rgb
 from clip_agiqa.data.transforms import ImageTransform
 from clip_agiqa.errors import InputError
 from clip_agiqa.model import CLIPAGIQAModel
-
-
-@pytest.fixture
-def images(synthetic_root, tmp_path) -> list[Record]:
-    """Four private copies of the shared synthetic images (tests change them)."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    records = []
-    for index, source in enumerate(sorted(synthetic_root.glob("*.png"))[:4]):
-        shutil.copy2(source, folder / source.name)
-        records.append(Record(source.name, folder / source.name, {"mos": float(index)}))
-    return records
 
 
 def make_cache(module, directory: Path, **kwargs) -> FeatureCache:
@@ -106,6 +93,7 @@ def test_shards_are_checked_without_hashlib_file_digest(tiny_model, images, tmp_
     built = make_cache(tiny_model, tmp_path / "cache").features(images, eval_transform(tiny_model)).materialize()
     monkeypatch.delattr(hashlib, "file_digest", raising=False)
     again = make_cache(tiny_model, tmp_path / "cache")
+    # Exact: the same stored bytes read back (nothing is encoded again, as the next line checks).
     assert torch.equal(again.features(images, eval_transform(tiny_model)).materialize(), built)
     assert again.built_views == 0  # read back and its checksum accepted, not rebuilt
 

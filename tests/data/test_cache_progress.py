@@ -3,29 +3,20 @@ none once every shard is built."""
 
 from __future__ import annotations
 
-import shutil
-
 from helpers import TINY_MODEL_ARGS, run_cli, trainer_args
 
-from clip_agiqa.data import Record
 from clip_agiqa.data.cache import FeatureCache
 from clip_agiqa.data.transforms import ImageTransform
 
 
-def test_encoding_writes_lines_and_a_built_cache_says_nothing(tiny_model, synthetic_root, tmp_path, capsys):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    records = []
-    for index, source in enumerate(sorted(synthetic_root.glob("*.png"))[:5]):
-        shutil.copy2(source, folder / source.name)
-        records.append(Record(source.name, folder / source.name, {"mos": float(index)}))
+def test_encoding_writes_lines_and_a_built_cache_says_nothing(tiny_model, images, tmp_path, capsys):
     transform = ImageTransform(tiny_model.model.image_settings, train=True)
     cache = FeatureCache(tmp_path / "cache", tiny_model.model.frozen_encoder(), progress=False, shard_rows=2)
-    cache.features(records, transform, views=2)
+    cache.features(images, transform, views=2)
     err = capsys.readouterr().err
     assert "caching train features (2 view(s))" in err and "\r" not in err
     FeatureCache(tmp_path / "cache", tiny_model.model.frozen_encoder(), progress=False,
-                 shard_rows=2).features(records, transform, views=2)
+                 shard_rows=2).features(images, transform, views=2)
     assert "caching" not in capsys.readouterr().err
 
 
