@@ -41,8 +41,8 @@ ARCHITECTURE_FIELD = {"architecture": True}
 RECIPE_DEFAULTS = {"standardise": True, "n_ctx": 8, "hidden_dim": 256}  # standardise: the concat head's
 # The optimisation of that default recipe (the training task's defaults), chosen with the architecture above on
 # generated task families and judged on others held out (benchmarks/task_suite.py, docs "The task suite").
-TRAINING_DEFAULTS: dict[str, Any] = {"dropout": 0.1, "optimizer": "adamw", "lr": 0.003, "weight_decay": 1e-4,
-                                     "warmup_lr": 3e-4}
+TRAINING_DEFAULTS: dict[str, Any] = {"dropout": 0.1, "input_dropout": 0.0, "optimizer": "adamw", "lr": 0.003,
+                                     "weight_decay": 1e-4, "warmup_lr": 3e-4}
 
 
 def _default_categories() -> list[str]:
@@ -72,6 +72,8 @@ class CLIPAGIQAConfig:
         standardise: the concat head standardises its image-dependent inputs with the training data's statistics
             (mean and variance per feature, kept with the model), as a linear probe on frozen features does.
         dropout: dropout of the concat head.
+        input_dropout: dropout of the concat head's input; None: ``dropout`` (the paper drops inputs and hidden
+            units alike). The default recipe drops none of its standardised inputs.
         mos_scale: the (low, high) MOS scale of the data it learns, one per target (or one for all); scores
             come out on it.
         frozen_dtype: hold the frozen encoders in this dtype (``float16``/``bfloat16`` halve their memory).
@@ -91,6 +93,7 @@ class CLIPAGIQAConfig:
     levels: int = field(default=21, metadata=ARCHITECTURE_FIELD)
     standardise: bool = field(default=False, metadata=ARCHITECTURE_FIELD)
     dropout: float = 0.5
+    input_dropout: float | None = None
     mos_scale: list[list[float]] = field(default_factory=lambda: [list(TRAINING_SCALE)])
     frozen_dtype: str = "float32"
     attn_implementation: str = "sdpa"
@@ -111,11 +114,13 @@ class CLIPAGIQAConfig:
             "levels": _integer("levels", self.levels, 2, MAX_LEVELS),
             "standardise": _boolean("standardise", self.standardise),
             "dropout": _number("dropout", self.dropout),
+            "input_dropout": None if self.input_dropout is None else _number("input_dropout", self.input_dropout),
             "frozen_dtype": _choice("frozen_dtype", self.frozen_dtype, FROZEN_DTYPES),
             "attn_implementation": _choice("attn_implementation", self.attn_implementation, ATTN_IMPLEMENTATIONS),
         }
-        if not 0 <= checked["dropout"] < 1:
-            raise InputError(f"dropout must be at least 0 and below 1, got {_show(self.dropout)}")
+        for name in ("dropout", "input_dropout"):
+            if checked[name] is not None and not 0 <= checked[name] < 1:
+                raise InputError(f"{name} must be at least 0 and below 1, got {_show(getattr(self, name))}")
         checked["mos_scale"] = check_mos_scale(self.mos_scale, len(checked["targets"]))
         for name, value in checked.items():
             object.__setattr__(self, name, value)  # normalised: lists, floats (frozen dataclass)

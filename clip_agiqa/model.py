@@ -123,6 +123,7 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
         distribution = config.output == "distribution"
         self.head = build_head(config.head, self.clip.config.projection_dim, len(config.categories),
                                config.hidden_dim, config.dropout, TRAINING_SCALE, n_outputs=len(config.targets),
+                               input_dropout=config.input_dropout,
                                prompt_aware=config.use_prompt, levels=config.levels if distribution else None,
                                standardise=config.standardise)
         self.register_buffer("mos_scale", torch.tensor(config.mos_scale, dtype=torch.float64))

@@ -122,8 +122,9 @@ class CLIPAGIQA(L.LightningModule):
             ``CLIPAGIQAModel``). Left out (None), they come from ``init_from`` when given, else the paper's
             network (ViT-B/16, concat head, terrible..perfect) with the default recipe's ``RECIPE_DEFAULTS``
             (8 shared context vectors, hidden 256, standardised inputs).
-        dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAModel``; dropout, optimizer, lr, weight_decay
-            and warmup_lr default to the default recipe's ``TRAINING_DEFAULTS`` (the paper parts spell out its own).
+        dropout, input_dropout, frozen_dtype, attn_implementation: see ``CLIPAGIQAConfig``; dropout, input_dropout,
+            optimizer, lr, weight_decay and warmup_lr default to the default recipe's ``TRAINING_DEFAULTS`` (the paper
+            parts spell out their own).
         targets, use_prompt: what the model predicts (one output each) and whether it reads each image's
             generation prompt; left out, from ``init_from``, else ``[quality]`` and False (the paper).
         output, levels: ``score`` (the paper) or ``distribution`` over ``levels`` ordered levels per target (see
@@ -163,6 +164,7 @@ class CLIPAGIQA(L.LightningModule):
         levels: int | None = None,
         standardise: bool | None = None,
         dropout: float = TRAINING_DEFAULTS["dropout"],
+        input_dropout: float | None = TRAINING_DEFAULTS["input_dropout"],
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",

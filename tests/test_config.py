@@ -93,9 +93,10 @@ def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_s
     assert not CLIPAGIQA(backbone="random:tiny", n_ctx=4, head="similarity").model.config.standardise  # concat only
     assert not CLIPAGIQA(**TINY_MODEL, standardise=False).model.config.standardise
     assert not CLIPAGIQAConfig().standardise  # the network's own defaults stay the published one
+    assert CLIPAGIQA(**TINY_MODEL).model.config.input_dropout == 0.0 and CLIPAGIQAConfig().input_dropout is None
     for part in ("clip_agiqa.yaml", "clip_agiqa_prompt.yaml"):
-        assert yaml.safe_load((REPO / "experiments" / "model" / part).read_text())[
-            "model"]["init_args"]["standardise"] is False
+        init_args = yaml.safe_load((REPO / "experiments" / "model" / part).read_text())["model"]["init_args"]
+        assert init_args["standardise"] is False and init_args["input_dropout"] is None  # None: dropout, as published
 
 
 def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):
@@ -109,6 +110,15 @@ def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):
     pixels = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
         torch.testing.assert_close(loaded(pixels), model(pixels), rtol=0, atol=0)
+
+
+def test_a_saved_folder_without_the_input_dropout_field_drops_its_inputs_as_before(tmp_path):
+    CLIPAGIQAModel(**TINY_MODEL, standardise=True, dropout=0.3, input_dropout=0.0).save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    del config["input_dropout"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = CLIPAGIQAModel.from_pretrained(tmp_path)
+    assert loaded.config.input_dropout is None and loaded.head.mlp[0].p == 0.3
 
 
 def test_a_checkpoint_without_the_standardise_field_loads_as_before(synthetic_root, tmp_path):

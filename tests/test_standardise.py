@@ -11,18 +11,34 @@ from clip_agiqa.heads import FeatureStandardiser
 from clip_agiqa.model import CLIPAGIQAModel
 
 
-def test_the_statistics_are_the_training_batches_and_scoring_uses_them():
+def test_the_statistics_are_the_training_batches_and_training_and_scoring_standardise_alike():
     standardiser = FeatureStandardiser(3)
     features = torch.randn(120, 3, generator=torch.Generator().manual_seed(0)) * 4 + 2
-    for batch in features.split(40):
-        out = standardiser(batch)  # training: each batch standardised by its own statistics
-        torch.testing.assert_close(out.mean(0), torch.zeros(3), atol=1e-5, rtol=0)
     batches = features.split(40)
+    for seen, batch in enumerate(batches, start=1):
+        out = standardiser(batch)  # training: by the average of the statistics of every batch so far, this one's too
+        mean = torch.stack([b.mean(0) for b in batches[:seen]]).mean(0)
+        var = torch.stack([b.var(0, unbiased=False) for b in batches[:seen]]).mean(0)
+        torch.testing.assert_close(out, (batch - mean) / (var + 1e-5).sqrt())
     torch.testing.assert_close(standardiser.mean, torch.stack([b.mean(0) for b in batches]).mean(0))
     torch.testing.assert_close(standardiser.var, torch.stack([b.var(0, unbiased=False) for b in batches]).mean(0))
+    # a batch is not re-centred on itself (batch normalisation's noise): its offset from the data survives
+    shifted = standardiser(features[:40] + 10)
+    assert shifted.mean() > 1
     standardiser.eval()
     one = standardiser(features[:1])  # scoring: one image is standardised by the kept statistics
     torch.testing.assert_close(one, (features[:1] - standardiser.mean) / (standardiser.var + 1e-5).sqrt())
+
+
+def test_the_default_recipe_drops_no_input_and_the_paper_drops_them_like_hidden_units():
+    from clip_agiqa import CLIPAGIQA
+
+    default = CLIPAGIQA(backbone="random:tiny")
+    assert default.model.head.mlp[0].p == 0.0 and default.model.head.mlp[3].p == 0.1
+    assert default.model.config.input_dropout == 0.0
+    paper = CLIPAGIQAModel(**TINY_MODEL, dropout=0.5)  # input_dropout None: the same as dropout
+    assert paper.head.mlp[0].p == 0.5 and paper.head.mlp[3].p == 0.5
+    assert CLIPAGIQAModel(**TINY_MODEL, dropout=0.5, input_dropout=0.2).head.mlp[0].p == 0.2
 
 
 def test_a_standardised_model_saves_and_loads_its_statistics(tmp_path):
