@@ -73,7 +73,8 @@ def feature_standardiser(size: int) -> FeatureStandardiser:
 
 class ConcatHead(nn.Module):
     """The paper's head: [normalised image, normalised prompts...] -> Dropout -> Linear -> ReLU -> Dropout -> Linear
-    (the first dropout is ``input_dropout`` where given).
+    (the first dropout is ``input_dropout`` where given). ``prompt_norm="l1"`` scales the block of normalised
+    prompt features to unit L1 norm.
 
     The category prompt features do not depend on the image, so here they act as a learned constant input.
     Prompt-aware, the input also holds ``prompt_fusion(image, text)``. One output per target.
@@ -82,9 +83,10 @@ class ConcatHead(nn.Module):
     def __init__(self, embed_dim: int, n_categories: int, hidden_dim: int = 512, dropout: float = 0.5,
                  n_outputs: int = 1, prompt_aware: bool = False, levels: int | None = None,
                  training_scale: tuple[float, float] = TRAINING_SCALE, standardise: bool = False,
-                 input_dropout: float | None = None):
+                 input_dropout: float | None = None, prompt_norm: str = "l2"):
         super().__init__()
         self.prompt_aware = prompt_aware
+        self.prompt_norm = prompt_norm
         if standardise:  # the image-dependent inputs to zero mean, unit variance: the training split's statistics
             self.image_norm = feature_standardiser(embed_dim)
             if prompt_aware:
@@ -120,6 +122,8 @@ class ConcatHead(nn.Module):
     def _outputs(self, image_features, quality_features, generation_features) -> torch.Tensor:
         image = F.normalize(image_features, dim=-1)
         prompts = F.normalize(quality_features, dim=-1).flatten()
+        if self.prompt_norm == "l1":  # the whole block to unit L1 norm: see CLIPAGIQAConfig.prompt_norm
+            prompts = prompts / prompts.abs().sum().clamp_min(1e-12)
         standardised = hasattr(self, "image_norm")
         learn = self.mlp[1].weight.requires_grad  # a frozen head keeps its statistics too
         parts = [self.image_norm(image, learn) if standardised else image, prompts.expand(image.shape[0], -1)]
@@ -191,12 +195,12 @@ class SimilarityHead(nn.Module):
 def build_head(name: str, embed_dim: int, n_categories: int, hidden_dim: int, dropout: float,
                training_scale: tuple[float, float] = TRAINING_SCALE, n_outputs: int = 1,
                prompt_aware: bool = False, levels: int | None = None, standardise: bool = False,
-               input_dropout: float | None = None) -> nn.Module:
+               input_dropout: float | None = None, prompt_norm: str = "l2") -> nn.Module:
     """``levels``: a distribution over that many levels per target (the concat head; the similarity head's levels
     are its categories). ``input_dropout``: the concat head's input dropout (None: ``dropout``)."""
     if name == "concat":
         return ConcatHead(embed_dim, n_categories, hidden_dim, dropout, n_outputs, prompt_aware, levels,
-                          training_scale, standardise, input_dropout)
+                          training_scale, standardise, input_dropout, prompt_norm)
     if name == "similarity":
         return SimilarityHead(n_categories, training_scale, n_outputs=n_outputs, prompt_aware=prompt_aware)
     raise InputError(f"unknown head {name!r}; choose one of {', '.join(HEADS)}")

@@ -37,6 +37,7 @@ from .model import CLIPAGIQAModel
 from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
+CONCAT_ONLY = ("standardise", "prompt_norm")  # default recipe fields that only the concat head has
 # Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
 MIN_VALIDATION = 40
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
@@ -61,7 +62,7 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
         resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
     if start is None:  # a new model: the default recipe where nothing was given
         for name, value in RECIPE_DEFAULTS.items():
-            if given.get(name) is None and (name != "standardise" or resolved["head"] == "concat"):
+            if given.get(name) is None and (name not in CONCAT_ONLY or resolved["head"] == "concat"):
                 resolved[name] = value
     return resolved
 
@@ -134,6 +135,8 @@ class CLIPAGIQA(L.LightningModule):
         standardise: the concat head standardises its image-dependent inputs (see ``CLIPAGIQAConfig``); left out,
             from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``);
             false is the paper's.
+        prompt_norm: how the concat head reads the quality prompts' features (see ``CLIPAGIQAConfig``); left out,
+            from ``init_from`` when given, else ``l1`` for the concat head (the default recipe); ``l2`` is the paper's.
         mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
             training, scores back.
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
@@ -163,6 +166,7 @@ class CLIPAGIQA(L.LightningModule):
         output: Literal["score", "distribution"] | None = None,
         levels: int | None = None,
         standardise: bool | None = None,
+        prompt_norm: Literal["l2", "l1"] | None = None,
         dropout: float = TRAINING_DEFAULTS["dropout"],
         input_dropout: float | None = TRAINING_DEFAULTS["input_dropout"],
         mos_scale: list | None = None,

@@ -76,3 +76,33 @@ def test_a_head_that_does_not_train_keeps_its_statistics():
     model.train().head.requires_grad_(True)
     model.training_scale_scores(features)
     assert model.head.image_norm.batches.item() == 1
+
+
+def test_the_default_recipe_reads_the_prompt_block_at_unit_l1_norm_and_the_paper_each_prompt_l2_normalised():
+    from clip_agiqa import CLIPAGIQA
+
+    assert CLIPAGIQA(backbone="random:tiny").model.config.prompt_norm == "l1"
+    assert CLIPAGIQA(backbone="random:tiny", head="similarity").model.config.prompt_norm == "l2"  # concat only
+    model = CLIPAGIQAModel(**TINY_MODEL, prompt_norm="l1", dropout=0.0).eval()
+    features = torch.randn(3, model.clip.config.projection_dim)
+    prompts = F.normalize(model.quality_prompt_features(), dim=-1).flatten()
+    expected = model.head.mlp(torch.cat([F.normalize(features, dim=-1),
+                                         (prompts / prompts.abs().sum()).expand(3, -1)], dim=1))
+    torch.testing.assert_close(model.training_scale_scores(features), expected)
+    assert CLIPAGIQAModel(**TINY_MODEL).config.prompt_norm == "l2"  # the network's own default: the paper
+
+
+def test_a_saved_folder_without_the_prompt_norm_field_reads_its_prompts_as_it_was_made(tmp_path):
+    import json
+
+    from clip_agiqa.saved import CONFIG_FILE
+
+    model = CLIPAGIQAModel(**TINY_MODEL, standardise=True).eval()  # made before the field: l2
+    model.save_pretrained(tmp_path)
+    config = json.loads((tmp_path / CONFIG_FILE).read_text())
+    del config["prompt_norm"]
+    (tmp_path / CONFIG_FILE).write_text(json.dumps(config))
+    loaded = CLIPAGIQAModel.from_pretrained(tmp_path)
+    assert loaded.config.prompt_norm == "l2"
+    features = torch.randn(2, model.clip.config.projection_dim)
+    torch.testing.assert_close(loaded.training_scale_scores(features), model.training_scale_scores(features))
