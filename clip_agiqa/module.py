@@ -15,6 +15,7 @@ from lightning.pytorch import Callback
 from torchmetrics import CatMetric, MeanMetric
 
 from .calibration import fitted_std_scale, kl_to, mean_and_std, soft_labels
+from .callbacks.checkpoints import srcc_standard_error
 from .callbacks.data_link import ModelToData
 from .callbacks.per_dataset import DatasetMetrics
 from .callbacks.reports import ReliabilityReport
@@ -72,8 +73,9 @@ def warn_if_validation_is_small(size: int) -> None:
     about 1 / sqrt(n - 1) from one sample to another: with few, the "best" epoch is mostly noise)."""
     if 0 < size < MIN_VALIDATION:
         warnings.warn(f"the validation split has {size} picture(s): best.ckpt is chosen on their SRCC, which varies "
-                      f"by about {1 / math.sqrt(max(size - 1, 1)):.2f} by chance; give it at least {MIN_VALIDATION} "
-                      f"(a larger --data.val_size, or more data), or use last.ckpt", UserWarning, stacklevel=2)
+                      f"by about {srcc_standard_error(size):.2f} by chance, so it tells few epochs apart; give it "
+                      f"at least {MIN_VALIDATION} (a larger --data.val_size, or more data), or use last.ckpt",
+                      UserWarning, stacklevel=2)
 
 
 def typed_model_fields(argv: list[str]) -> set[str]:

@@ -3,8 +3,11 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
+from typing import Any, Literal
 
+import torch
 from lightning.pytorch import Callback
 from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -12,10 +15,55 @@ from ..errors import disk_full
 from ..run_files import LAST_FILE
 from ..runs import RunLogger, resume_command
 
+SELECTIONS = ("latest_within_se", "best")
+SELECTED_MONITOR = "val/srcc"  # the one figure whose chance variation is known from the validation size
+
+
+def srcc_standard_error(pictures: int) -> float:
+    """How much the SRCC over ``pictures`` pictures varies by chance: about 1 / sqrt(n - 1)."""
+    return 1 / math.sqrt(max(pictures - 1, 1))
+
 
 class RunCheckpoint(ModelCheckpoint):
     """``best.ckpt`` by the monitored metric (the ``--checkpoint.*`` options): Lightning's ``ModelCheckpoint``
-    under its own name, so that checkpoints written before keep its state (best score) under the same key."""
+    under its own name, so that checkpoints written before keep its state (best score) under the same key.
+
+    ``select``: ``best``, the epoch with the best value (Lightning's rule); ``latest_within_se`` (a fit's default,
+    for ``val/srcc``), the latest epoch whose val SRCC is within one standard error of the best seen so far, the
+    standard error being the chance variation of an SRCC over the validation pictures (``srcc_standard_error``).
+    Differences smaller than that are noise: among epochs the validation split cannot tell apart, the one trained
+    longest is kept. On the task suite it chose epochs 0.00-0.01 of test SRCC from the best epoch on tasks of 400
+    pictures or more, where the best val SRCC lost 0.03 (docs: the task suite)."""
+
+    def __init__(self, *args: Any, select: Literal["latest_within_se", "best"] = "best", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if select not in SELECTIONS:
+            raise ValueError(f"--checkpoint.select must be one of {', '.join(SELECTIONS)}, got {select!r}")
+        self.select = select
+        self.best_seen: float | None = None  # the best val SRCC of any epoch so far (not only of a saved one)
+        self.tolerance: float | None = None  # one standard error, once the validation size is known
+
+    def on_fit_start(self, trainer, pl_module) -> None:
+        records = getattr(trainer.datamodule, "split_records", None)
+        size = len(records("val") or ()) if callable(records) else 0
+        uses_rule = self.select == "latest_within_se" and self.monitor == SELECTED_MONITOR and self.mode == "max"
+        self.tolerance = srcc_standard_error(size) if uses_rule and size > 1 else None
+
+    def check_monitor_top_k(self, trainer, current: torch.Tensor | None = None) -> bool:
+        """Whether this epoch becomes best.ckpt (Lightning asks once per validation)."""
+        if self.tolerance is None or current is None or not torch.isfinite(current):
+            return super().check_monitor_top_k(trainer, current)
+        value = float(current)
+        self.best_seen = value if self.best_seen is None else max(self.best_seen, value)
+        within = value >= self.best_seen - self.tolerance
+        return trainer.strategy.reduce_boolean_decision(within)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {**super().state_dict(), "best_seen": self.best_seen}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self.best_seen = state_dict.get("best_seen")
 
 
 class LastCheckpoint(ModelCheckpoint):

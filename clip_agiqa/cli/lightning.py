@@ -175,6 +175,7 @@ class AGIQACLI(LightningCLI):
         parser.set_defaults({
             "checkpoint.monitor": "val/srcc",
             "checkpoint.mode": "max",
+            "checkpoint.select": "latest_within_se",
             "checkpoint.filename": BEST_NAME,
             "checkpoint.auto_insert_metric_name": False,
             "checkpoint.enable_version_counter": False,
