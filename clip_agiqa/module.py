@@ -38,17 +38,17 @@ from .model import CLIPAGIQAModel
 from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
-CONCAT_ONLY = ("standardise", "prompt_norm")  # default recipe fields that only the concat head has
+CONCAT_ONLY = ("standardise", "prompt_norm", "output")  # default recipe fields that only the concat head has
 # Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
 MIN_VALIDATION = 40
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
 MIXED_OR_FULL = ("32-true", "32", "16-mixed", "bf16-mixed", "64-true")
 
 
-def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
+def resolve_architecture(given: dict, start: TrainedWeights | None, rater_std: bool = False) -> dict:
     """The architecture to build: what was given, else what ``init_from`` was trained with, else the defaults
-    (the published network with ``RECIPE_DEFAULTS``). A given value that contradicts ``init_from`` is refused (its
-    tensors would not fit)."""
+    (the published network with ``RECIPE_DEFAULTS``; its score distribution only where the data gives the raters'
+    std, ``rater_std``). A given value that contradicts ``init_from`` is refused (its tensors would not fit)."""
     defaults = CLIPAGIQAConfig().architecture()
     source = start.config.architecture() if start is not None else {}
     resolved = {}
@@ -63,6 +63,8 @@ def resolve_architecture(given: dict, start: TrainedWeights | None) -> dict:
         resolved[name] = value if value is not None else (saved if saved is not None else defaults[name])
     if start is None:  # a new model: the default recipe where nothing was given
         for name, value in RECIPE_DEFAULTS.items():
+            if name == "output" and not rater_std:
+                continue  # without the raters' std nothing trains the spread of each picture: one score
             if given.get(name) is None and (name not in CONCAT_ONLY or resolved["head"] == "concat"):
                 resolved[name] = value
     return resolved
@@ -133,7 +135,9 @@ class CLIPAGIQA(L.LightningModule):
         output, levels: ``score`` (the paper) or ``distribution`` over ``levels`` ordered levels per target (see
             ``CLIPAGIQAModel``); a distribution is trained against the raters' distribution (a Gaussian of MOS and
             their std, discretised on the levels: KL divergence) where the data gives their std, else with
-            ``loss`` on its mean; its std scale is fitted on each validation pass.
+            ``loss`` on its mean; its std scale is fitted on each validation pass. Left out, from ``init_from``,
+            else a distribution for the concat head when the data gives the raters' std (``data_has_rater_std``),
+            else a score.
         standardise: the concat head standardises its image-dependent inputs (see ``CLIPAGIQAConfig``); left out,
             from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``);
             false is the paper's.
@@ -144,6 +148,8 @@ class CLIPAGIQA(L.LightningModule):
         data_targets: the data's targets and their MOS scales (a benchmark's fixed scale, or the range measured
             on the training split); the CLI links it from the datamodule, and it sets ``targets`` and
             ``mos_scale``. None (e.g. unlabelled images to score) keeps them.
+        data_has_rater_std: whether the training data gives the raters' std (the CLI links it from the
+            datamodule): with it, a new concat model predicts a score distribution unless ``output`` is given.
         loss: ``mse`` (the paper) or ``l1``, on the 0-5 training scale; ``rank``: MSE plus a ranking loss on the pairs
             of a batch from the same dataset (``losses.within_dataset_rank_loss``; val/loss is the MSE part).
         optimizer: ``adamw`` (the default recipe) or ``sgd`` (the paper); ``lr``, ``momentum``, ``weight_decay`` as
@@ -173,6 +179,7 @@ class CLIPAGIQA(L.LightningModule):
         input_dropout: float | None = TRAINING_DEFAULTS["input_dropout"],
         mos_scale: list | None = None,
         data_targets: dict[str, tuple[float, float]] | None = None,
+        data_has_rater_std: bool = False,
         frozen_dtype: Literal["float32", "float16", "bfloat16"] = "float32",
         attn_implementation: Literal["sdpa", "eager"] = "sdpa",
         loss: Literal["mse", "l1", "rank"] = "mse",
@@ -194,7 +201,7 @@ class CLIPAGIQA(L.LightningModule):
         if isinstance(options["targets"], str):
             options["targets"] = [options["targets"]]
         start = read_trained_weights(init_from) if init_from else None
-        options.update(resolve_architecture(options, start))
+        options.update(resolve_architecture(options, start, data_has_rater_std))
         if options["mos_scale"] is None:
             del options["mos_scale"]  # the config's default: the training scale
         config = CLIPAGIQAConfig.checked("model options", **options)

@@ -66,7 +66,7 @@ def test_percentile_among_the_training_mos():
 def test_the_paper_model_and_loss_stay_exactly_as_they_were():
     from clip_agiqa import CLIPAGIQA
 
-    task = CLIPAGIQA(**TINY_MODEL, standardise=False)  # the paper head
+    task = CLIPAGIQA(**TINY_MODEL, standardise=False, prompt_norm="l2", output="score")  # the paper head
     model = task.model.eval()
     assert model.config.output == "score" and not hasattr(model, "std_scale") and model.extra_columns() == []
     assert model.head.mlp[-1].out_features == 1 and not hasattr(task, "val_abs_z")
@@ -201,3 +201,27 @@ def test_predict_writes_the_same_columns_as_score(fitted, tmp_path):
     rows = list(csv.DictReader(open(tmp_path / "predictions.csv")))
     assert list(rows[0]) == ["file_name", "score", "mos_std", "mos_percentile", "error"] and len(rows) == 70
     assert all(float(r["mos_std"]) > 0 and 0 <= float(r["mos_percentile"]) <= 100 for r in rows)
+
+
+def test_a_fit_with_no_model_options_gives_a_std_where_the_data_has_the_raters_std(rated_root, synthetic_root,
+                                                                                    tmp_path):
+    """The default output: a distribution where the training data gives ``mos_std`` (so ``score`` writes a std and a
+    percentile), one score where it does not (nothing would train each picture's spread)."""
+    from clip_agiqa import export_checkpoint
+    from clip_agiqa.scoring import main as score
+
+    data = ["--data", "MOSFolder", "--data.batch_size", "16", "--data.num_workers", "0"]
+    size = ["--model.backbone", "random:tiny", "--model.n_ctx", "2", "--model.hidden_dim", "8"]  # no recipe option
+    rated = run_cli(["fit", *size, *data, "--data.root", str(rated_root), *trainer_args(tmp_path / "rated")])
+    assert rated.model.model.config.output == "distribution" and rated.model.model.config.standardise
+    folder = export_checkpoint(tmp_path / "rated" / "checkpoints" / "best.ckpt", tmp_path / "model")
+    name = next(p for p in sorted(rated_root.iterdir()) if p.suffix == ".png")
+    rows = list(csv.DictReader(open(score([str(folder), str(name), "--output", str(tmp_path / "scores.csv"),
+                                           "--num_workers", "0"]))))
+    assert list(rows[0]) == ["file_name", "score", "mos_std", "mos_percentile", "error"]
+    assert float(rows[0]["mos_std"]) > 0 and 0 <= float(rows[0]["mos_percentile"]) <= 100
+    plain = run_cli(["fit", *size, *data, "--data.root", str(synthetic_root), *trainer_args(tmp_path / "plain")])
+    assert plain.model.model.config.output == "score"
+    given = run_cli(["fit", *size, *data, "--data.root", str(rated_root), "--model.output", "score",
+                     *trainer_args(tmp_path / "given")])
+    assert given.model.model.config.output == "score"  # a typed output is kept

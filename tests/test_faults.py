@@ -61,7 +61,7 @@ def signal_at_step(monkeypatch, step: int, signum: int) -> None:
 
 
 def test_last_ckpt_is_the_last_epoch_not_the_best(synthetic_root, tmp_path):
-    run_cli(fit_args(synthetic_root, tmp_path, epochs=3))
+    run_cli([*fit_args(synthetic_root, tmp_path, epochs=3), "--checkpoint.select", "best"])  # Lightning's best
     best_epoch, _ = checkpoint_step(tmp_path / "checkpoints" / "best.ckpt")
     assert checkpoint_step(tmp_path / "checkpoints" / "last.ckpt") == (2, 3 * STEPS_PER_EPOCH)
     assert best_epoch < 2  # on this data the best val SRCC comes early: last.ckpt must still be epoch 2

@@ -86,7 +86,7 @@ def test_each_target_gets_its_coverage_line_and_a_score_model_none():
     assert ("- Interval coverage on its test split (quality), measured by `clip-agiqa test` of this checkpoint: the "
             "50% interval holds 52.0% of the test MOS, the 90% interval 87.5%") in card
     assert "- Interval coverage on a test split (align): not measured" in card
-    paper = CLIPAGIQA(**TINY_MODEL).model
+    paper = CLIPAGIQA(**TINY_MODEL, output="score").model
     paper.training_info = {"test/srcc": 0.5}
     card = str(paper.generate_model_card())
     assert "Interval coverage" not in card and "| test/srcc | 0.5000 |" in card

@@ -169,7 +169,7 @@ def test_bf16_mixed_training_keeps_metrics_finite(synthetic_root, tmp_path, froz
 
 @pytest.mark.slow
 def test_vit_b_16_checkpoint_is_small_and_trains_paper_sized_parameters(tmp_path):
-    model = CLIPAGIQA("random:vit-b-16", n_ctx=16, hidden_dim=512)  # the paper's sizes
+    model = CLIPAGIQA("random:vit-b-16", n_ctx=16, hidden_dim=512, output="score")  # the paper's sizes
     trainable = sum(p.numel() for p in model.trainable_parameters())
     assert trainable == 16 * 512 + (3584 * 512 + 512) + (512 + 1)  # about 1.84 M, as in the paper
     checkpoint = {"state_dict": model.state_dict(), "hyper_parameters": dict(model.hparams)}

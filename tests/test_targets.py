@@ -122,7 +122,9 @@ def test_two_targets_fit_and_test_through_the_cli(tmp_path):
     tested = run_cli(["test", *common, "--ckpt_path", str(run_dir / "checkpoints" / "best.ckpt")])
     assert {"test/quality/srcc", "test/align/srcc", "test/srcc"} <= set(tested.trainer.callback_metrics)
     rows = list(csv.DictReader(open(run_dir / "test_predictions.csv")))
-    assert list(rows[0]) == ["file_name", "quality_mos", "quality_score", "align_mos", "align_score"]
+    certainty = ["std", "rater_std", "js", "wasserstein"]  # a fit's default output on data with the raters' std
+    assert list(rows[0]) == ["file_name", *(f"{target}_{column}" for target in ("quality", "align")
+                                            for column in ("mos", "score", *certainty))]
     records = {r.file_name: r for r in tested.datamodule.records}
     assert len(rows) == len(tested.datamodule.split_records("test"))
     for row in rows:

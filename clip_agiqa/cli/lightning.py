@@ -187,6 +187,7 @@ class AGIQACLI(LightningCLI):
         parser.set_defaults({"model": {"class_path": "clip_agiqa.module.CLIPAGIQA"}})
         # The data owns its targets and their MOS scales (fixed by a benchmark or measured on the training split).
         parser.link_arguments("data.target_scales", "model.init_args.data_targets", apply_on="instantiate")
+        parser.link_arguments("data.has_rater_std", "model.init_args.data_has_rater_std", apply_on="instantiate")
 
     # --- the command line ---------------------------------------------------------------------------------
     def parse_arguments(self, parser, args) -> None:

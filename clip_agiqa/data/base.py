@@ -331,6 +331,12 @@ class MOSDataModule(L.LightningDataModule):
             scales[name] = [low, high]
         return {name: scales[name] for name in self.targets}  # the targets' order: one model output each
 
+    @property
+    def has_rater_std(self) -> bool:
+        """Whether the training split gives the raters' std of any MOS (``mos_std``): a fit's default model then
+        predicts a score distribution trained against it."""
+        return any(math.isfinite(std) for record in self.split_records("train") for std in record.stds.values())
+
     def sample_groups(self) -> dict[str, dict[str, str]]:
         """Every sample's groups by name (its generator and the dataset's own groups: task ...), for results per
         group; empty for samples without any."""

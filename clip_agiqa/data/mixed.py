@@ -129,6 +129,10 @@ class MixedData(L.LightningDataModule):
         """Every target on 0-1: each dataset's own scale is applied before its samples meet the others."""
         return {name: [0.0, 1.0] for name in self.targets}
 
+    @property
+    def has_rater_std(self) -> bool:
+        return any(member.has_rater_std for member in self.members)
+
     def member_scales(self) -> list[list[list[float]]]:
         """Each member's (low, high) per target: its fixed scale, else its training split's range."""
         scales = []
