@@ -355,7 +355,12 @@ class AGIQACLI(LightningCLI):
         best = getattr(checkpoint, "best_model_path", "")
         if best and checkpoint.best_model_score is not None:
             epoch = torch.load(best, map_location="cpu", weights_only=True).get("epoch")
-            print(f"best {checkpoint.monitor} {float(checkpoint.best_model_score):.4f} at epoch {epoch}: {best}")
+            score, seen = float(checkpoint.best_model_score), getattr(checkpoint, "best_seen", None)
+            if seen is not None and seen > score:  # chosen within one standard error of the best
+                print(f"best {checkpoint.monitor} {seen:.4f}; best.ckpt is the latest epoch within one standard "
+                      f"error ({checkpoint.tolerance:.2f}) of it, {score:.4f} at epoch {epoch}: {best}")
+            else:
+                print(f"best {checkpoint.monitor} {score:.4f} at epoch {epoch}: {best}")
         else:
             last = next((c.path for c in self.trainer.checkpoint_callbacks
                          if isinstance(c, LastCheckpoint) and c.path and c.path.is_file()), None)
