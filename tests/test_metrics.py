@@ -5,11 +5,9 @@ from __future__ import annotations
 import math
 import warnings
 
-import lightning as L
 import numpy as np
 import pytest
 import torch
-from lightning.pytorch.callbacks import ModelCheckpoint
 from scipy.optimize import curve_fit
 from scipy.stats import kendalltau, pearsonr, spearmanr
 
@@ -163,45 +161,6 @@ def test_a_logistic_fit_that_fails_warns_and_gives_nan(monkeypatch):
 def test_logistic_plcc_of_constant_predictions_warns_and_gives_nan():
     with pytest.warns(RuntimeWarning, match="non-constant"):
         assert math.isnan(logistic_plcc([2.0] * 5, [1.0, 2.0, 1.5, 4.0, 3.0]))
-
-
-class LogsGivenSRCC(L.LightningModule):
-    """Logs val/srcc from a fixed list, one value per epoch."""
-
-    def __init__(self, values: list[float]):
-        super().__init__()
-        self.values = values
-        self.weight = torch.nn.Parameter(torch.zeros(1))
-
-    def training_step(self, batch, batch_idx):
-        return (self.weight * batch[0]).sum()
-
-    def validation_step(self, batch, batch_idx):
-        pass
-
-    def on_validation_epoch_end(self):
-        self.log("val/srcc", torch.tensor(self.values[self.current_epoch]))
-
-    def configure_optimizers(self):
-        return torch.optim.SGD(self.parameters(), lr=0.1)
-
-    def train_dataloader(self):
-        return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(torch.ones(2, 1)))
-
-    def val_dataloader(self):
-        return self.train_dataloader()
-
-
-@pytest.mark.parametrize("values, best_epoch", [([math.nan, 0.2, math.nan], 1), ([0.3, math.nan, 0.1], 0)])
-def test_checkpoint_selection_never_prefers_a_nan_epoch(tmp_path, values, best_epoch):
-    # The CLI's settings (cli.py): one best.ckpt, chosen on val/srcc.
-    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/srcc", mode="max", filename="best",
-                                 save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
-    trainer = L.Trainer(max_epochs=len(values), callbacks=[checkpoint], accelerator="cpu", logger=False,
-                        enable_progress_bar=False, enable_model_summary=False)
-    trainer.fit(LogsGivenSRCC(values))
-    assert float(checkpoint.best_model_score) == pytest.approx(values[best_epoch])
-    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == best_epoch
 
 
 def _rank_metrics(rank: int, world_size: int, port: int, results) -> None:

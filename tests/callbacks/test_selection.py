@@ -8,6 +8,7 @@ import math
 import lightning as L
 import pytest
 import torch
+from lightning.pytorch.callbacks import ModelCheckpoint
 
 from clip_agiqa.callbacks.checkpoints import RunCheckpoint, srcc_standard_error
 
@@ -80,6 +81,17 @@ def test_best_and_other_monitors_keep_lightnings_rule(tmp_path):
     assert chosen_epoch(tmp_path / "best", values, select="best") == 1
     assert chosen_epoch(tmp_path / "other", values, select="latest_within_se", monitor="other") == 1
     assert chosen_epoch(tmp_path / "tiny", values, size=1, select="latest_within_se") == 1  # no size: no rule
+
+
+@pytest.mark.parametrize("values, best_epoch", [([math.nan, 0.2, math.nan], 1), ([0.3, math.nan, 0.1], 0)])
+def test_lightnings_checkpoint_selection_never_prefers_a_nan_epoch(tmp_path, values, best_epoch):
+    checkpoint = ModelCheckpoint(dirpath=tmp_path, monitor="val/srcc", mode="max", filename="best",
+                                 save_last=True, auto_insert_metric_name=False, enable_version_counter=False)
+    trainer = L.Trainer(max_epochs=len(values), callbacks=[checkpoint], accelerator="cpu", logger=False,
+                        enable_progress_bar=False, enable_model_summary=False)
+    trainer.fit(GivenSRCC(values), datamodule=ValidationOf(10))
+    assert float(checkpoint.best_model_score) == pytest.approx(values[best_epoch])
+    assert torch.load(tmp_path / "best.ckpt", weights_only=True)["epoch"] == best_epoch
 
 
 def test_a_resumed_fit_remembers_the_best_val_srcc_seen():
