@@ -264,3 +264,8 @@ def test_the_epoch_line_of_several_targets_gives_each_targets_figure():
         checkpoint_callback=types.SimpleNamespace(monitor="val/srcc", mode="max", best_model_score=None))
     EpochLines(stream=stream).on_train_epoch_end(trainer, None)
     assert "val/srcc 0.5000 (best 0.5000)  quality 0.2500  alignment 0.7500" in stream.getvalue()
+    # best.ckpt holds a later epoch within one standard error of the best: the line gives the best seen
+    trainer.checkpoint_callback = types.SimpleNamespace(monitor="val/srcc", mode="max", best_model_score=0.45,
+                                                        best_seen=0.7)
+    EpochLines(stream=stream).on_train_epoch_end(trainer, None)
+    assert "val/srcc 0.5000 (best 0.7000)" in stream.getvalue()

@@ -66,7 +66,9 @@ class EpochLines(Callback):
         current = trainer.callback_metrics.get(monitor) if monitor else None
         if monitor and current is not None:
             # The checkpoint callback may judge this epoch only after this hook: take it into account here.
-            best = getattr(checkpoint, "best_model_score", None)
+            # The best value seen (best.ckpt may hold a later epoch within one standard error of it), else best.ckpt's.
+            best = getattr(checkpoint, "best_seen", None)
+            best = getattr(checkpoint, "best_model_score", None) if best is None else best
             pick = min if getattr(checkpoint, "mode", "max") == "min" else max
             best = float(current) if best is None or best != best else pick(float(best), float(current))
             parts.append(f"{monitor} {float(current):.4f} (best {best:.4f})")
