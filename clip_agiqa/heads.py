@@ -48,7 +48,8 @@ class FeatureStandardiser(nn.Module):
     standardised, and saved with the model (float buffers only: a saved model holds no integers). Training and
     scoring standardise alike: a batch's own statistics (as batch normalisation uses) would add noise from 32
     pictures' estimate of each of hundreds of variances, which cost a small head about 0.03 of test SRCC on the
-    task suite's noise family. ``learn=False`` (a head that does not train, ``--model.trainable prompt``) keeps the statistics."""
+    task suite's noise family. ``learn=False`` (a head that does not train, ``--model.trainable prompt``) keeps
+    the statistics."""
 
     def __init__(self, size: int, eps: float = 1e-5):
         super().__init__()
