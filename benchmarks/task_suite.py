@@ -327,10 +327,10 @@ def chosen_epoch(curve: list[dict], rule: str, val_size: int = 0) -> int:
     if rule == "latest_within_se":  # a fit's default (callbacks.checkpoints.RunCheckpoint)
         from clip_agiqa.callbacks.checkpoints import srcc_standard_error
 
-        chosen, best = 0, -np.inf
+        chosen, best, tolerance = 0, -np.inf, srcc_standard_error(val_size)
         for epoch, value in enumerate(val):
             best = max(best, value)
-            if value >= best - srcc_standard_error(val_size):
+            if value >= best - tolerance:
                 chosen = epoch
         return chosen
     if rule == "val_srcc":  # the first epoch with the best val SRCC (ModelCheckpoint's "best")
