@@ -125,7 +125,8 @@ class CLIPAGIQAModel(nn.Module, ModelHubMixin, library_name="clip-agiqa",
                                config.hidden_dim, config.dropout, TRAINING_SCALE, n_outputs=len(config.targets),
                                input_dropout=config.input_dropout,
                                prompt_aware=config.use_prompt, levels=config.levels if distribution else None,
-                               standardise=config.standardise, prompt_norm=config.prompt_norm)
+                               standardise=config.standardise, prompt_norm=config.prompt_norm,
+                               whiten=config.whiten)
         self.register_buffer("mos_scale", torch.tensor(config.mos_scale, dtype=torch.float64))
         # The training MOS distribution per target (calibration.QUANTILES quantiles; all equal: not recorded), what
         # a score's percentile is read from; set when a fit starts.

@@ -38,7 +38,7 @@ from .model import CLIPAGIQAModel
 from .saved import FIELDS_ADDED_LATER, MODEL_PREFIX, TrainedWeights, read_checkpoint, read_trained_weights
 
 FROZEN_PREFIX = MODEL_PREFIX + MODEL_FROZEN_PREFIX
-CONCAT_ONLY = ("standardise", "prompt_norm", "output")  # default recipe fields that only the concat head has
+CONCAT_ONLY = ("standardise", "whiten", "prompt_norm", "output")  # default recipe fields that only the concat head has
 # Fewer validation pictures than this choose best.ckpt mostly by chance: the fit says so.
 MIN_VALIDATION = 40
 # Precisions that keep the trainable parts in fp32 (a *-true precision would train them in half precision).
@@ -65,6 +65,8 @@ def resolve_architecture(given: dict, start: TrainedWeights | None, rater_std: b
         for name, value in RECIPE_DEFAULTS.items():
             if name == "output" and not rater_std:
                 continue  # without the raters' std nothing trains the spread of each picture: one score
+            if name == "whiten" and resolved["standardise"] is False:
+                continue  # standardising nothing (e.g. the paper's part): nothing to whiten
             if given.get(name) is None and (name not in CONCAT_ONLY or resolved["head"] == "concat"):
                 resolved[name] = value
     return resolved
@@ -141,6 +143,9 @@ class CLIPAGIQA(L.LightningModule):
         standardise: the concat head standardises its image-dependent inputs (see ``CLIPAGIQAConfig``); left out,
             from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``);
             false is the paper's.
+        whiten: with ``standardise``, the concat head also decorrelates its standardised inputs (ZCA whitening with
+            this shrinkage; see ``CLIPAGIQAConfig``); left out, from ``init_from`` when given, else 0.01 where the
+            head standardises (the default recipe); 0 whitens nothing.
         prompt_norm: how the concat head reads the quality prompts' features (see ``CLIPAGIQAConfig``); left out,
             from ``init_from`` when given, else ``l1`` for the concat head (the default recipe); ``l2`` is the paper's.
         mos_scale: the MOS scale (low, high), one per target or one for all. Targets are mapped onto 0-5 for
@@ -174,6 +179,7 @@ class CLIPAGIQA(L.LightningModule):
         output: Literal["score", "distribution"] | None = None,
         levels: int | None = None,
         standardise: bool | None = None,
+        whiten: float | None = None,
         prompt_norm: Literal["l2", "l1"] | None = None,
         dropout: float = TRAINING_DEFAULTS["dropout"],
         input_dropout: float | None = TRAINING_DEFAULTS["input_dropout"],

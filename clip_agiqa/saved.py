@@ -39,7 +39,7 @@ SAVED_FIELDS = ("format", "format_version", "clip_agiqa_version", "backbone_fing
 FLOAT_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)
 # Model fields added after models were saved without them, and the value every such model was made with. A
 # config.json or checkpoint that lacks one gets this value, not today's default (which may differ).
-FIELDS_ADDED_LATER = {"standardise": False, "input_dropout": None, "prompt_norm": "l2"}
+FIELDS_ADDED_LATER = {"standardise": False, "input_dropout": None, "prompt_norm": "l2", "whiten": 0.0}
 
 
 @dataclass

@@ -97,7 +97,7 @@ def test_a_fit_with_no_model_options_trains_the_default_recipe_the_paper_parts_s
     for part in ("clip_agiqa.yaml", "clip_agiqa_prompt.yaml"):
         init_args = yaml.safe_load((REPO / "experiments" / "model" / part).read_text())["model"]["init_args"]
         assert init_args["standardise"] is False and init_args["input_dropout"] is None  # None: dropout, as published
-        assert init_args["prompt_norm"] == "l2" and init_args["output"] == "score"
+        assert init_args["prompt_norm"] == "l2" and init_args["output"] == "score" and init_args["whiten"] == 0
 
 
 def test_a_saved_folder_without_the_standardise_field_loads_as_before(tmp_path):

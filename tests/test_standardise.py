@@ -106,3 +106,91 @@ def test_a_saved_folder_without_the_prompt_norm_field_reads_its_prompts_as_it_wa
     assert loaded.config.prompt_norm == "l2"
     features = torch.randn(2, model.clip.config.projection_dim)
     torch.testing.assert_close(loaded.training_scale_scores(features), model.training_scale_scores(features))
+
+
+def crowded_features(n: int, size: int = 6, seed: int = 0) -> torch.Tensor:
+    """Features whose variance sits in one direction (as frozen CLIP features crowd into a few)."""
+    generator = torch.Generator().manual_seed(seed)
+    common = torch.randn(n, 1, generator=generator)
+    return common * 3 + torch.randn(n, size, generator=generator) + 2
+
+
+def test_whitening_decorrelates_the_standardised_features_with_the_training_batches_correlation():
+    """``whiten``: (R + whiten I)^-1/2 of the average batch correlation, checked against numpy's eigendecomposition."""
+    import numpy as np
+
+    shrink = 0.01
+    standardiser = FeatureStandardiser(6, whiten=shrink)
+    features = crowded_features(256)
+    batches = features.split(32)
+    for batch in batches:  # 8 batches: a power of two, so the matrix is refreshed at the last one
+        standardiser(batch)
+    mean = torch.stack([b.mean(0) for b in batches]).mean(0).double()
+    var = torch.stack([b.var(0, unbiased=False) for b in batches]).mean(0).double()
+    cov = torch.stack([torch.cov(b.T.double(), correction=0) for b in batches]).mean(0)
+    scale = (var + 1e-5).rsqrt()
+    values, vectors = np.linalg.eigh((cov * scale[:, None] * scale[None, :]).numpy())
+    expected = torch.from_numpy((vectors / np.sqrt(values + shrink)) @ vectors.T)
+    torch.testing.assert_close(standardiser.whitening.double(), expected, rtol=1e-4, atol=1e-4)
+    standardiser.eval()
+    out = standardiser(features).double()
+    torch.testing.assert_close(out, ((features.double() - mean) * scale) @ expected, rtol=1e-4, atol=1e-4)
+    correlation = torch.corrcoef(out.T)  # the crowded features come out decorrelated
+    assert (correlation - torch.eye(6, dtype=out.dtype)).abs().max() < 0.05
+    assert torch.corrcoef(features.T).min() > 0.8
+
+
+def test_whitening_is_refreshed_at_the_first_batches_then_every_refresh_batches():
+    standardiser = FeatureStandardiser(6, whiten=0.01)
+    seen = []
+    for index, batch in enumerate(crowded_features(32 * 130).split(32), start=1):
+        before = standardiser.whitening.clone()
+        standardiser(batch)
+        if not torch.equal(before, standardiser.whitening):
+            seen.append(index)
+    assert seen == [1, 2, 4, 8, 16, 32, 64, 128]
+
+
+def test_the_default_recipe_whitens_where_it_standardises_and_old_models_load_unwhitened(tmp_path):
+    import json
+
+    from clip_agiqa import CLIPAGIQA
+
+    default = CLIPAGIQA(backbone="random:tiny")
+    assert default.model.config.whiten == 0.01 and default.model.head.image_norm.whiten == 0.01
+    assert CLIPAGIQA(backbone="random:tiny", standardise=False).model.config.whiten == 0.0  # nothing to whiten
+    assert CLIPAGIQA(backbone="random:tiny", whiten=0.0).model.config.whiten == 0.0
+    assert CLIPAGIQA(backbone="random:tiny", head="similarity").model.config.whiten == 0.0
+    assert CLIPAGIQAModel(**TINY_MODEL).config.whiten == 0.0  # the network's own default: the paper
+    model = CLIPAGIQAModel(**TINY_MODEL, standardise=True).eval()
+    model.save_pretrained(tmp_path / "saved")
+    config = json.loads((tmp_path / "saved" / "config.json").read_text())
+    del config["whiten"]  # saved before the field existed
+    (tmp_path / "saved" / "config.json").write_text(json.dumps(config))
+    loaded = CLIPAGIQAModel.from_pretrained(tmp_path / "saved")
+    assert loaded.config.whiten == 0.0 and not hasattr(loaded.head.image_norm, "whitening")
+
+
+def test_a_whitened_model_saves_and_loads_its_whitening():
+    model = CLIPAGIQAModel(**TINY_MODEL, standardise=True, whiten=0.1, dropout=0.0).train()
+    dim = model.clip.config.projection_dim
+    generator = torch.Generator().manual_seed(1)
+    for _ in range(3):
+        model.training_scale_scores(torch.randn(16, dim, generator=generator) + 3)
+    assert "head.image_norm.whitening" in model.trained_state_dict()
+    model.eval()
+    copy = CLIPAGIQAModel(**TINY_MODEL, standardise=True, whiten=0.1, dropout=0.0).eval()
+    copy.load_state_dict(model.state_dict())
+    features = torch.randn(4, dim, generator=generator)
+    torch.testing.assert_close(copy.training_scale_scores(features), model.training_scale_scores(features))
+
+
+def test_whiten_is_checked():
+    import pytest
+
+    from clip_agiqa.errors import InputError
+
+    with pytest.raises(InputError, match="whiten 0.01 needs standardise true"):
+        CLIPAGIQAModel(**TINY_MODEL, whiten=0.01)
+    with pytest.raises(InputError, match="whiten must be at least 0"):
+        CLIPAGIQAModel(**TINY_MODEL, standardise=True, whiten=-1)
