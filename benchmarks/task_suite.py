@@ -256,7 +256,7 @@ RECIPES = {
     "default_l2_lr1e-3": {"model": {**DEFAULT, "prompt_norm": "l2", "lr": 0.001, "warmup_lr": 1e-4}, "start": True},
     "default_l2_drop0.3": {"model": {**DEFAULT, "prompt_norm": "l2", "dropout": 0.3}, "start": True},
     # The third round: the standardised inputs whitened too, with this shrinkage (clip_agiqa.config's
-    # RECIPE_DEFAULTS and TRAINING_DEFAULTS are whiten0.01).
+    # RECIPE_DEFAULTS and TRAINING_DEFAULTS are whiten0.1, chosen on the CHOICE families).
     **{f"whiten{shrink}": {"model": {**DEFAULT, "whiten": shrink}, "start": True} for shrink in (0.001, 0.01, 0.1)},
 }
 

@@ -40,7 +40,7 @@ ARCHITECTURE_FIELD = {"architecture": True}
 # What a fit with no model options trains (``CLIPAGIQA``; chosen with benchmarks/task_suite.py): the published
 # network with these changes. ``CLIPAGIQAConfig``'s own defaults stay the
 # published network, which the paper parts spell out (experiments/model/clip_agiqa.yaml).
-RECIPE_DEFAULTS = {"standardise": True, "whiten": 0.01, "prompt_norm": "l1", "output": "distribution", "n_ctx": 8,
+RECIPE_DEFAULTS = {"standardise": True, "whiten": 0.1, "prompt_norm": "l1", "output": "distribution", "n_ctx": 8,
                    "hidden_dim": 256}
 # standardise, whiten, prompt_norm and output: the concat head's (whiten only where it standardises); output only where the data gives the raters' std (without
 # it nothing trains each picture's spread, and the score learned worse on the prompt-aware demo)
@@ -77,7 +77,7 @@ class CLIPAGIQAConfig:
         standardise: the concat head standardises its image-dependent inputs with the training data's statistics
             (mean and variance per feature, kept with the model), as a linear probe on frozen features does.
         whiten: with ``standardise``, the concat head also decorrelates those inputs (ZCA whitening, the
-            correlation matrix's eigenvalues raised by this shrinkage, e.g. 0.01); 0: standardised only (the
+            correlation matrix's eigenvalues raised by this shrinkage, e.g. 0.1); 0: standardised only (the
             paper standardises nothing). Frozen CLIP features crowd into a few directions, which a head trained by
             gradient steps learns far faster than the rest (see ``heads.FeatureStandardiser``).
         prompt_norm: how the concat head reads the quality prompts' features, which do not depend on the image

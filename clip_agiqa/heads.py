@@ -51,7 +51,7 @@ class FeatureStandardiser(nn.Module):
     task suite's noise family. ``learn=False`` (a head that does not train, ``--model.trainable prompt``) keeps
     the statistics.
 
-    ``whiten`` (a shrinkage, e.g. 0.01) also decorrelates the standardised features (ZCA whitening): they are
+    ``whiten`` (a shrinkage, e.g. 0.1) also decorrelates the standardised features (ZCA whitening): they are
     multiplied by ``(R + whiten I)^-1/2``, R their correlation matrix (the average of the training batches' too).
     Frozen CLIP features are crowded into a few directions (with random ViT-B/16 weights three of 512 hold 98% of
     the variance), and a gradient step moves along a direction in proportion to its variance, so a head trained by

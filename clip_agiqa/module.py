@@ -144,7 +144,7 @@ class CLIPAGIQA(L.LightningModule):
             from ``init_from`` when given, else true for the concat head: the default recipe (``RECIPE_DEFAULTS``);
             false is the paper's.
         whiten: with ``standardise``, the concat head also decorrelates its standardised inputs (ZCA whitening with
-            this shrinkage; see ``CLIPAGIQAConfig``); left out, from ``init_from`` when given, else 0.01 where the
+            this shrinkage; see ``CLIPAGIQAConfig``); left out, from ``init_from`` when given, else 0.1 where the
             head standardises (the default recipe); 0 whitens nothing.
         prompt_norm: how the concat head reads the quality prompts' features (see ``CLIPAGIQAConfig``); left out,
             from ``init_from`` when given, else ``l1`` for the concat head (the default recipe); ``l2`` is the paper's.

@@ -157,7 +157,7 @@ def test_the_default_recipe_whitens_where_it_standardises_and_old_models_load_un
     from clip_agiqa import CLIPAGIQA
 
     default = CLIPAGIQA(backbone="random:tiny")
-    assert default.model.config.whiten == 0.01 and default.model.head.image_norm.whiten == 0.01
+    assert default.model.config.whiten == 0.1 and default.model.head.image_norm.whiten == 0.1
     assert CLIPAGIQA(backbone="random:tiny", standardise=False).model.config.whiten == 0.0  # nothing to whiten
     assert CLIPAGIQA(backbone="random:tiny", whiten=0.0).model.config.whiten == 0.0
     assert CLIPAGIQA(backbone="random:tiny", head="similarity").model.config.whiten == 0.0
