@@ -194,3 +194,38 @@ def test_whiten_is_checked():
         CLIPAGIQAModel(**TINY_MODEL, whiten=0.01)
     with pytest.raises(InputError, match="whiten must be at least 0"):
         CLIPAGIQAModel(**TINY_MODEL, standardise=True, whiten=-1)
+
+
+def fit_on_a_quiet_direction(whiten: float | None, seed: int = 0, steps: int = 300) -> float:
+    """Test SRCC of a small concat head trained with AdamW on features whose variance sits in two loud directions
+    while the MOS follows a quiet one (as random CLIP features crowd, and as the task suite's pixelate family)."""
+    from scipy.stats import spearmanr
+
+    from clip_agiqa.heads import build_head
+
+    generator = torch.Generator().manual_seed(seed)
+    n, dim = 600, 16
+    loud = torch.cat([torch.randn(n, 2, generator=generator) * 30, torch.zeros(n, dim - 2)], dim=1)
+    quiet = torch.randn(n, dim, generator=generator) * 0.3
+    rotation = torch.linalg.qr(torch.randn(dim, dim, generator=generator))[0]
+    features = loud @ rotation + quiet + 5
+    mos = 2.5 + quiet[:, 3] / 0.3 * 0.8
+    torch.manual_seed(seed)
+    head = build_head("concat", dim, 2, 32, 0.0, standardise=True, whiten=whiten, input_dropout=0.0,
+                      prompt_norm="l1")
+    prompts = torch.randn(2, dim, generator=generator)
+    optimiser = torch.optim.AdamW(head.parameters(), lr=3e-3, weight_decay=1e-4)
+    for _ in range(steps):
+        batch = torch.randint(0, 500, (32,), generator=generator)
+        loss = ((head(features[batch], prompts)[:, 0] - mos[batch]) ** 2).mean()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    with torch.no_grad():
+        return float(spearmanr(head.eval()(features[500:], prompts)[:, 0], mos[500:])[0])
+
+
+def test_whitening_lets_the_head_learn_a_quiet_direction_that_it_misses_standardised_only():
+    """Measured 0.11 standardised only and 0.88 whitened (seeds 1-5: 0.05-0.29 and 0.68-0.92)."""
+    assert fit_on_a_quiet_direction(None) < 0.4
+    assert fit_on_a_quiet_direction(0.1) > 0.7
