@@ -42,8 +42,9 @@ ARCHITECTURE_FIELD = {"architecture": True}
 # published network, which the paper parts spell out (experiments/model/clip_agiqa.yaml).
 RECIPE_DEFAULTS = {"standardise": True, "whiten": 0.1, "prompt_norm": "l1", "output": "distribution", "n_ctx": 8,
                    "hidden_dim": 256}
-# standardise, whiten, prompt_norm and output: the concat head's (whiten only where it standardises); output only where the data gives the raters' std (without
-# it nothing trains each picture's spread, and the score learned worse on the prompt-aware demo)
+# standardise, whiten, prompt_norm and output: the concat head's (whiten only where it standardises); output only
+# where the data gives the raters' std (without it nothing trains each picture's spread, and the score learned worse
+# on the prompt-aware demo)
 # The optimisation of that default recipe (the training task's defaults), chosen with the architecture above on
 # generated task families and judged on others held out (benchmarks/task_suite.py, docs "The task suite").
 TRAINING_DEFAULTS: dict[str, Any] = {"dropout": 0.1, "input_dropout": 0.0, "optimizer": "adamw", "lr": 0.003,
