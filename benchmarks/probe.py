@@ -55,15 +55,19 @@ def data_overrides(overrides: list[str]) -> dict:
 
 def split_features(config: dict, workdir: Path, overrides: list[str] = ()) -> tuple[dict, list[str]]:
     """{split: (inputs, mos)} of the config's data and split (with the ``--data.*`` overrides), and the targets."""
+    from clip_agiqa.config import DEFAULT_BACKBONE
     from clip_agiqa.data.records import target_tensor
     from clip_agiqa.data.transforms import ImageTransform
     from clip_agiqa.model import CLIPAGIQAModel
 
     model_args = config["model"]["init_args"]
-    model = CLIPAGIQAModel(backbone=model_args["backbone"], n_ctx=model_args.get("n_ctx", 16)).eval()
+    # a run's config.yaml leaves the architecture it took from the defaults as null
+    model = CLIPAGIQAModel(backbone=model_args.get("backbone") or DEFAULT_BACKBONE,
+                           n_ctx=model_args.get("n_ctx") or 16).eval()
     data_args = config["data"]["init_args"]
-    datamodule = instantiate(config["data"], **{**data_overrides(overrides),
-                                                "root": str(workdir / Path(data_args["root"]).name), "num_workers": 0})
+    # generated data goes into the work folder; a --data.root override (your own folder) is read where it is
+    datamodule = instantiate(config["data"], **{"root": str(workdir / Path(data_args["root"]).name),
+                                                **data_overrides(overrides), "num_workers": 0})
     if hasattr(datamodule, "prepare_data"):
         datamodule.prepare_data()
     transform = ImageTransform(model.image_settings, train=False)
