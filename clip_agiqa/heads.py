@@ -71,6 +71,8 @@ class FeatureStandardiser(nn.Module):
         if self.whiten is not None:
             self.register_buffer("cov", torch.eye(size))
             self.register_buffer("whitening", torch.eye(size))
+            self._seen: int | None = None  # ``batches`` on the host, read once (after each load): no sync a step
+            self.register_load_state_dict_post_hook(_forget_seen)  # a function: the module still pickles
 
     def forward(self, features: torch.Tensor, learn: bool = True) -> torch.Tensor:
         if self.training and learn and len(features) > 1:
@@ -80,7 +82,7 @@ class FeatureStandardiser(nn.Module):
 
     @torch.no_grad()
     def _learn(self, features: torch.Tensor) -> None:
-        self.batches += 1  # the cumulative average: no host sync (but for the whitening's refresh)
+        self.batches += 1  # the cumulative average: no host sync
         weight = 1.0 / self.batches
         self.mean.lerp_(features.mean(dim=0), weight)
         self.var.lerp_(features.var(dim=0, unbiased=False), weight)
@@ -88,8 +90,8 @@ class FeatureStandardiser(nn.Module):
             return
         centred = features - features.mean(dim=0)
         self.cov.lerp_(centred.T @ centred / len(features), weight)
-        batches = int(self.batches)
-        if batches % self.REFRESH == 0 or batches & (batches - 1) == 0:
+        self._seen = int(self.batches) if self._seen is None else self._seen + 1
+        if self._seen % self.REFRESH == 0 or self._seen & (self._seen - 1) == 0:
             self.whitening.copy_(self._whitening_matrix())
 
     def _whitening_matrix(self) -> torch.Tensor:
@@ -99,6 +101,10 @@ class FeatureStandardiser(nn.Module):
         values, vectors = torch.linalg.eigh(correlation)
         inverse_root = (values.clamp_min(0) + self.whiten).rsqrt()
         return ((vectors * inverse_root) @ vectors.T).to(self.whitening)
+
+
+def _forget_seen(module: FeatureStandardiser, incompatible_keys) -> None:
+    module._seen = None  # loaded statistics: read their batch count again
 
 
 def feature_standardiser(size: int, whiten: float | None = None) -> FeatureStandardiser:
